@@ -1,0 +1,104 @@
+"""tako: durable workflows with human approvals, for Python.
+
+Write workflows with `@workflow` and `Step`; start and steer runs with the
+functions below (blocking, usable from any thread or framework) or with
+`Client` / `AsyncClient`. Everything public is re-exported here.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from tako._client import AsyncClient, Client, StartResult
+from tako._durations import Duration, parse_duration
+from tako._errors import (
+    InvalidRequest,
+    NonRetryable,
+    NotAllowed,
+    PayloadTooLarge,
+    RunCancelled,
+    RunFailed,
+    RunNotFound,
+    StepFailed,
+    SupervisorUnavailable,
+    TakoError,
+    UnknownWorkflow,
+)
+from tako._records import Run, SignalResult, StepRecord
+from worker_runtime.registry import workflow
+from worker_runtime.step import Step
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "Duration",
+    "InvalidRequest",
+    "NonRetryable",
+    "NotAllowed",
+    "PayloadTooLarge",
+    "Run",
+    "RunCancelled",
+    "RunFailed",
+    "RunNotFound",
+    "SignalResult",
+    "StartResult",
+    "Step",
+    "StepFailed",
+    "StepRecord",
+    "SupervisorUnavailable",
+    "TakoError",
+    "UnknownWorkflow",
+    "cancel",
+    "get_run",
+    "list_runs",
+    "parse_duration",
+    "result",
+    "retry",
+    "signal",
+    "start",
+    "workflow",
+]
+
+_clients: dict[str, Client] = {}
+_clients_lock = threading.Lock()
+
+
+def _client() -> Client:
+    """The client for the socket the environment points at (one per socket path)."""
+    probe = Client()
+    key = str(probe.socket_path)
+    with _clients_lock:
+        return _clients.setdefault(key, probe)
+
+
+def start(
+    workflow: str, payload: Any = None, *, run_id: str | None = None, delay: Duration | None = None
+) -> str:
+    return _client().start(workflow, payload, run_id=run_id, delay=delay)
+
+
+def signal(
+    event: str, payload: Any = None, *, run_id: str | None = None, ttl: Duration | None = None
+) -> SignalResult:
+    return _client().signal(event, payload, run_id=run_id, ttl=ttl)
+
+
+def get_run(run_id: str) -> Run:
+    return _client().get_run(run_id)
+
+
+def result(run_id: str, *, timeout: Duration | None = None) -> Any:
+    return _client().result(run_id, timeout=timeout)
+
+
+def cancel(run_id: str) -> Run:
+    return _client().cancel(run_id)
+
+
+def retry(run_id: str) -> Run:
+    return _client().retry(run_id)
+
+
+def list_runs(status: str | None = None, workflow: str | None = None, limit: int = 100) -> list[Run]:
+    return _client().list_runs(status=status, workflow=workflow, limit=limit)

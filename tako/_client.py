@@ -1,0 +1,277 @@
+"""Clients of the supervisor: `Client` (blocking) and `AsyncClient` (asyncio or trio).
+
+`Client` holds the logic: it builds each request, sends it over a pooled
+unix socket connection and turns the reply into typed values or typed
+errors. It is thread-safe: each call borrows a connection of its own.
+`AsyncClient` adapts it by running each call in a worker thread (anyio), so
+it works under asyncio and trio alike and the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import socket as _socket
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from tako._durations import Duration, parse_duration
+from tako._errors import (
+    RunCancelled,
+    RunFailed,
+    SupervisorUnavailable,
+    error_from_wire,
+)
+from tako._paths import resolve_socket
+from tako._records import Registry, Run, SignalResult
+
+T = TypeVar("T")
+_encode = msgspec.json.Encoder().encode
+
+
+class StartResult(msgspec.Struct):
+    run_id: str
+    status: str
+    deduplicated: bool
+
+
+class _WaitReply(msgspec.Struct):
+    finished: bool
+    run: Run
+
+
+class Client:
+    """A connection to one supervisor, found by `socket`, `$TAKO_SOCKET` or the current folder."""
+
+    def __init__(self, socket: str | os.PathLike[str] | None = None) -> None:
+        self.socket_path = resolve_socket(socket)
+        self._idle: list[_socket.socket] = []
+        self._lock = threading.Lock()
+        self._next_id = 0
+
+    # -- the API of SPEC §6 --------------------------------------------------------
+
+    def start(
+        self,
+        workflow: str,
+        payload: Any = None,
+        *,
+        run_id: str | None = None,
+        delay: Duration | None = None,
+    ) -> str:
+        """Start a run and return its id (the existing run's id if `run_id` is taken)."""
+        return self.start_run(workflow, payload, run_id=run_id, delay=delay).run_id
+
+    def start_run(
+        self,
+        workflow: str,
+        payload: Any = None,
+        *,
+        run_id: str | None = None,
+        delay: Duration | None = None,
+    ) -> StartResult:
+        """Like `start`, and say whether the run already existed (`deduplicated`)."""
+        fields: dict[str, Any] = {"workflow": workflow, "payload": _raw(payload)}
+        if run_id is not None:
+            fields["run_id"] = run_id
+        if delay is not None:
+            fields["delay"] = parse_duration(delay)
+        return msgspec.convert(self.request("start", **fields), StartResult)
+
+    def signal(
+        self,
+        event: str,
+        payload: Any = None,
+        *,
+        run_id: str | None = None,
+        ttl: Duration | None = None,
+    ) -> SignalResult:
+        """Wake every run waiting on `event` (or only `run_id`); kept if nobody waits."""
+        fields: dict[str, Any] = {"event": event, "payload": _raw(payload)}
+        if run_id is not None:
+            fields["run_id"] = run_id
+        if ttl is not None:
+            fields["ttl"] = parse_duration(ttl)
+        return msgspec.convert(self.request("signal", **fields), SignalResult)
+
+    def get_run(self, run_id: str) -> Run:
+        return msgspec.convert(self.request("get_run", run_id=run_id)["run"], Run)
+
+    def list_runs(
+        self, status: str | None = None, workflow: str | None = None, limit: int = 100
+    ) -> list[Run]:
+        reply = self.request("list_runs", status=status, workflow=workflow, limit=limit)
+        return msgspec.convert(reply["runs"], list[Run])
+
+    def cancel(self, run_id: str, reason: str | None = None) -> Run:
+        reply = self.request("cancel", run_id=run_id, reason=reason)
+        return msgspec.convert(reply["run"], Run)
+
+    def retry(self, run_id: str) -> Run:
+        return msgspec.convert(self.request("retry", run_id=run_id)["run"], Run)
+
+    def wait(self, run_id: str, *, timeout: Duration | None = None) -> Run:
+        """The run once it is finished; TimeoutError if `timeout` passes first."""
+        deadline = None if timeout is None else time.monotonic() + parse_duration(timeout)
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            reply = msgspec.convert(self.request("wait", run_id=run_id, timeout=left), _WaitReply)
+            if reply.finished:
+                return reply.run
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"run {run_id} is still {reply.run.status} after {timeout}")
+
+    def result(self, run_id: str, *, timeout: Duration | None = None) -> Any:
+        """Wait for the run and return its result; RunFailed / RunCancelled otherwise."""
+        run = self.wait(run_id, timeout=timeout)
+        if run.status == "failed":
+            raise RunFailed(f"run {run_id} failed: {run.error}", run=run)
+        if run.status == "cancelled":
+            raise RunCancelled(f"run {run_id} was cancelled: {run.error}", run=run)
+        return run.result
+
+    def status(self) -> dict[str, Any]:
+        return {k: v for k, v in self.request("status").items() if k not in ("id", "ok")}
+
+    def workflows(self) -> Registry:
+        return msgspec.convert(self.request("workflows"), Registry)
+
+    # -- the wire --------------------------------------------------------------------
+
+    def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Send one request; return the reply's fields or raise its typed error."""
+        with self._lock:
+            self._next_id += 1
+            line = _encode({"id": self._next_id, "op": op, **fields}) + b"\n"
+        reply = self._exchange(line)
+        if not reply.get("ok"):
+            error = reply.get("error") or {}
+            raise error_from_wire(str(error.get("code")), str(error.get("message")))
+        return reply
+
+    def _exchange(self, line: bytes) -> dict[str, Any]:
+        sock, reused = self._checkout()
+        try:
+            data = _roundtrip(sock, line)
+        except OSError:
+            sock.close()
+            if not reused:
+                raise SupervisorUnavailable(socket_path=str(self.socket_path)) from None
+            sock, _ = self._connect(), False  # a pooled connection went stale: try a fresh one
+            try:
+                data = _roundtrip(sock, line)
+            except OSError:
+                sock.close()
+                raise SupervisorUnavailable(socket_path=str(self.socket_path)) from None
+        with self._lock:
+            self._idle.append(sock)
+        reply: dict[str, Any] = msgspec.json.decode(data)
+        return reply
+
+    def _checkout(self) -> tuple[_socket.socket, bool]:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop(), True
+        return self._connect(), False
+
+    def _connect(self) -> _socket.socket:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
+            sock.connect(str(self.socket_path))
+        except OSError:
+            sock.close()
+            raise SupervisorUnavailable(socket_path=str(self.socket_path)) from None
+        return sock
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for sock in idle:
+            sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _roundtrip(sock: _socket.socket, line: bytes) -> bytes:
+    sock.sendall(line)
+    chunks: list[bytes] = []
+    while True:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            raise ConnectionResetError("the supervisor closed the connection")
+        chunks.append(chunk)
+        if chunk.endswith(b"\n"):
+            return b"".join(chunks)
+
+
+def _raw(payload: Any) -> msgspec.Raw:
+    if isinstance(payload, timedelta):
+        payload = payload.total_seconds()
+    return msgspec.Raw(_encode(payload))
+
+
+class AsyncClient:
+    """The `Client` API as coroutines, for asyncio and trio code alike."""
+
+    def __init__(self, socket: str | os.PathLike[str] | None = None) -> None:
+        self.sync = Client(socket)
+
+    @property
+    def socket_path(self) -> Path:
+        return self.sync.socket_path
+
+    async def start(
+        self, workflow: str, payload: Any = None, *, run_id: str | None = None,
+        delay: Duration | None = None,
+    ) -> str:
+        return await _in_thread(self.sync.start, workflow, payload, run_id=run_id, delay=delay)
+
+    async def signal(
+        self, event: str, payload: Any = None, *, run_id: str | None = None,
+        ttl: Duration | None = None,
+    ) -> SignalResult:
+        return await _in_thread(self.sync.signal, event, payload, run_id=run_id, ttl=ttl)
+
+    async def get_run(self, run_id: str) -> Run:
+        return await _in_thread(self.sync.get_run, run_id)
+
+    async def list_runs(
+        self, status: str | None = None, workflow: str | None = None, limit: int = 100
+    ) -> list[Run]:
+        return await _in_thread(self.sync.list_runs, status, workflow, limit)
+
+    async def cancel(self, run_id: str, reason: str | None = None) -> Run:
+        return await _in_thread(self.sync.cancel, run_id, reason)
+
+    async def retry(self, run_id: str) -> Run:
+        return await _in_thread(self.sync.retry, run_id)
+
+    async def wait(self, run_id: str, *, timeout: Duration | None = None) -> Run:
+        return await _in_thread(self.sync.wait, run_id, timeout=timeout)
+
+    async def result(self, run_id: str, *, timeout: Duration | None = None) -> Any:
+        return await _in_thread(self.sync.result, run_id, timeout=timeout)
+
+    async def status(self) -> dict[str, Any]:
+        return await _in_thread(self.sync.status)
+
+    def close(self) -> None:
+        self.sync.close()
+
+
+async def _in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    import functools
+
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(
+        functools.partial(fn, *args, **kwargs), abandon_on_cancel=True
+    )

@@ -1,0 +1,244 @@
+"""The wire: newline-delimited JSON messages between clients, takod and workers.
+
+Every request is a tagged `msgspec.Struct` (the tag is the `op` field), so one
+reusable decoder turns a line into a typed request and names the field that
+is wrong when it cannot. Payloads and results stay `msgspec.Raw` (undecoded
+JSON) on their way through takod: the supervisor stores and forwards bytes
+and never needs the user's types. Durations are seconds; times are
+milliseconds since the Unix epoch.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from tako._errors import BadJson, InvalidRequest, TakoError, UnknownOp
+
+NULL = msgspec.Raw(b"null")
+RUN_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+RunId = Annotated[str, msgspec.Meta(pattern=RUN_ID_PATTERN)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
+ReqId = int | str | None
+
+
+class _Req(msgspec.Struct, tag_field="op", forbid_unknown_fields=False, kw_only=True):
+    id: ReqId = None
+
+
+# -- client operations --------------------------------------------------------
+
+
+class Start(_Req, tag="start"):
+    workflow: Name
+    payload: msgspec.Raw = NULL
+    run_id: RunId | None = None
+    delay: Seconds | None = None
+
+
+class Signal(_Req, tag="signal"):
+    event: Name
+    payload: msgspec.Raw = NULL
+    run_id: RunId | None = None
+    ttl: Seconds | None = None
+
+
+class GetRun(_Req, tag="get_run"):
+    run_id: str
+
+
+class ListRuns(_Req, tag="list_runs"):
+    status: str | None = None
+    workflow: str | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+
+
+class Cancel(_Req, tag="cancel"):
+    run_id: str
+    reason: str | None = None
+
+
+class Retry(_Req, tag="retry"):
+    run_id: str
+
+
+class Status(_Req, tag="status"):
+    pass
+
+
+class Workflows(_Req, tag="workflows"):
+    pass
+
+
+class Wait(_Req, tag="wait"):
+    """Reply once the run is finished, or with `finished: false` after `timeout`."""
+
+    run_id: str
+    timeout: Seconds | None = None
+
+
+# -- worker operations (on a worker's private connection) ----------------------
+
+
+class Hello(_Req, tag="hello"):
+    pid: int
+    runtime: str = "asyncio"
+
+
+class StepDone(_Req, tag="step"):
+    """Checkpoint one finished step; acknowledged only after its commit."""
+
+    run_id: str
+    token: int
+    key: str
+    name: Name
+    kind: Literal["run"] = "run"
+    status: Literal["completed", "failed"] = "completed"
+    result: msgspec.Raw = NULL
+    error: str | None = None
+    attempts: int = 1
+    started_at: int = 0
+    finished_at: int = 0
+
+
+class Park(_Req, tag="park"):
+    """Park a run on a sleep, a signal, or a step's retry backoff."""
+
+    run_id: str
+    token: int
+    key: str
+    name: Name
+    kind: Literal["sleep", "wait", "retry"]
+    wake_at: int | None = None
+    event: Name | None = None
+    schema: msgspec.Raw | None = None
+    attempts: int = 0
+    error: str | None = None
+    started_at: int = 0
+
+
+class Finish(_Req, tag="finish"):
+    """The handler returned or raised; `outcome` says which."""
+
+    run_id: str
+    token: int
+    outcome: Literal["completed", "failed", "fatal", "cancelled"]
+    result: msgspec.Raw = NULL
+    error: str | None = None
+    traceback: str | None = None
+
+
+class Leaving(_Req, tag="leaving"):
+    """An idle worker asks to exit; takod agrees only if nothing is assigned to it."""
+
+
+Request = (
+    Start
+    | Signal
+    | GetRun
+    | ListRuns
+    | Cancel
+    | Retry
+    | Status
+    | Workflows
+    | Wait
+    | Hello
+    | StepDone
+    | Park
+    | Finish
+    | Leaving
+)
+OPS = frozenset(
+    cls.__struct_config__.tag
+    for cls in (
+        Start,
+        Signal,
+        GetRun,
+        ListRuns,
+        Cancel,
+        Retry,
+        Status,
+        Workflows,
+        Wait,
+        Hello,
+        StepDone,
+        Park,
+        Finish,
+        Leaving,
+    )
+)
+
+
+# -- supervisor to worker -------------------------------------------------------
+
+
+class MemoEntry(msgspec.Struct, array_like=True):
+    """A finished step as a worker replays it: key, status, result, error, attempts."""
+
+    key: str
+    status: str
+    result: msgspec.Raw
+    error: str | None
+    attempts: int
+
+
+class Assign(msgspec.Struct, tag_field="op", tag="assign"):
+    run_id: str
+    workflow: str
+    payload: msgspec.Raw
+    attempt: int
+    token: int
+    memo: list[MemoEntry]
+
+
+class Envelope(msgspec.Struct):
+    """What is left to read of a request that failed to decode: its id and op."""
+
+    id: Any = None
+    op: Any = None
+
+
+_decoder = msgspec.json.Decoder(Request)
+_envelope = msgspec.json.Decoder(Envelope)
+encode = msgspec.json.Encoder().encode
+
+
+class RequestError(Exception):
+    """A request line that cannot be served: the id to answer and the error to send."""
+
+    def __init__(self, req_id: ReqId, error: TakoError) -> None:
+        super().__init__(error.message)
+        self.req_id = req_id
+        self.error = error
+
+
+def decode_request(line: bytes) -> Request:
+    """Decode one request line, or raise RequestError with the reply it deserves."""
+    try:
+        return _decoder.decode(line)
+    except msgspec.ValidationError as exc:
+        try:
+            env = _envelope.decode(line)
+        except msgspec.DecodeError:
+            env = Envelope()
+        if not isinstance(env.id, int | str) or isinstance(env.id, bool):
+            env.id = None
+        err: TakoError
+        if isinstance(env.op, str) and env.op not in OPS:
+            err = UnknownOp(f"unknown op {env.op!r}; see docs/protocol.md for the list")
+        else:
+            err = InvalidRequest(str(exc))
+        raise RequestError(env.id, err) from None
+    except msgspec.DecodeError as exc:
+        raise RequestError(None, BadJson(f"invalid JSON: {exc}")) from None
+
+
+def ok(req_id: ReqId, **fields: Any) -> bytes:
+    return encode({"id": req_id, "ok": True, **fields}) + b"\n"
+
+
+def fail(req_id: ReqId, error: TakoError) -> bytes:
+    reply = {"id": req_id, "ok": False, "error": {"code": error.code, "message": error.message}}
+    return encode(reply) + b"\n"

@@ -1,0 +1,77 @@
+"""The records clients read back: a run, its steps, the result of a signal.
+
+These are the shapes of SPEC §7's run object. takod builds them from its
+rows, the socket carries them as JSON, and clients decode them into these
+Structs (`run.status` is a plain string such as "waiting").
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+
+class StepRecord(msgspec.Struct, kw_only=True):
+    key: str
+    name: str
+    kind: str
+    status: str
+    result: Any = None
+    error: str | None = None
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    wake_at: datetime | None = None
+
+
+class Run(msgspec.Struct, kw_only=True):
+    run_id: str
+    workflow: str
+    status: str
+    payload: Any = None
+    result: Any = None
+    error: str | None = None
+    traceback: str | None = None
+    attempts: int = 0
+    max_attempts: int = 1
+    created_at: datetime
+    updated_at: datetime
+    wake_at: datetime | None = None
+    waiting_for: str | None = None
+    cancel_requested: bool = False
+    steps: list[StepRecord] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("completed", "failed", "cancelled")
+
+
+class SignalResult(msgspec.Struct):
+    delivered: int
+    kept: bool
+
+
+class WorkflowInfo(msgspec.Struct, kw_only=True):
+    name: str
+    file: str
+    retries: int
+    timeout: float | None = None
+
+
+class LoadError(msgspec.Struct, kw_only=True):
+    file: str
+    line: int | None
+    message: str
+
+
+class Registry(msgspec.Struct, kw_only=True):
+    """What `worker_runtime --describe` prints: the app's workflows and its broken files."""
+
+    workflows: list[WorkflowInfo] = []
+    errors: list[LoadError] = []
+
+
+def ms_to_datetime(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)

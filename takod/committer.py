@@ -1,0 +1,96 @@
+"""Group commit: many callers' writes share one transaction and one fsync.
+
+Callers `await committer.write(fn, *args)`. A single trio task takes every
+write queued so far, runs them on one thread inside one transaction (each in
+its own SAVEPOINT, so one failing write does not undo its neighbours),
+commits, and only then wakes the callers. While a batch commits, the next one
+collects: the busier the supervisor, the bigger each batch.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import trio
+
+from tako._errors import StorageError, TakoError
+
+T = TypeVar("T")
+
+
+class _Pending:
+    __slots__ = ("args", "done", "error", "fn", "result")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.done = trio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class Committer:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._queue: list[_Pending] = []
+        self._wakeup = trio.Event()
+        self._limiter = trio.CapacityLimiter(1)
+        self.batches = 0
+        self.writes = 0
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` in the next transaction; return once it is committed."""
+        item = _Pending(fn, args)
+        self._queue.append(item)
+        self._wakeup.set()
+        await item.done.wait()
+        if item.error is not None:
+            raise item.error
+        return item.result  # type: ignore[no-any-return]
+
+    async def run(self) -> None:
+        """The committer task: lives as long as the supervisor."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            batch, self._queue = self._queue, []
+            if not batch:
+                continue
+            await trio.to_thread.run_sync(self._commit, batch, limiter=self._limiter)
+            self.batches += 1
+            self.writes += len(batch)
+            for item in batch:
+                item.done.set()
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for item in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    item.result = item.fn(*item.args)
+                except TakoError as exc:
+                    conn.execute("ROLLBACK TO op")
+                    item.error = exc
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    item.error = _storage_error(exc)
+                conn.execute("RELEASE op")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = _storage_error(exc)
+            for item in batch:
+                item.error = error
+
+
+def _storage_error(exc: BaseException) -> TakoError:
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return StorageError(f"the disk holding runs.db is full ({exc}); nothing was written")
+    if isinstance(exc, sqlite3.Error):
+        return StorageError(f"the database refused the write: {exc}")
+    return TakoError(f"internal error: {type(exc).__name__}: {exc}")

@@ -1,0 +1,72 @@
+"""An app's settings: `tako.toml` (all optional) merged with the arguments of `serve`."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from tako._durations import parse_duration, parse_size
+from tako._errors import TakoError
+
+
+class ConfigError(TakoError):
+    """tako.toml is invalid."""
+
+    code = "config"
+
+
+class WorkerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    idle_timeout: float = 3.0
+    concurrency: int = 100
+    max_workers: int = 1
+    runtime: Literal["asyncio", "trio"] = "asyncio"
+    shutdown_grace: float = 10.0
+
+
+class RunSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    retention: float = 7 * 86400.0
+    max_payload: int = 1024 * 1024
+    signal_ttl: float = 7 * 86400.0
+
+
+class StorageSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    durability: Literal["full", "normal"] = "full"
+
+
+class AppConfig(msgspec.Struct, kw_only=True):
+    name: str
+    workers: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
+    runs: RunSettings = msgspec.field(default_factory=RunSettings)
+    storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
+    approvals: dict[str, object] = msgspec.field(default_factory=dict)
+
+
+_DURATIONS = {("workers", "idle_timeout"), ("workers", "shutdown_grace"), ("runs", "retention"), ("runs", "signal_ttl")}
+_SIZES = {("runs", "max_payload")}
+
+
+def load_config(app_dir: Path) -> AppConfig:
+    """Read `<app_dir>/tako.toml`; every error names the file and the setting."""
+    path = app_dir / "tako.toml"
+    raw: dict[str, object] = {}
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    raw.setdefault("name", app_dir.name)
+    for section, key in _DURATIONS | _SIZES:
+        table = raw.get(section)
+        if isinstance(table, dict) and key in table:
+            try:
+                parse = parse_size if (section, key) in _SIZES else parse_duration
+                table[key] = parse(table[key])
+            except ValueError as exc:
+                raise ConfigError(f"{path}: [{section}] {key}: {exc}") from None
+    try:
+        return msgspec.convert(raw, AppConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -1,0 +1,101 @@
+"""One NDJSON connection, client or worker: lines in, replies out.
+
+Replies are queued and written by one task, so replies to requests that
+finish in the same pass go out in one write. A line over the size limit is
+answered with `too_large` and the rest of it is discarded; the connection
+stays usable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import trio
+
+from tako._errors import LineTooLarge
+
+_CHUNK = 1 << 16
+
+
+class Connection:
+    def __init__(self, stream: trio.abc.Stream, *, max_line: int) -> None:
+        self.stream = stream
+        self.max_line = max_line
+        self._outbox: list[bytes] = []
+        self._queued = 0
+        self._kick = trio.Event()
+        self._finishing = False
+        self.closed = False
+
+    def send(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self._outbox.append(data)
+        self._queued += len(data)
+        self._kick.set()
+
+    def finish(self) -> None:
+        """Let the write loop end once everything queued has been written."""
+        self._finishing = True
+        self._kick.set()
+
+    @property
+    def backlog(self) -> int:
+        """Bytes queued but not yet written (a client that never reads grows this)."""
+        return self._queued
+
+    async def write_loop(self) -> None:
+        try:
+            while True:
+                await self._kick.wait()
+                self._kick = trio.Event()
+                data = b"".join(self._outbox)
+                self._outbox.clear()
+                self._queued = 0
+                if data:
+                    await self.stream.send_all(data)
+                if self._finishing and not self._outbox:
+                    return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.closed = True
+
+    async def lines(self) -> AsyncIterator[bytes | LineTooLarge]:
+        """Yield each complete line, or a LineTooLarge for a line over the limit."""
+        buf = bytearray()
+        skipping = False
+        while True:
+            try:
+                chunk = await self.stream.receive_some(_CHUNK)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not chunk:
+                return
+            start = 0
+            while True:
+                nl = chunk.find(b"\n", start)
+                if nl < 0:
+                    if not skipping:
+                        buf += chunk[start:]
+                        if len(buf) > self.max_line:
+                            buf.clear()
+                            skipping = True
+                    break
+                if skipping:
+                    skipping = False
+                    yield LineTooLarge(
+                        f"request line over the {self.max_line}-byte limit; it was discarded"
+                    )
+                else:
+                    buf += chunk[start:nl]
+                    if len(buf) > self.max_line:
+                        yield LineTooLarge(
+                            f"request line over the {self.max_line}-byte limit; it was discarded"
+                        )
+                    elif buf.strip():
+                        yield bytes(buf)
+                    buf.clear()
+                start = nl + 1
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await self.stream.aclose()

@@ -1,0 +1,78 @@
+"""One timer for everything that falls due: sleeps, wait timeouts, retry backoffs, deadlines.
+
+The scheduler keeps only the next due time (the store's indexed MIN), sleeps
+until then or until something earlier is scheduled (`note`), and moves every
+due run on in one transaction. A million sleeping runs cost index entries,
+not memory or tasks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import trio
+
+SAFETY_SWEEP = 60.0  # seconds: re-read the next due time at least this often
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int: ...
+
+
+class SystemClock:
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+
+class TrioClock:
+    """Wall time that follows trio's clock: with MockClock, tests jump days in no time."""
+
+    def __init__(self, epoch_ms: int = 1_800_000_000_000) -> None:
+        self.epoch_ms = epoch_ms
+
+    def now_ms(self) -> int:
+        return self.epoch_ms + int(trio.current_time() * 1000)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        clock: Clock,
+        next_wake: Callable[[], Awaitable[int | None]],
+        wake_due: Callable[[int], Awaitable[None]],
+    ) -> None:
+        self.clock = clock
+        self._next_wake = next_wake
+        self._wake_due = wake_due
+        self._scope: trio.CancelScope | None = None
+        self._noted: int | None = None
+        self.target_ms: int | None = None
+
+    def note(self, wake_at_ms: int | None) -> None:
+        """Something falls due at `wake_at_ms`: wake earlier than planned if need be."""
+        if wake_at_ms is None:
+            return
+        self._noted = wake_at_ms if self._noted is None else min(self._noted, wake_at_ms)
+        if self.target_ms is None or wake_at_ms < self.target_ms:
+            self.target_ms = wake_at_ms
+            if self._scope is not None:
+                self._scope.deadline = self._trio_time(wake_at_ms)
+
+    def _trio_time(self, at_ms: int) -> float:
+        return trio.current_time() + (at_ms - self.clock.now_ms()) / 1000
+
+    async def run(self) -> None:
+        while True:
+            now = self.clock.now_ms()
+            if self.target_ms is not None and self.target_ms <= now:
+                await self._wake_due(now)
+            self._noted = None  # notes that arrive while we read still count
+            found = await self._next_wake()
+            sweep = self.clock.now_ms() + int(SAFETY_SWEEP * 1000)
+            self.target_ms = min(t for t in (found, self._noted, sweep) if t is not None)
+            with trio.move_on_at(self._trio_time(self.target_ms)) as scope:
+                self._scope = scope
+                await trio.sleep_forever()
+            self._scope = None

@@ -1,0 +1,437 @@
+"""takod's heart: answers every request, and connects store, timer and workers.
+
+Each operation of SPEC §8 is one method here. Writes go through the
+committer (group commit), reads through a read-only connection on a thread.
+Whenever a run becomes ready it is pushed to the worker pool; whenever
+something falls due later, the scheduler is told.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import trio
+
+from tako._errors import (
+    InvalidRequest,
+    LineTooLarge,
+    NotAllowed,
+    PayloadTooLarge,
+    StaleClaim,
+    TakoError,
+    UnknownWorkflow,
+)
+from tako._protocol import (
+    Cancel,
+    Finish,
+    GetRun,
+    Hello,
+    Leaving,
+    ListRuns,
+    Park,
+    Request,
+    RequestError,
+    Retry,
+    Signal,
+    Start,
+    Status,
+    StepDone,
+    Wait,
+    Workflows,
+    decode_request,
+    fail,
+    ok,
+)
+from tako._records import LoadError, Registry
+from takod import store as db
+from takod.committer import Committer
+from takod.config import AppConfig
+from takod.connection import Connection
+from takod.scheduler import Clock, Scheduler, SystemClock
+from takod.schema_check import check as check_schema
+from takod.server import DataDirLock, open_listener
+from takod.transitions import FINISHED, RunStatus
+from takod.workers import WorkerPool, WorkerProc
+
+T = TypeVar("T")
+log = logging.getLogger("takod")
+DEFAULT_MAX_LINE = 4 * 1024 * 1024
+MAX_WAIT = 300.0  # one `wait` request holds at most this long; clients ask again
+EventHook = Callable[[str, dict[str, Any]], None]
+
+
+class Supervisor:
+    def __init__(
+        self,
+        app_dir: Path,
+        *,
+        data_dir: Path,
+        socket_path: Path,
+        config: AppConfig,
+        clock: Clock | None = None,
+        max_line: int = DEFAULT_MAX_LINE,
+        on_event: EventHook | None = None,
+    ) -> None:
+        self.app_dir = app_dir
+        self.data_dir = data_dir
+        self.socket_path = socket_path
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.max_line = max_line
+        self.on_event = on_event
+        self.db_path = data_dir / "apps" / config.name / "runs.db"
+        self.registry = Registry()
+        self._lock = DataDirLock(data_dir)
+        self._watchers: dict[str, set[trio.Event]] = {}
+        self._read_limiter = trio.CapacityLimiter(1)
+        self.store: db.Store
+        self.committer: Committer
+        self.scheduler = Scheduler(self.clock, self._next_wake, self._wake_due)
+        self.pool = WorkerPool(
+            app_dir=app_dir,
+            config=config,
+            socket_path=socket_path,
+            claim=self._claim,
+            crashed=self._crashed,
+            serve_worker=self._serve_worker,
+        )
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED) -> None:
+        self._lock.acquire()
+        try:
+            if self.socket_path.parent == self.data_dir:
+                os.chmod(self.data_dir, 0o700)
+            self.store = db.Store(self.db_path, durability=self.config.storage.durability)
+            self.committer = Committer(self.store.conn)
+            try:
+                await self._serve(task_status)
+            finally:
+                self.store.close()
+        finally:
+            with trio.CancelScope(shield=True):
+                if self.socket_path.exists():
+                    self.socket_path.unlink()
+            self._lock.release()
+
+    async def _serve(self, task_status: trio.TaskStatus[Supervisor]) -> None:
+        now = self.clock.now_ms()
+        self.store.recover(now)
+        await self.load_registry()
+        listener = await open_listener(self.socket_path)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.committer.run)
+                await nursery.start(self.pool.run)
+                nursery.start_soon(self.scheduler.run)
+                self.pool.enqueue(self.store.ready_runs(now))
+                nursery.start_soon(self._accept, listener)
+                task_status.started(self)
+        finally:
+            await self.pool.stop()
+
+    async def _accept(self, listener: trio.SocketListener) -> None:
+        async with listener:
+            await trio.serve_listeners(self._serve_client, [listener])
+
+    async def load_registry(self) -> Registry:
+        """Learn the app's workflows from a `--describe` worker: user code never loads here."""
+        argv = [sys.executable, "-m", "worker_runtime", str(self.app_dir), "--describe"]
+        proc = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+        if proc.returncode == 0:
+            self.registry = msgspec.json.decode(proc.stdout, type=Registry)
+        else:
+            message = proc.stderr.decode(errors="replace").strip().splitlines()
+            self.registry = Registry(
+                errors=[
+                    LoadError(
+                        file=str(self.app_dir / "workflows"),
+                        line=None,
+                        message=f"the worker failed to load the app: {message[-1] if message else proc.returncode}",
+                    )
+                ]
+            )
+        self._workflows = {w.name: w for w in self.registry.workflows}
+        return self.registry
+
+    # -- connections ------------------------------------------------------------------
+
+    async def _serve_client(self, stream: trio.SocketStream) -> None:
+        conn = Connection(stream, max_line=self.max_line)
+        async with trio.open_nursery() as outer:
+            outer.start_soon(conn.write_loop)
+            async with trio.open_nursery() as requests:
+                async for line in conn.lines():
+                    if isinstance(line, LineTooLarge):
+                        conn.send(fail(None, line))
+                        continue
+                    try:
+                        req = decode_request(line)
+                    except RequestError as exc:
+                        conn.send(fail(exc.req_id, exc.error))
+                        continue
+                    requests.start_soon(self._answer, conn, req)
+            conn.finish()
+
+    async def _answer(self, conn: Connection, req: Request) -> None:
+        try:
+            conn.send(await self._client_op(req))
+        except TakoError as exc:
+            conn.send(fail(req.id, exc))
+        except Exception as exc:  # a bug must not take the supervisor down
+            log.exception("request %r failed", req)
+            conn.send(fail(req.id, TakoError(f"internal error: {type(exc).__name__}: {exc}")))
+
+    async def _serve_worker(self, worker: WorkerProc) -> None:
+        async with trio.open_nursery() as requests:
+            async for line in worker.conn.lines():
+                if isinstance(line, LineTooLarge):
+                    worker.conn.send(fail(None, line))
+                    continue
+                try:
+                    req = decode_request(line)
+                except RequestError as exc:
+                    worker.conn.send(fail(exc.req_id, exc.error))
+                    continue
+                requests.start_soon(self._answer_worker, worker, req)
+
+    async def _answer_worker(self, worker: WorkerProc, req: Request) -> None:
+        try:
+            worker.conn.send(await self._worker_op(worker, req))
+        except TakoError as exc:
+            if isinstance(exc, StaleClaim | NotAllowed) and hasattr(req, "run_id"):
+                self.pool.finished(worker, req.run_id)
+            worker.conn.send(fail(req.id, exc))
+        except Exception as exc:
+            log.exception("worker request %r failed", req)
+            worker.conn.send(fail(req.id, TakoError(f"internal error: {type(exc).__name__}: {exc}")))
+
+    # -- client operations ------------------------------------------------------------
+
+    async def _client_op(self, req: Request) -> bytes:
+        match req:
+            case Start():
+                return await self.start(req)
+            case Signal():
+                return await self.signal(req)
+            case GetRun(run_id=run_id):
+                return ok(req.id, run=await self._read(db.read_run, run_id))
+            case ListRuns(status=status, workflow=workflow, limit=limit):
+                if status is not None and status not in RunStatus.__members__.values():
+                    raise InvalidRequest(
+                        f"unknown status {status!r}; one of {', '.join(RunStatus)}"
+                    )
+                runs = await self._read(db.read_runs, status=status, workflow=workflow, limit=limit)
+                return ok(req.id, runs=runs)
+            case Cancel(run_id=run_id, reason=reason):
+                status = await self._write(self.store.cancel, run_id, reason, self.clock.now_ms())
+                if status in FINISHED:
+                    self._run_finished(run_id)
+                return ok(req.id, run=await self._read(db.read_run, run_id))
+            case Retry(run_id=run_id):
+                await self._write(self.store.retry, run_id, self.clock.now_ms())
+                self.pool.enqueue([run_id])
+                return ok(req.id, run=await self._read(db.read_run, run_id))
+            case Wait(run_id=run_id, timeout=timeout):
+                return await self.wait(req.id, run_id, timeout)
+            case Status():
+                return await self.status(req)
+            case Workflows():
+                return ok(req.id, workflows=self.registry.workflows, errors=self.registry.errors)
+            case _:
+                raise InvalidRequest(f"op {type(req).__name__.lower()!r} is for workers only")
+
+    async def start(self, req: Start) -> bytes:
+        wf = self._workflows.get(req.workflow)
+        if wf is None:
+            known = ", ".join(sorted(self._workflows)) or "none"
+            raise UnknownWorkflow(f"no workflow named {req.workflow!r} (known: {known})")
+        payload = bytes(req.payload)
+        self._check_size("payload", payload)
+        run_id, status, dedup = await self._write(
+            self.store.create_run,
+            workflow=req.workflow,
+            payload=payload,
+            max_attempts=wf.retries + 1,
+            now=self.clock.now_ms(),
+            run_id=req.run_id,
+            delay_ms=int(req.delay * 1000) if req.delay else None,
+            timeout_ms=int(wf.timeout * 1000) if wf.timeout else None,
+        )
+        if not dedup:
+            self._emit("started", run_id=run_id, workflow=req.workflow)
+            if req.delay:
+                self.scheduler.note(self.clock.now_ms() + int(req.delay * 1000))
+            else:
+                self.pool.enqueue([run_id])
+        return ok(req.id, run_id=run_id, status=status, deduplicated=dedup)
+
+    async def signal(self, req: Signal) -> bytes:
+        payload = bytes(req.payload)
+        self._check_size("signal payload", payload)
+        ttl = req.ttl if req.ttl is not None else self.config.runs.signal_ttl
+        woken, kept = await self._write(
+            self.store.signal,
+            req.event,
+            payload,
+            run_id=req.run_id,
+            ttl_ms=int(ttl * 1000),
+            now=self.clock.now_ms(),
+            check=self._check,
+        )
+        for rid in woken:
+            self._emit("woke", run_id=rid, by=req.event)
+        self.pool.enqueue(woken)
+        return ok(req.id, delivered=len(woken), kept=kept)
+
+    async def wait(self, req_id: Any, run_id: str, timeout: float | None) -> bytes:
+        """Reply when the run is finished, or after `timeout` with `finished: false`."""
+        limit = min(timeout if timeout is not None else MAX_WAIT, MAX_WAIT)
+        with trio.move_on_after(limit):
+            while True:
+                event = trio.Event()
+                self._watchers.setdefault(run_id, set()).add(event)
+                try:
+                    run = await self._read(db.read_run, run_id)
+                    if run["status"] in FINISHED:
+                        return ok(req_id, finished=True, run=run)
+                    await event.wait()
+                finally:
+                    watchers = self._watchers.get(run_id)
+                    if watchers is not None:
+                        watchers.discard(event)
+                        if not watchers:
+                            del self._watchers[run_id]
+        return ok(req_id, finished=False, run=await self._read(db.read_run, run_id))
+
+    async def status(self, req: Status) -> bytes:
+        counts = await self._read(db.read_counts)
+        next_wake = await self._read(db.read_next_wake)
+        return ok(
+            req.id,
+            supervisor="running",
+            pid=os.getpid(),
+            workers=self.pool.live,
+            runs=counts,
+            next_wake_at=db.iso(next_wake),
+            app=self.config.name,
+            database=str(self.db_path),
+        )
+
+    # -- worker operations ------------------------------------------------------------
+
+    async def _worker_op(self, worker: WorkerProc, req: Request) -> bytes:
+        now = self.clock.now_ms()
+        match req:
+            case StepDone():
+                self._check_size(f"result of step {req.key!r}", bytes(req.result))
+                cancelled = await self._write(self.store.save_step, req, now)
+                self._emit("step", run_id=req.run_id, key=req.key, status=req.status,
+                           ms=req.finished_at - req.started_at, error=req.error)
+                if cancelled:
+                    self.pool.finished(worker, req.run_id)
+                    self._run_finished(req.run_id, "cancelled")
+                    return ok(req.id, cancel=True)
+                return ok(req.id)
+            case Park():
+                result = await self._write(self.store.park, req, now, self._check)
+                if result is not None:
+                    return ok(req.id, result=msgspec.Raw(result))
+                self.pool.finished(worker, req.run_id)
+                self.scheduler.note(req.wake_at)
+                self._emit("parked", run_id=req.run_id, kind=req.kind, key=req.key,
+                           event=req.event, wake_at=req.wake_at, error=req.error)
+                return ok(req.id)
+            case Finish():
+                self._check_size("workflow result", bytes(req.result))
+                outcome = await self._write(self.store.finish, req, now)
+                self.pool.finished(worker, req.run_id)
+                if outcome.status == RunStatus.PENDING:
+                    self._emit("retrying", run_id=req.run_id, wake_at=outcome.wake_at,
+                               error=req.error)
+                    self.scheduler.note(outcome.wake_at)
+                else:
+                    self._run_finished(req.run_id, outcome.status, error=req.error)
+                return ok(req.id)
+            case Hello():
+                worker.ready = True
+                self.pool.kick()
+                return ok(req.id)
+            case Leaving():
+                if worker.in_flight:
+                    raise NotAllowed("runs are assigned to this worker")
+                worker.leaving = True
+                return ok(req.id)
+            case _:
+                raise InvalidRequest(f"op {type(req).__name__.lower()!r} is not a worker op")
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    async def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await self.committer.write(functools.partial(fn, *args, **kwargs))
+
+    async def _read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        call = functools.partial(fn, self.store.reader, *args, **kwargs)
+        return await trio.to_thread.run_sync(call, limiter=self._read_limiter)
+
+    def _check_size(self, what: str, data: bytes) -> None:
+        limit = self.config.runs.max_payload
+        if len(data) > limit:
+            raise PayloadTooLarge(
+                f"{what} is {len(data)} bytes of JSON, over the {limit}-byte limit "
+                "([runs] max_payload in tako.toml)"
+            )
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one supervisor per process
+    def _schema(self, text: str) -> Any:
+        return json.loads(text)
+
+    def _check(self, schema: str, payload: bytes) -> str | None:
+        return check_schema(self._schema(schema), msgspec.json.decode(payload))
+
+    async def _claim(self, run_ids: list[str]) -> list[Any]:
+        assigns = await self._write(self.store.claim, run_ids, self.clock.now_ms())
+        for a in assigns:
+            self._emit("running", run_id=a.run_id, workflow=a.workflow, attempt=a.attempt)
+        return assigns
+
+    async def _crashed(self, run_ids: list[str], alone: bool, reason: str) -> list[str]:
+        requeued = await self._write(
+            self.store.crashed, run_ids, alone=alone, reason=reason, now=self.clock.now_ms()
+        )
+        for rid in run_ids:
+            if rid not in requeued:
+                self._run_finished(rid, "failed", error=reason)
+        self._emit("worker_lost", reason=reason, runs=len(run_ids))
+        return requeued
+
+    async def _next_wake(self) -> int | None:
+        return await self._write(self.store.next_wake)
+
+    async def _wake_due(self, now: int) -> None:
+        ready, timed_out = await self._write(self.store.wake_due, now)
+        for rid in timed_out:
+            for worker in self.pool.workers.values():
+                if rid in worker.in_flight:
+                    self.pool.finished(worker, rid)
+            self._run_finished(rid, "failed", error="timeout")
+        self.pool.enqueue(ready)
+
+    def _run_finished(self, run_id: str, status: str = "", error: str | None = None) -> None:
+        for event in self._watchers.get(run_id, ()):
+            event.set()
+        if status:
+            self._emit(status, run_id=run_id, error=error)
+
+    def _emit(self, what: str, **fields: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(what, fields)

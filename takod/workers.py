@@ -1,0 +1,249 @@
+"""Worker processes: spawned when runs are ready, fed by push, reaped when they exit.
+
+A worker is a `python -m worker_runtime` subprocess holding one end of a
+socket pair. takod assigns it ready runs (with their memo) up to its
+concurrency. When a worker exits, for whatever reason, the runs it held go
+back to the queue at once. A run that was in flight in two crashes in a row
+is next given a worker of its own; only a run that crashes a worker alone is
+charged an attempt, so innocent neighbours never pay for a poison run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from collections import deque
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+
+from tako._protocol import Assign, encode
+from takod.config import AppConfig
+from takod.connection import Connection
+
+_MAX_LINE = 64 * 1024 * 1024
+
+
+def describe_exit(code: int | None) -> str:
+    """How a worker died, in words a person can act on."""
+    if code is None:
+        return "worker connection lost"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (out of memory?)" if -code == signal.SIGKILL else ""
+        return f"worker crashed: killed by {name}{hint}"
+    return f"worker crashed: exited with code {code}"
+
+
+class WorkerProc:
+    def __init__(self, wid: int, process: trio.Process, conn: Connection, capacity: int) -> None:
+        self.id = wid
+        self.process = process
+        self.conn = conn
+        self.capacity = capacity
+        self.in_flight: dict[str, int] = {}  # run id -> claim token
+        self.ready = False  # said hello
+        self.leaving = False
+        self.exclusive = False  # running one suspect run alone
+
+    @property
+    def free(self) -> int:
+        if not self.ready or self.leaving or self.exclusive:
+            return 0
+        return self.capacity - len(self.in_flight)
+
+
+Claim = Callable[[list[str]], Awaitable[list[Assign]]]
+Crashed = Callable[[list[str], bool, str], Awaitable[list[str]]]
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        *,
+        app_dir: Path,
+        config: AppConfig,
+        socket_path: Path,
+        claim: Claim,
+        crashed: Crashed,
+        serve_worker: Callable[[WorkerProc], Awaitable[None]],
+    ) -> None:
+        self.app_dir = app_dir
+        self.config = config
+        self.socket_path = socket_path
+        self._claim = claim
+        self._crashed = crashed
+        self._serve_worker = serve_worker
+        self.workers: dict[int, WorkerProc] = {}
+        self._queue: deque[str] = deque()
+        self._queued: set[str] = set()
+        self._suspects: set[str] = set()  # runs in flight in the last crash
+        self._isolate: set[str] = set()  # runs in flight in two crashes in a row
+        self._kick = trio.Event()
+        self._next_id = 0
+        self._boot_failures = 0
+        self._nursery: trio.Nursery | None = None
+
+    # -- the queue ----------------------------------------------------------------
+
+    def enqueue(self, run_ids: list[str]) -> None:
+        for rid in run_ids:
+            if rid not in self._queued:
+                self._queued.add(rid)
+                self._queue.append(rid)
+        if run_ids:
+            self._kick.set()
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    @property
+    def live(self) -> int:
+        return len(self.workers)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            while True:
+                await self._kick.wait()
+                self._kick = trio.Event()
+                await self._dispatch()
+
+    async def _dispatch(self) -> None:
+        while self._queue:
+            worker = max(self.workers.values(), key=lambda w: w.free, default=None)
+            if worker is None or worker.free == 0:
+                booting = any(not w.ready for w in self.workers.values())
+                if not booting and len(self.workers) < self.config.workers.max_workers:
+                    await self._spawn()
+                return
+            batch: list[str] = []
+            if self._queue[0] in self._isolate:
+                if worker.in_flight:
+                    return  # wait for an empty worker
+                worker.exclusive = True
+                batch.append(self._take())
+            else:
+                while self._queue and len(batch) < worker.free:
+                    if self._queue[0] in self._isolate:
+                        break
+                    batch.append(self._take())
+            assigns = await self._claim(batch)
+            if worker.conn.closed or worker.id not in self.workers:
+                await self._crashed([a.run_id for a in assigns], False, "worker exited")
+                self.enqueue([a.run_id for a in assigns])
+                continue
+            for a in assigns:
+                worker.in_flight[a.run_id] = a.token
+                worker.conn.send(encode(a) + b"\n")
+            if not assigns and worker.exclusive:
+                worker.exclusive = False
+
+    def _take(self) -> str:
+        rid = self._queue.popleft()
+        self._queued.discard(rid)
+        return rid
+
+    # -- processes ----------------------------------------------------------------
+
+    async def _spawn(self) -> None:
+        assert self._nursery is not None
+        if self._boot_failures:
+            await trio.sleep(min(30.0, 0.25 * 2**self._boot_failures))
+        self._next_id += 1
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ, TAKO_SOCKET=str(self.socket_path), TAKO_WORKER="1")
+        settings = self.config.workers
+        argv = [
+            sys.executable,
+            "-m",
+            "worker_runtime",
+            str(self.app_dir),
+            "--fd",
+            str(child.fileno()),
+            "--runtime",
+            settings.runtime,
+            "--idle-timeout",
+            str(settings.idle_timeout),
+            "--max-payload",
+            str(self.config.runs.max_payload),
+        ]
+        try:
+            process = await trio.lowlevel.open_process(argv, pass_fds=(child.fileno(),), env=env)
+        finally:
+            child.close()
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent))
+        worker = WorkerProc(
+            self._next_id, process, Connection(stream, max_line=_MAX_LINE),
+            settings.concurrency,
+        )
+        self.workers[worker.id] = worker
+        self._nursery.start_soon(self._watch, worker)
+
+    async def _watch(self, worker: WorkerProc) -> None:
+        """Serve a worker until its connection closes or it exits, then clean up after it."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker.conn.write_loop)
+
+            async def wait_exit() -> None:
+                await worker.process.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(wait_exit)
+            await self._serve_worker(worker)
+            # the connection closed: give the process a moment to exit on its own
+            with trio.move_on_after(2):
+                await worker.process.wait()
+            nursery.cancel_scope.cancel()
+        if worker.process.returncode is None:
+            worker.process.kill()
+            with trio.CancelScope(shield=True):
+                await worker.process.wait()
+        await self._reap(worker)
+
+    async def _reap(self, worker: WorkerProc) -> None:
+        self.workers.pop(worker.id, None)
+        with trio.CancelScope(shield=True):
+            await worker.conn.aclose()
+        code = worker.process.returncode
+        if not worker.ready:
+            self._boot_failures += 1
+        else:
+            self._boot_failures = 0
+        held = list(worker.in_flight)
+        if held and not (worker.leaving and code == 0):
+            alone = len(held) == 1 and (worker.exclusive or held[0] in self._suspects)
+            for rid in held:
+                if rid in self._suspects:
+                    self._isolate.add(rid)
+            self._suspects = set(held)
+            with trio.CancelScope(shield=True):
+                requeued = await self._crashed(held, alone, describe_exit(code))
+            for rid in held:
+                if rid not in requeued:
+                    self._isolate.discard(rid)
+            self.enqueue(requeued)
+        self._kick.set()
+
+    def finished(self, worker: WorkerProc, run_id: str) -> None:
+        """A run left this worker (finished or parked): free its slot."""
+        worker.in_flight.pop(run_id, None)
+        self._isolate.discard(run_id)
+        self._suspects.discard(run_id)
+        if worker.exclusive and not worker.in_flight:
+            worker.exclusive = False
+        if self._queue:
+            self._kick.set()
+
+    async def stop(self) -> None:
+        """Close every worker's connection; each exits at once, its runs recovered on restart."""
+        for worker in list(self.workers.values()):
+            with trio.CancelScope(shield=True):
+                await worker.conn.aclose()

@@ -1,0 +1,1 @@
+"""The worker subprocess: loads an app's workflows and runs the handlers takod assigns to it."""

@@ -1,0 +1,164 @@
+"""The worker process: receives assigned runs, executes their handlers, exits when idle.
+
+takod starts it with one end of a socket pair (`--fd`). The worker loads the
+app, says hello, then runs every assignment as a task of its own until it
+has had nothing in flight for `idle_timeout`; then it asks takod to leave
+and exits 0. If takod goes away (the connection closes), it exits at once:
+its runs are resumed by the next supervisor.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup, UNIXSocketStream
+
+from tako._errors import NonRetryable
+from tako._protocol import Assign, Finish, Hello, Leaving
+from worker_runtime.channel import Channel
+from worker_runtime.loader import load_app
+from worker_runtime.registry import WorkflowDef
+from worker_runtime.step import Bailed, Dropped, Parked, Step
+
+
+class Worker:
+    def __init__(
+        self,
+        channel: Channel,
+        workflows: dict[str, WorkflowDef],
+        *,
+        runtime: str,
+        idle_timeout: float,
+        max_payload: int,
+    ) -> None:
+        self.channel = channel
+        self.workflows = workflows
+        self.runtime = runtime
+        self.idle_timeout = idle_timeout
+        self.max_payload = max_payload
+        self.in_flight = 0
+        self.idle_since = time.monotonic()
+        self._tg: TaskGroup | None = None
+
+    async def serve(self) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self.channel.write_loop)
+            tg.start_soon(self._read_then_stop, tg)
+            await self.channel.request(Hello(pid=os.getpid(), runtime=self.runtime))
+            tg.start_soon(self._idle_loop, tg)
+
+    async def _read_then_stop(self, tg: TaskGroup) -> None:
+        await self.channel.read_loop(self._on_assign)
+        tg.cancel_scope.cancel()  # takod went away: its successor resumes our runs
+
+    def _on_assign(self, assign: Assign) -> None:
+        assert self._tg is not None
+        self.in_flight += 1
+        self._tg.start_soon(self._execute, assign)
+
+    async def _idle_loop(self, tg: TaskGroup) -> None:
+        while True:
+            await anyio.sleep(max(0.05, self.idle_since + self.idle_timeout - time.monotonic()))
+            if self.in_flight or time.monotonic() - self.idle_since < self.idle_timeout:
+                continue
+            reply = await self.channel.request(Leaving())
+            if reply.ok:
+                tg.cancel_scope.cancel()
+                return
+            self.idle_since = time.monotonic()
+
+    async def _execute(self, assign: Assign) -> None:
+        try:
+            await self._run(assign)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self.idle_since = time.monotonic()
+
+    async def _run(self, a: Assign) -> None:
+        wf = self.workflows.get(a.workflow)
+        if wf is None:
+            await self._finish(a, "fatal", error=f"unknown workflow {a.workflow!r} in this worker")
+            return
+        step = Step(channel=self.channel, run_id=a.run_id, workflow=a.workflow,
+                    attempt=a.attempt, token=a.token, memo=a.memo, max_payload=self.max_payload)
+        try:
+            payload = _decode_payload(a.payload, wf.payload_type)
+        except msgspec.ValidationError as exc:
+            await self._finish(a, "fatal", error=f"payload does not match {wf.payload_type.__name__}: {exc}")
+            return
+        try:
+            value = await wf.fn(payload, step)
+        except (Parked, Dropped):
+            return
+        except Bailed as exc:
+            await self._finish(a, "cancelled", error=exc.reason)
+            return
+        except NonRetryable as exc:
+            await self._finish(a, "fatal", error=str(exc), tb=traceback.format_exc())
+            return
+        except Exception as exc:
+            await self._finish(a, "failed", error=_err(exc), tb=traceback.format_exc())
+            return
+        try:
+            result = msgspec.json.encode(value)
+        except (TypeError, msgspec.EncodeError) as exc:
+            error = f"the workflow returned a {type(value).__name__}, which JSON cannot encode: {exc}"
+            await self._finish(a, "fatal", error=error)
+            return
+        if len(result) > self.max_payload:
+            error = (
+                f"the workflow's result is {len(result)} bytes of JSON, over the "
+                f"{self.max_payload}-byte limit ([runs] max_payload in tako.toml)"
+            )
+            await self._finish(a, "fatal", error=error)
+            return
+        await self._finish(a, "completed", result=result)
+
+    async def _finish(
+        self, a: Assign, outcome: Any, *, result: bytes = b"null", error: str | None = None,
+        tb: str | None = None,
+    ) -> None:
+        await self.channel.request(
+            Finish(run_id=a.run_id, token=a.token, outcome=outcome,
+                   result=msgspec.Raw(result), error=error, traceback=tb)
+        )
+
+
+def _decode_payload(raw: msgspec.Raw, payload_type: Any) -> Any:
+    if payload_type is None:
+        return msgspec.json.decode(raw)
+    return msgspec.json.decode(raw, type=payload_type)
+
+
+def _err(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def _main(
+    app_dir: Path, fd: int, runtime: str, idle_timeout: float, max_payload: int
+) -> None:
+    workflows, _errors = load_app(app_dir)
+    stream = await UNIXSocketStream.from_socket(socket.socket(fileno=fd))
+    worker = Worker(
+        Channel(stream),
+        workflows,
+        runtime=runtime,
+        idle_timeout=idle_timeout,
+        max_payload=max_payload,
+    )
+    await worker.serve()
+
+
+def run_worker(
+    app_dir: Path, *, fd: int, runtime: str, idle_timeout: float, max_payload: int
+) -> None:
+    anyio.run(_main, app_dir, fd, runtime, idle_timeout, max_payload, backend=runtime)

@@ -1,0 +1,246 @@
+"""`Step`: what a handler uses to run, sleep and wait durably.
+
+A run's handler is executed from the top every time the run is resumed. Each
+step call computes its key (its name, plus `#n` for the n-th occurrence in
+this execution) and looks it up in the memo takod sent with the assignment:
+a finished step returns its stored result at once, without running again.
+A step that has not finished runs, and its result is checkpointed (the
+handler continues only once takod has committed it). Sleeping and waiting
+send "park" and unwind the handler with `Parked`, a BaseException so that a
+user's `except Exception:` cannot swallow it; the run is resumed later by a
+new assignment.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
+
+import anyio
+import msgspec
+
+from tako._durations import Duration, backoff_seconds, parse_duration
+from tako._errors import NonRetryable, StepFailed
+from tako._protocol import MemoEntry, Park, StepDone
+
+if TYPE_CHECKING:
+    from worker_runtime.channel import Channel
+
+T = TypeVar("T")
+MAX_NAME = 256
+_logger = logging.getLogger("tako.run")
+
+
+class Parked(BaseException):
+    """Unwinds a handler whose run was parked (sleep, wait, retry backoff)."""
+
+
+class Dropped(BaseException):
+    """Unwinds a handler whose run this worker no longer holds (cancelled, timed out, fenced)."""
+
+
+class Bailed(BaseException):
+    """Unwinds a handler that called step.bail(reason)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def decode(raw: bytes, type_: Any = None) -> Any:
+    return msgspec.json.decode(raw) if type_ is None else msgspec.json.decode(raw, type=type_)
+
+
+class Step:
+    """The durable operations of one run's execution (SPEC §3)."""
+
+    def __init__(
+        self,
+        *,
+        channel: Channel,
+        run_id: str,
+        workflow: str,
+        attempt: int,
+        token: int,
+        memo: list[MemoEntry],
+        max_payload: int,
+    ) -> None:
+        self.run_id = run_id
+        self.workflow = workflow
+        self.attempt = attempt
+        self._channel = channel
+        self._token = token
+        self._memo = {m.key: m for m in memo}
+        self._seen: dict[str, int] = {}
+        self._max_payload = max_payload
+        self._current = ""
+        self.log = logging.LoggerAdapter(_logger, {"run_id": run_id, "step": ""})
+
+    def _key(self, name: str) -> str:
+        if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
+            raise ValueError(f"step name must be 1 to {MAX_NAME} characters of text, got {name!r}")
+        n = self._seen.get(name, 0) + 1
+        self._seen[name] = n
+        key = name if n == 1 else f"{name}#{n}"
+        self._current = key
+        self.log.extra = {"run_id": self.run_id, "step": key}  # type: ignore[misc]
+        return key
+
+    @overload
+    async def run(
+        self, name: str, fn: Callable[[], Awaitable[Any] | Any], *, retries: int = ...,
+        timeout: Duration | None = ..., type: None = ...,
+    ) -> Any: ...
+    @overload
+    async def run(
+        self, name: str, fn: Callable[[], Awaitable[Any] | Any], *, retries: int = ...,
+        timeout: Duration | None = ..., type: type[T],
+    ) -> T: ...
+
+    async def run(
+        self,
+        name: str,
+        fn: Callable[[], Awaitable[Any] | Any],
+        *,
+        retries: int = 0,
+        timeout: Duration | None = None,
+        type: Any = None,
+    ) -> Any:
+        """Run `fn` once, durably: its result is checkpointed and replayed from then on."""
+        key = self._key(name)
+        seconds = parse_duration(timeout) if timeout is not None else None
+        memo = self._memo.get(key)
+        attempt = 1
+        if memo is not None:
+            if memo.status == "completed":
+                return decode(memo.result, type)
+            if memo.status == "failed":
+                raise StepFailed(f"step {key!r} failed: {memo.error}", step=key)
+            attempt = memo.attempts + 1  # resumed after a retry backoff
+        started = now_ms()
+        try:
+            value = await _call(fn, seconds)
+        except Exception as exc:
+            error = _describe(exc, seconds)
+            if attempt <= retries:
+                wake = now_ms() + int(backoff_seconds(attempt) * 1000)
+                await self._park(
+                    Park(run_id=self.run_id, token=self._token, key=key, name=name, kind="retry",
+                         wake_at=wake, attempts=attempt, error=error, started_at=started)
+                )
+                raise Parked from None
+            await self._checkpoint(key, name, "failed", b"null", error, attempt, started)
+            raise StepFailed(f"step {key!r} failed after {attempt} attempt(s): {error}", step=key) from exc
+        raw = self._encode(key, value)
+        await self._checkpoint(key, name, "completed", raw, None, attempt, started)
+        return decode(raw, type)
+
+    async def sleep(self, name: str, duration: Duration) -> None:
+        """Park the run for `duration`; no worker is held while it sleeps."""
+        key = self._key(name)
+        wake = now_ms() + int(parse_duration(duration) * 1000)
+        await self._sleep(key, name, wake)
+
+    async def sleep_until(self, name: str, when: datetime | float) -> None:
+        """Park the run until `when` (an aware datetime, or seconds since the epoch)."""
+        key = self._key(name)
+        if isinstance(when, datetime):
+            if when.tzinfo is None:
+                raise ValueError("sleep_until needs a timezone-aware datetime (e.g. UTC)")
+            wake = int(when.timestamp() * 1000)
+        else:
+            wake = int(float(when) * 1000)
+        await self._sleep(key, name, wake)
+
+    async def _sleep(self, key: str, name: str, wake: int) -> None:
+        if key in self._memo:
+            return
+        park = Park(run_id=self.run_id, token=self._token, key=key, name=name, kind="sleep",
+                    wake_at=wake, started_at=now_ms())
+        if await self._park(park) is None:
+            raise Parked
+
+    async def wait_for(
+        self, event: str, *, timeout: Duration | None = None, type: Any = None
+    ) -> Any:
+        """Park until a signal named `event` arrives; its payload, or None on timeout."""
+        key = self._key(event)
+        memo = self._memo.get(key)
+        if memo is not None:
+            return _decode_optional(bytes(memo.result), type)
+        wake = now_ms() + int(parse_duration(timeout) * 1000) if timeout is not None else None
+        schema = msgspec.Raw(msgspec.json.encode(msgspec.json.schema(type))) if type else None
+        park = Park(run_id=self.run_id, token=self._token, key=key, name=event, kind="wait",
+                    wake_at=wake, event=event, schema=schema, started_at=now_ms())
+        raw = await self._park(park)
+        if raw is None:
+            raise Parked
+        return _decode_optional(raw, type)
+
+    def bail(self, reason: str) -> NoReturn:
+        """End the run now as `cancelled` with this reason; it is not retried."""
+        raise Bailed(str(reason))
+
+    # -- talking to takod --------------------------------------------------------
+
+    def _encode(self, key: str, value: Any) -> bytes:
+        try:
+            raw = msgspec.json.encode(value)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise NonRetryable(
+                f"step {key!r} returned a {type(value).__name__}, which JSON cannot encode: {exc}"
+            ) from None
+        if len(raw) > self._max_payload:
+            raise NonRetryable(
+                f"step {key!r} returned {len(raw)} bytes of JSON, over the "
+                f"{self._max_payload}-byte limit ([runs] max_payload in tako.toml)"
+            )
+        return raw
+
+    async def _checkpoint(
+        self, key: str, name: str, status: str, raw: bytes, error: str | None,
+        attempts: int, started: int,
+    ) -> None:
+        reply = await self._channel.request(
+            StepDone(run_id=self.run_id, token=self._token, key=key, name=name,
+                     status=status, result=msgspec.Raw(raw), error=error,  # type: ignore[arg-type]
+                     attempts=attempts, started_at=started, finished_at=now_ms())
+        )
+        if not reply.ok or reply.cancel:
+            raise Dropped
+
+    async def _park(self, park: Park) -> bytes | None:
+        reply = await self._channel.request(park)
+        if not reply.ok:
+            raise Dropped
+        return None if reply.result is None else bytes(reply.result)
+
+
+async def _call(fn: Callable[[], Any], timeout: float | None) -> Any:
+    """Await an async fn on this loop; run a sync one in a thread. Bounded by `timeout`."""
+    with anyio.fail_after(timeout):
+        if inspect.iscoroutinefunction(fn):
+            return await fn()
+        value = await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+        if inspect.isawaitable(value):  # a lambda returning a coroutine
+            return await value
+        return value
+
+
+def _decode_optional(raw: bytes, type_: Any) -> Any:
+    """A wait's result: None (timed out) stays None whatever `type` says."""
+    return None if raw == b"null" else decode(raw, type_)
+
+
+def _describe(exc: BaseException, timeout: float | None) -> str:
+    if isinstance(exc, TimeoutError) and timeout is not None:
+        return f"TimeoutError: step took longer than its timeout of {timeout:g}s"
+    return f"{type(exc).__name__}: {exc}"
