@@ -100,5 +100,7 @@ def retry(run_id: str) -> Run:
     return _client().retry(run_id)
 
 
-def list_runs(status: str | None = None, workflow: str | None = None, limit: int = 100) -> list[Run]:
+def list_runs(
+    status: str | None = None, workflow: str | None = None, limit: int = 100
+) -> list[Run]:
     return _client().list_runs(status=status, workflow=workflow, limit=limit)

@@ -9,13 +9,15 @@ it works under asyncio and trio alike and the two can never drift apart.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket as _socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import msgspec
 
@@ -30,6 +32,7 @@ from tako._paths import resolve_socket
 from tako._records import Registry, Run, SignalResult
 
 T = TypeVar("T")
+P = ParamSpec("P")
 _encode = msgspec.json.Encoder().encode
 
 
@@ -229,13 +232,21 @@ class AsyncClient:
         return self.sync.socket_path
 
     async def start(
-        self, workflow: str, payload: Any = None, *, run_id: str | None = None,
+        self,
+        workflow: str,
+        payload: Any = None,
+        *,
+        run_id: str | None = None,
         delay: Duration | None = None,
     ) -> str:
         return await _in_thread(self.sync.start, workflow, payload, run_id=run_id, delay=delay)
 
     async def signal(
-        self, event: str, payload: Any = None, *, run_id: str | None = None,
+        self,
+        event: str,
+        payload: Any = None,
+        *,
+        run_id: str | None = None,
         ttl: Duration | None = None,
     ) -> SignalResult:
         return await _in_thread(self.sync.signal, event, payload, run_id=run_id, ttl=ttl)
@@ -263,14 +274,15 @@ class AsyncClient:
     async def status(self) -> dict[str, Any]:
         return await _in_thread(self.sync.status)
 
+    async def workflows(self) -> Registry:
+        return await _in_thread(self.sync.workflows)
+
     def close(self) -> None:
         self.sync.close()
 
 
-async def _in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    import functools
-
-    import anyio.to_thread
+async def _in_thread(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    import anyio.to_thread  # imported here: a worker that never uses AsyncClient skips it
 
     return await anyio.to_thread.run_sync(
         functools.partial(fn, *args, **kwargs), abandon_on_cancel=True

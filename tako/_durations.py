@@ -85,6 +85,6 @@ JITTER = 0.2
 
 def backoff_seconds(attempt: int, rng: random.Random | None = None) -> float:
     """Delay after failed attempt `attempt`: 1 s doubling, ±20 % jitter, at most 1 h."""
-    base = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempt - 1))
-    jitter = (rng or random).uniform(-JITTER, JITTER)
+    base = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** max(0, attempt - 1))
+    jitter: float = (rng or random).uniform(-JITTER, JITTER)
     return min(BACKOFF_CAP, base * (1 + jitter))

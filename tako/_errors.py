@@ -98,7 +98,7 @@ class SupervisorUnavailable(TakoError):
         self.socket_path = socket_path
 
 
-class NonRetryable(TakoError):  # noqa: N818 - the public name in the contract
+class NonRetryable(TakoError):
     """Raise in a workflow to fail the run at once, without retries."""
 
     code = "non_retryable"

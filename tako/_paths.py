@@ -8,7 +8,9 @@ from pathlib import Path
 SOCKET_NAME = "tako.sock"
 
 
-def resolve_data_dir(app_dir: str | os.PathLike[str] | None, data_dir: str | os.PathLike[str] | None = None) -> Path:
+def resolve_data_dir(
+    app_dir: str | os.PathLike[str] | None, data_dir: str | os.PathLike[str] | None = None
+) -> Path:
     """`--data-dir`, else `$TAKO_DATA_DIR`, else `<app_dir>/.tako`."""
     if data_dir:
         return Path(data_dir).absolute()

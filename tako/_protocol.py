@@ -217,7 +217,8 @@ class RequestError(Exception):
 def decode_request(line: bytes) -> Request:
     """Decode one request line, or raise RequestError with the reply it deserves."""
     try:
-        return _decoder.decode(line)
+        request: Request = _decoder.decode(line)
+        return request
     except msgspec.ValidationError as exc:
         try:
             env = _envelope.decode(line)

@@ -44,7 +44,12 @@ class AppConfig(msgspec.Struct, kw_only=True):
     approvals: dict[str, object] = msgspec.field(default_factory=dict)
 
 
-_DURATIONS = {("workers", "idle_timeout"), ("workers", "shutdown_grace"), ("runs", "retention"), ("runs", "signal_ttl")}
+_DURATIONS = {
+    ("workers", "idle_timeout"),
+    ("workers", "shutdown_grace"),
+    ("runs", "retention"),
+    ("runs", "signal_ttl"),
+}
 _SIZES = {("runs", "max_payload")}
 
 

@@ -50,8 +50,10 @@ def migrations() -> list[str]:
 def iso(ms: int | None) -> str | None:
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
     )
 
 
@@ -154,11 +156,22 @@ class Store:
         """Checkpoint a finished step. Returns True when the run must stop here (cancelled)."""
         cancel = self._check_claim(msg.run_id, msg.token)
         self._upsert_step(
-            msg.run_id, msg.key, msg.name, msg.kind, msg.status, bytes(msg.result), msg.error,
-            msg.attempts, msg.started_at or now, msg.finished_at or now, None,
+            msg.run_id,
+            msg.key,
+            msg.name,
+            msg.kind,
+            msg.status,
+            bytes(msg.result),
+            msg.error,
+            msg.attempts,
+            msg.started_at or now,
+            msg.finished_at or now,
+            None,
         )
         if cancel:
-            self._finish_run(msg.run_id, RunStatus.CANCELLED, now, error=self._cancel_reason(msg.run_id))
+            self._finish_run(
+                msg.run_id, RunStatus.CANCELLED, now, error=self._cancel_reason(msg.run_id)
+            )
         return bool(cancel)
 
     def park(self, msg: Park, now: int, check: SchemaCheck) -> bytes | None:
@@ -170,36 +183,93 @@ class Store:
         cancel = self._check_claim(msg.run_id, msg.token)
         started = msg.started_at or now
         if cancel:
-            self._finish_run(msg.run_id, RunStatus.CANCELLED, now, error=self._cancel_reason(msg.run_id))
+            self._finish_run(
+                msg.run_id, RunStatus.CANCELLED, now, error=self._cancel_reason(msg.run_id)
+            )
             raise NotAllowed(f"run {msg.run_id} was cancelled")
         if msg.kind == "wait":
             assert msg.event is not None
             schema = bytes(msg.schema).decode() if msg.schema is not None else None
             kept = self._take_kept_signal(msg.event, msg.run_id, schema, now, check)
             if kept is not None:
-                self._upsert_step(msg.run_id, msg.key, msg.name, "wait", "completed", kept,
-                                  None, 1, started, now, None)
+                self._upsert_step(
+                    msg.run_id,
+                    msg.key,
+                    msg.name,
+                    "wait",
+                    "completed",
+                    kept,
+                    None,
+                    1,
+                    started,
+                    now,
+                    None,
+                )
                 return kept
             self.conn.execute(
                 "INSERT OR REPLACE INTO waiters (run_id, event, step_key, timeout_at, schema)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (msg.run_id, msg.event, msg.key, msg.wake_at, schema),
             )
-            self._upsert_step(msg.run_id, msg.key, msg.name, "wait", "waiting", None, None, 1,
-                              started, None, msg.wake_at)
+            self._upsert_step(
+                msg.run_id,
+                msg.key,
+                msg.name,
+                "wait",
+                "waiting",
+                None,
+                None,
+                1,
+                started,
+                None,
+                msg.wake_at,
+            )
             self._set_parked(msg.run_id, RunStatus.WAITING, msg.wake_at, msg.event, now)
             return None
         assert msg.wake_at is not None
         if msg.kind == "sleep":
             if msg.wake_at <= now:
-                self._upsert_step(msg.run_id, msg.key, msg.name, "sleep", "completed", b"null",
-                                  None, 1, started, now, msg.wake_at)
+                self._upsert_step(
+                    msg.run_id,
+                    msg.key,
+                    msg.name,
+                    "sleep",
+                    "completed",
+                    b"null",
+                    None,
+                    1,
+                    started,
+                    now,
+                    msg.wake_at,
+                )
                 return b"null"
-            self._upsert_step(msg.run_id, msg.key, msg.name, "sleep", "sleeping", None, None, 1,
-                              started, None, msg.wake_at)
+            self._upsert_step(
+                msg.run_id,
+                msg.key,
+                msg.name,
+                "sleep",
+                "sleeping",
+                None,
+                None,
+                1,
+                started,
+                None,
+                msg.wake_at,
+            )
         else:  # a step waiting out its retry backoff
-            self._upsert_step(msg.run_id, msg.key, msg.name, "run", "running", None, msg.error,
-                              msg.attempts, started, None, msg.wake_at)
+            self._upsert_step(
+                msg.run_id,
+                msg.key,
+                msg.name,
+                "run",
+                "running",
+                None,
+                msg.error,
+                msg.attempts,
+                started,
+                None,
+                msg.wake_at,
+            )
         self._set_parked(msg.run_id, RunStatus.SLEEPING, msg.wake_at, None, now)
         return None
 
@@ -221,9 +291,12 @@ class Store:
             )
         else:
             self._finish_run(
-                msg.run_id, decision.status, now, result=bytes(msg.result)
-                if decision.status == RunStatus.COMPLETED else None,
-                error=msg.error, traceback=msg.traceback,
+                msg.run_id,
+                decision.status,
+                now,
+                result=bytes(msg.result) if decision.status == RunStatus.COMPLETED else None,
+                error=msg.error,
+                traceback=msg.traceback,
             )
         return decision
 
@@ -234,7 +307,8 @@ class Store:
         requeued: list[str] = []
         for rid in run_ids:
             row = self.conn.execute(
-                "SELECT attempts, max_attempts, crashes FROM runs WHERE id = ? AND status = 'running'",
+                "SELECT attempts, max_attempts, crashes FROM runs"
+                " WHERE id = ? AND status = 'running'",
                 (rid,),
             ).fetchone()
             if row is None:
@@ -288,7 +362,9 @@ class Store:
         """Re-queue a failed or cancelled run; its finished steps stay cached."""
         status = self._status(run_id)
         if status not in RETRYABLE:
-            raise NotAllowed(f"run {run_id} is {status}; only failed or cancelled runs can be retried")
+            raise NotAllowed(
+                f"run {run_id} is {status}; only failed or cancelled runs can be retried"
+            )
         self._drop_unfinished_steps(run_id)
         self.conn.execute(
             "UPDATE runs SET status = 'pending', attempts = 1, crashes = 0, error = NULL,"
@@ -418,7 +494,7 @@ class Store:
         return ready, expired
 
     def prune(self, before: int) -> int:
-        """Delete finished runs (with their steps) that finished before `before`, and old signals."""
+        """Delete runs (and their steps) finished before `before`, and expired signals."""
         ids = [
             r[0]
             for r in self.conn.execute(
@@ -447,8 +523,18 @@ class Store:
         return str(row[0] or "cancelled")
 
     def _upsert_step(
-        self, run_id: str, key: str, name: str, kind: str, status: str, result: bytes | None,
-        error: str | None, attempts: int, started: int, finished: int | None, wake_at: int | None,
+        self,
+        run_id: str,
+        key: str,
+        name: str,
+        kind: str,
+        status: str,
+        result: bytes | None,
+        error: str | None,
+        attempts: int,
+        started: int,
+        finished: int | None,
+        wake_at: int | None,
     ) -> None:
         self.conn.execute(
             "INSERT INTO steps (run_id, key, name, kind, status, result, error, attempts, seq,"
@@ -457,8 +543,20 @@ class Store:
             " ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status,"
             " result = excluded.result, error = excluded.error, attempts = excluded.attempts,"
             " finished_at = excluded.finished_at, wake_at = excluded.wake_at",
-            (run_id, key, name, kind, status, result, error, attempts, run_id, started, finished,
-             wake_at),
+            (
+                run_id,
+                key,
+                name,
+                kind,
+                status,
+                result,
+                error,
+                attempts,
+                run_id,
+                started,
+                finished,
+                wake_at,
+            ),
         )
 
     def _set_parked(
@@ -470,9 +568,7 @@ class Store:
         )
 
     def _drop_unfinished_steps(self, run_id: str) -> None:
-        self.conn.execute(
-            "DELETE FROM steps WHERE run_id = ? AND status != 'completed'", (run_id,)
-        )
+        self.conn.execute("DELETE FROM steps WHERE run_id = ? AND status != 'completed'", (run_id,))
         self.conn.execute("DELETE FROM waiters WHERE run_id = ?", (run_id,))
 
     def _finish_run(
@@ -624,8 +720,7 @@ def read_runs(
 
 def read_counts(conn: sqlite3.Connection) -> dict[str, int]:
     return {
-        status: n
-        for status, n in conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status")
+        status: n for status, n in conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status")
     }
 
 

@@ -106,7 +106,9 @@ class Supervisor:
 
     # -- life cycle -------------------------------------------------------------------
 
-    async def serve(self, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         self._lock.acquire()
         try:
             if self.socket_path.parent == self.data_dir:
@@ -156,7 +158,8 @@ class Supervisor:
                     LoadError(
                         file=str(self.app_dir / "workflows"),
                         line=None,
-                        message=f"the worker failed to load the app: {message[-1] if message else proc.returncode}",
+                        message="the worker failed to load the app: "
+                        + (message[-1] if message else f"exit code {proc.returncode}"),
                     )
                 ]
             )
@@ -208,12 +211,16 @@ class Supervisor:
         try:
             worker.conn.send(await self._worker_op(worker, req))
         except TakoError as exc:
-            if isinstance(exc, StaleClaim | NotAllowed) and hasattr(req, "run_id"):
+            if isinstance(exc, StaleClaim | NotAllowed) and isinstance(
+                req, StepDone | Park | Finish
+            ):
                 self.pool.finished(worker, req.run_id)
             worker.conn.send(fail(req.id, exc))
         except Exception as exc:
             log.exception("worker request %r failed", req)
-            worker.conn.send(fail(req.id, TakoError(f"internal error: {type(exc).__name__}: {exc}")))
+            worker.conn.send(
+                fail(req.id, TakoError(f"internal error: {type(exc).__name__}: {exc}"))
+            )
 
     # -- client operations ------------------------------------------------------------
 
@@ -335,8 +342,14 @@ class Supervisor:
             case StepDone():
                 self._check_size(f"result of step {req.key!r}", bytes(req.result))
                 cancelled = await self._write(self.store.save_step, req, now)
-                self._emit("step", run_id=req.run_id, key=req.key, status=req.status,
-                           ms=req.finished_at - req.started_at, error=req.error)
+                self._emit(
+                    "step",
+                    run_id=req.run_id,
+                    key=req.key,
+                    status=req.status,
+                    ms=req.finished_at - req.started_at,
+                    error=req.error,
+                )
                 if cancelled:
                     self.pool.finished(worker, req.run_id)
                     self._run_finished(req.run_id, "cancelled")
@@ -348,16 +361,24 @@ class Supervisor:
                     return ok(req.id, result=msgspec.Raw(result))
                 self.pool.finished(worker, req.run_id)
                 self.scheduler.note(req.wake_at)
-                self._emit("parked", run_id=req.run_id, kind=req.kind, key=req.key,
-                           event=req.event, wake_at=req.wake_at, error=req.error)
+                self._emit(
+                    "parked",
+                    run_id=req.run_id,
+                    kind=req.kind,
+                    key=req.key,
+                    event=req.event,
+                    wake_at=req.wake_at,
+                    error=req.error,
+                )
                 return ok(req.id)
             case Finish():
                 self._check_size("workflow result", bytes(req.result))
                 outcome = await self._write(self.store.finish, req, now)
                 self.pool.finished(worker, req.run_id)
                 if outcome.status == RunStatus.PENDING:
-                    self._emit("retrying", run_id=req.run_id, wake_at=outcome.wake_at,
-                               error=req.error)
+                    self._emit(
+                        "retrying", run_id=req.run_id, wake_at=outcome.wake_at, error=req.error
+                    )
                     self.scheduler.note(outcome.wake_at)
                 else:
                     self._run_finished(req.run_id, outcome.status, error=req.error)

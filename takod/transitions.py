@@ -32,6 +32,7 @@ CANCELLABLE = frozenset(
 )
 RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 
+
 class Outcome(msgspec.Struct, frozen=True):
     """The decision for a run whose handler ended: its new status and fields."""
 

@@ -88,6 +88,7 @@ class WorkerPool:
         self._kick = trio.Event()
         self._next_id = 0
         self._boot_failures = 0
+        self.stopping = False
         self._nursery: trio.Nursery | None = None
 
     # -- the queue ----------------------------------------------------------------
@@ -135,7 +136,12 @@ class WorkerPool:
                     if self._queue[0] in self._isolate:
                         break
                     batch.append(self._take())
+            for rid in batch:  # reserve the slots now: a worker asking to leave is refused
+                worker.in_flight[rid] = 0
             assigns = await self._claim(batch)
+            for rid in batch:
+                if worker.in_flight.get(rid) == 0:
+                    del worker.in_flight[rid]
             if worker.conn.closed or worker.id not in self.workers:
                 await self._crashed([a.run_id for a in assigns], False, "worker exited")
                 self.enqueue([a.run_id for a in assigns])
@@ -181,7 +187,9 @@ class WorkerPool:
             child.close()
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent))
         worker = WorkerProc(
-            self._next_id, process, Connection(stream, max_line=_MAX_LINE),
+            self._next_id,
+            process,
+            Connection(stream, max_line=_MAX_LINE),
             settings.concurrency,
         )
         self.workers[worker.id] = worker
@@ -218,14 +226,15 @@ class WorkerPool:
         else:
             self._boot_failures = 0
         held = list(worker.in_flight)
-        if held and not (worker.leaving and code == 0):
-            alone = len(held) == 1 and (worker.exclusive or held[0] in self._suspects)
-            for rid in held:
-                if rid in self._suspects:
-                    self._isolate.add(rid)
-            self._suspects = set(held)
+        if held and not self.stopping:  # when stopping, the next start-up recovers them
+            crashed = not (worker.leaving and code == 0)
+            alone = crashed and len(held) == 1 and (worker.exclusive or held[0] in self._suspects)
+            if crashed:
+                self._isolate.update(rid for rid in held if rid in self._suspects)
+                self._suspects = set(held)
             with trio.CancelScope(shield=True):
-                requeued = await self._crashed(held, alone, describe_exit(code))
+                reason = describe_exit(code) if crashed else "worker exited"
+                requeued = await self._crashed(held, alone, reason)
             for rid in held:
                 if rid not in requeued:
                     self._isolate.discard(rid)
@@ -244,6 +253,7 @@ class WorkerPool:
 
     async def stop(self) -> None:
         """Close every worker's connection; each exits at once, its runs recovered on restart."""
+        self.stopping = True
         for worker in list(self.workers.values()):
             with trio.CancelScope(shield=True):
                 await worker.conn.aclose()

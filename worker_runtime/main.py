@@ -88,12 +88,21 @@ class Worker:
         if wf is None:
             await self._finish(a, "fatal", error=f"unknown workflow {a.workflow!r} in this worker")
             return
-        step = Step(channel=self.channel, run_id=a.run_id, workflow=a.workflow,
-                    attempt=a.attempt, token=a.token, memo=a.memo, max_payload=self.max_payload)
+        step = Step(
+            channel=self.channel,
+            run_id=a.run_id,
+            workflow=a.workflow,
+            attempt=a.attempt,
+            token=a.token,
+            memo=a.memo,
+            max_payload=self.max_payload,
+        )
         try:
             payload = _decode_payload(a.payload, wf.payload_type)
         except msgspec.ValidationError as exc:
-            await self._finish(a, "fatal", error=f"payload does not match {wf.payload_type.__name__}: {exc}")
+            await self._finish(
+                a, "fatal", error=f"payload does not match {wf.payload_type.__name__}: {exc}"
+            )
             return
         try:
             value = await wf.fn(payload, step)
@@ -111,7 +120,9 @@ class Worker:
         try:
             result = msgspec.json.encode(value)
         except (TypeError, msgspec.EncodeError) as exc:
-            error = f"the workflow returned a {type(value).__name__}, which JSON cannot encode: {exc}"
+            error = (
+                f"the workflow returned a {type(value).__name__}, which JSON cannot encode: {exc}"
+            )
             await self._finish(a, "fatal", error=error)
             return
         if len(result) > self.max_payload:
@@ -124,12 +135,23 @@ class Worker:
         await self._finish(a, "completed", result=result)
 
     async def _finish(
-        self, a: Assign, outcome: Any, *, result: bytes = b"null", error: str | None = None,
+        self,
+        a: Assign,
+        outcome: Any,
+        *,
+        result: bytes = b"null",
+        error: str | None = None,
         tb: str | None = None,
     ) -> None:
         await self.channel.request(
-            Finish(run_id=a.run_id, token=a.token, outcome=outcome,
-                   result=msgspec.Raw(result), error=error, traceback=tb)
+            Finish(
+                run_id=a.run_id,
+                token=a.token,
+                outcome=outcome,
+                result=msgspec.Raw(result),
+                error=error,
+                traceback=tb,
+            )
         )
 
 

@@ -11,7 +11,7 @@ import dataclasses
 import inspect
 import typing
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 import msgspec
 
@@ -45,9 +45,7 @@ def workflow(
 ) -> Callable[[F], F]: ...
 
 
-def workflow(
-    name: Any = None, /, *, retries: int = 3, timeout: Duration | None = None
-) -> Any:
+def workflow(name: Any = None, /, *, retries: int = 3, timeout: Duration | None = None) -> Any:
     """Register `async def handler(payload, step)` as a workflow.
 
     `@workflow`, `@workflow()` and `@workflow("name", retries=..., timeout=...)` all work.
@@ -85,7 +83,7 @@ def _mark(fn: F, name: str | None, retries: int, timeout: Duration | None) -> F:
             payload_type=_payload_type(fn),
         ),
     )
-    return fn
+    return cast(F, fn)  # iscoroutinefunction() narrowed its type above
 
 
 def _payload_type(fn: Handler) -> Any:

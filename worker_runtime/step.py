@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, overload
 
 import anyio
 import msgspec
@@ -91,18 +91,28 @@ class Step:
         self._seen[name] = n
         key = name if n == 1 else f"{name}#{n}"
         self._current = key
-        self.log.extra = {"run_id": self.run_id, "step": key}  # type: ignore[misc]
+        self.log.extra = {"run_id": self.run_id, "step": key}
         return key
 
     @overload
     async def run(
-        self, name: str, fn: Callable[[], Awaitable[Any] | Any], *, retries: int = ...,
-        timeout: Duration | None = ..., type: None = ...,
+        self,
+        name: str,
+        fn: Callable[[], Awaitable[Any] | Any],
+        *,
+        retries: int = ...,
+        timeout: Duration | None = ...,
+        type: None = ...,
     ) -> Any: ...
     @overload
     async def run(
-        self, name: str, fn: Callable[[], Awaitable[Any] | Any], *, retries: int = ...,
-        timeout: Duration | None = ..., type: type[T],
+        self,
+        name: str,
+        fn: Callable[[], Awaitable[Any] | Any],
+        *,
+        retries: int = ...,
+        timeout: Duration | None = ...,
+        type: type[T],
     ) -> T: ...
 
     async def run(
@@ -133,12 +143,23 @@ class Step:
             if attempt <= retries:
                 wake = now_ms() + int(backoff_seconds(attempt) * 1000)
                 await self._park(
-                    Park(run_id=self.run_id, token=self._token, key=key, name=name, kind="retry",
-                         wake_at=wake, attempts=attempt, error=error, started_at=started)
+                    Park(
+                        run_id=self.run_id,
+                        token=self._token,
+                        key=key,
+                        name=name,
+                        kind="retry",
+                        wake_at=wake,
+                        attempts=attempt,
+                        error=error,
+                        started_at=started,
+                    )
                 )
                 raise Parked from None
             await self._checkpoint(key, name, "failed", b"null", error, attempt, started)
-            raise StepFailed(f"step {key!r} failed after {attempt} attempt(s): {error}", step=key) from exc
+            raise StepFailed(
+                f"step {key!r} failed after {attempt} attempt(s): {error}", step=key
+            ) from exc
         raw = self._encode(key, value)
         await self._checkpoint(key, name, "completed", raw, None, attempt, started)
         return decode(raw, type)
@@ -163,8 +184,15 @@ class Step:
     async def _sleep(self, key: str, name: str, wake: int) -> None:
         if key in self._memo:
             return
-        park = Park(run_id=self.run_id, token=self._token, key=key, name=name, kind="sleep",
-                    wake_at=wake, started_at=now_ms())
+        park = Park(
+            run_id=self.run_id,
+            token=self._token,
+            key=key,
+            name=name,
+            kind="sleep",
+            wake_at=wake,
+            started_at=now_ms(),
+        )
         if await self._park(park) is None:
             raise Parked
 
@@ -178,8 +206,17 @@ class Step:
             return _decode_optional(bytes(memo.result), type)
         wake = now_ms() + int(parse_duration(timeout) * 1000) if timeout is not None else None
         schema = msgspec.Raw(msgspec.json.encode(msgspec.json.schema(type))) if type else None
-        park = Park(run_id=self.run_id, token=self._token, key=key, name=event, kind="wait",
-                    wake_at=wake, event=event, schema=schema, started_at=now_ms())
+        park = Park(
+            run_id=self.run_id,
+            token=self._token,
+            key=key,
+            name=event,
+            kind="wait",
+            wake_at=wake,
+            event=event,
+            schema=schema,
+            started_at=now_ms(),
+        )
         raw = await self._park(park)
         if raw is None:
             raise Parked
@@ -206,13 +243,28 @@ class Step:
         return raw
 
     async def _checkpoint(
-        self, key: str, name: str, status: str, raw: bytes, error: str | None,
-        attempts: int, started: int,
+        self,
+        key: str,
+        name: str,
+        status: Literal["completed", "failed"],
+        raw: bytes,
+        error: str | None,
+        attempts: int,
+        started: int,
     ) -> None:
         reply = await self._channel.request(
-            StepDone(run_id=self.run_id, token=self._token, key=key, name=name,
-                     status=status, result=msgspec.Raw(raw), error=error,  # type: ignore[arg-type]
-                     attempts=attempts, started_at=started, finished_at=now_ms())
+            StepDone(
+                run_id=self.run_id,
+                token=self._token,
+                key=key,
+                name=name,
+                status=status,
+                result=msgspec.Raw(raw),
+                error=error,
+                attempts=attempts,
+                started_at=started,
+                finished_at=now_ms(),
+            )
         )
         if not reply.ok or reply.cancel:
             raise Dropped

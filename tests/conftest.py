@@ -1,0 +1,131 @@
+"""Shared fixtures: temp apps, a real takod in the test's nursery, and polling with a deadline."""
+
+from __future__ import annotations
+
+import os
+import time
+import shutil
+import tempfile
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import tako
+import takod
+
+
+class App:
+    """A temp app folder (workflows/ and tako.toml) with a short data dir for its socket."""
+
+    def __init__(self, root: Path, data_dir: Path, runtime: str) -> None:
+        self.dir = root
+        self.data_dir = data_dir
+        self.runtime = runtime
+        (root / "workflows").mkdir(parents=True, exist_ok=True)
+        self.settings: dict[str, dict[str, Any]] = {"workers": {"runtime": runtime}}
+        self.configure(workers={"idle_timeout": "1s"})
+
+    @property
+    def socket(self) -> Path:
+        return self.data_dir / "tako.sock"
+
+    @property
+    def log(self) -> Path:
+        """A file workflow bodies append side effects to (one line each)."""
+        return self.dir / "effects.log"
+
+    def effects(self) -> list[str]:
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+    def write(self, name: str, source: str) -> Path:
+        path = self.dir / "workflows" / name
+        text = textwrap.dedent(source).replace("EFFECTS", repr(str(self.log)))
+        path.write_text(text)
+        return path
+
+    def configure(self, **sections: dict[str, Any]) -> None:
+        for section, values in sections.items():
+            self.settings.setdefault(section, {}).update(values)
+        lines = [f'name = "testapp"']
+        for section, values in self.settings.items():
+            lines.append(f"[{section}]")
+            for key, value in values.items():
+                lines.append(f"{key} = {value!r}".replace("'", '"'))
+        (self.dir / "tako.toml").write_text("\n".join(lines) + "\n")
+
+    def client(self) -> tako.AsyncClient:
+        return tako.AsyncClient(self.socket)
+
+    def sync_client(self) -> tako.Client:
+        return tako.Client(self.socket)
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def runtime(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def app(tmp_path: Path, runtime: str) -> Iterator[App]:
+    data_dir = Path(tempfile.mkdtemp(prefix="tk", dir="/tmp"))  # unix socket paths are short
+    try:
+        yield App(tmp_path / "app", data_dir, runtime)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@asynccontextmanager
+async def running(app: App, **kwargs: Any) -> AsyncIterator[takod.Supervisor]:
+    """A real takod for `app`, stopped (cleanly) when the block ends."""
+    async with trio.open_nursery() as nursery:
+        supervisor = await nursery.start(
+            lambda task_status: takod.serve(
+                app.dir, app.data_dir, task_status=task_status, on_event=lambda k, f: print(time.time(), k, f), **kwargs
+            )
+        )
+        try:
+            yield supervisor
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]] | Callable[[], Any], *, timeout: float = 15.0,
+    what: str = "condition",
+) -> Any:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    with trio.move_on_after(timeout):
+        while True:
+            value = check()
+            if isinstance(value, Awaitable):
+                value = await value
+            if value:
+                return value
+            await trio.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def status_of(client: tako.AsyncClient, run_id: str, *statuses: str) -> tako.Run | None:
+    run = await client.get_run(run_id)
+    return run if run.status in statuses else None
+
+
+def worker_pids(app_dir: Path) -> list[int]:
+    """Worker processes of this app, read from the OS process table (not takod's count)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = (Path("/proc") / entry / "cmdline").read_bytes().split(b"\0")
+            state = (Path("/proc") / entry / "stat").read_text().split(") ")[-1][:1]
+        except OSError:
+            continue
+        if b"worker_runtime" in cmdline and str(app_dir).encode() in cmdline and state != "Z":
+            pids.append(int(entry))
+    return pids

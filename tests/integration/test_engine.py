@@ -1,0 +1,240 @@
+"""The engine end to end: real takod, real worker subprocesses, a temp app, both runtimes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import trio
+
+import tako
+from tests.conftest import App, eventually, running, status_of, worker_pids
+
+ORDER = """
+    from tako import workflow, Step
+
+    def effect(line):
+        with open(EFFECTS, "a") as f:
+            f.write(line + "\\n")
+
+    def charge(order):
+        effect(f"charge:{order['id']}")
+        return {"charge_id": "ch_" + str(order["id"])}
+
+    @workflow("fulfill-order", retries=4)
+    async def fulfill_order(payload: dict, step: Step) -> dict:
+        order = await step.run("load-order", lambda: {"id": payload["order_id"], "total": 60_000})
+        await step.run("charge", lambda: charge(order), retries=2)
+        if order["total"] > 50_000:
+            decision = await step.wait_for(f"approval:order-{order['id']}", timeout="7d")
+            if decision is None:
+                step.bail("approval timed out — order held")
+            if not decision["approved"]:
+                step.bail(f"rejected by {decision['by']}")
+        await step.run("ship", lambda: effect(f"ship:{order['id']}"))
+        return {"shipped": order["id"]}
+"""
+
+
+async def test_order_is_approved_by_a_signal_and_charged_once(app: App) -> None:
+    app.write("fulfill_order.py", ORDER)
+    async with running(app):
+        client = app.client()
+        run_id = await client.start("fulfill-order", {"order_id": 42})
+        run = await eventually(lambda: status_of(client, run_id, "waiting"), what="waiting")
+        assert run.waiting_for == "approval:order-42"
+        sent = await client.signal("approval:order-42", {"approved": True, "by": "u-7"})
+        assert sent == tako.SignalResult(delivered=1, kept=False)
+        assert await client.result(run_id, timeout=15) == {"shipped": 42}
+        run = await client.get_run(run_id)
+    assert app.effects() == ["charge:42", "ship:42"]
+    assert [s.key for s in run.steps or []] == [
+        "load-order",
+        "charge",
+        "approval:order-42",
+        "ship",
+    ]
+    wait = (run.steps or [])[2]
+    assert (wait.kind, wait.status, wait.result) == ("wait", "completed", {"approved": True, "by": "u-7"})
+
+
+async def test_rejection_bails_the_run_as_cancelled(app: App) -> None:
+    app.write("fulfill_order.py", ORDER)
+    async with running(app):
+        client = app.client()
+        run_id = await client.start("fulfill-order", {"order_id": 7})
+        await eventually(lambda: status_of(client, run_id, "waiting"))
+        await client.signal("approval:order-7", {"approved": False, "by": "alice"})
+        with pytest.raises(tako.RunCancelled, match="rejected by alice"):
+            await client.result(run_id, timeout=15)
+        run = await client.get_run(run_id)
+    assert run.status == "cancelled"
+    assert run.error == "rejected by alice"
+    assert run.attempts == 1  # a bail is never retried
+
+
+async def test_scale_to_zero_then_a_signal_spawns_a_worker(app: App) -> None:
+    app.configure(workers={"idle_timeout": "300ms"})
+    app.write("fulfill_order.py", ORDER)
+    async with running(app) as supervisor:
+        client = app.client()
+        run_id = await client.start("fulfill-order", {"order_id": 1})
+        await eventually(lambda: status_of(client, run_id, "waiting"))
+        await eventually(lambda: not worker_pids(app.dir), what="the idle worker to exit")
+        await eventually(lambda: supervisor.pool.live == 0, what="takod to reap the worker")
+        assert (await client.status())["workers"] == 0
+        await client.signal("approval:order-1", {"approved": True, "by": "bob"})
+        assert await client.result(run_id, timeout=15) == {"shipped": 1}
+        assert app.effects() == ["charge:1", "ship:1"]
+        await eventually(lambda: not worker_pids(app.dir), what="the worker to exit again")
+
+
+async def test_step_names_repeat_with_occurrence_keys_and_every_sleep_is_honoured(app: App) -> None:
+    app.write(
+        "deploy.py",
+        """
+        import time
+        from tako import workflow
+
+        @workflow
+        async def rolling_deploy(payload, step):
+            out = []
+            for env in ["staging", "canary", "prod"]:
+                await step.sleep("cool-down", "1s")
+                out.append(await step.run("deploy", lambda: {"env": env, "at": time.time()}))
+            return out
+        """,
+    )
+    async with running(app):
+        client = app.client()
+        started = time.time()
+        run_id = await client.start("rolling-deploy")
+        result = await client.result(run_id, timeout=30)
+        run = await client.get_run(run_id)
+    assert [r["env"] for r in result] == ["staging", "canary", "prod"]
+    keys = [s.key for s in run.steps or []]
+    assert keys == ["cool-down", "deploy", "cool-down#2", "deploy#2", "cool-down#3", "deploy#3"]
+    assert all(s.name in ("cool-down", "deploy") for s in run.steps or [])
+    # every deploy ran at least one second after the previous one (or after the start)
+    times = [started] + [r["at"] for r in result]
+    assert all(b - a >= 0.95 for a, b in zip(times, times[1:], strict=False))
+
+
+async def test_wait_timeout_returns_none_and_replays_as_none(app: App) -> None:
+    app.write(
+        "timeouts.py",
+        """
+        from tako import workflow
+
+        def effect(line):
+            with open(EFFECTS, "a") as f:
+                f.write(line + "\\n")
+
+        @workflow
+        async def hold(payload, step):
+            decision = await step.wait_for("go", timeout="300ms")
+            effect(f"saw:{decision}")
+            if decision is None:
+                await step.run("timeout-path", lambda: effect("timeout-path"))
+                await step.sleep("breather", "200ms")  # forces a replay after the timeout
+                return "timed out"
+            return "went"
+        """,
+    )
+    async with running(app):
+        client = app.client()
+        run_id = await client.start("hold")
+        assert await client.result(run_id, timeout=15) == "timed out"
+        run = await client.get_run(run_id)
+        # the timeout was checkpointed: a signal now is kept, not delivered to the finished run
+        assert await client.signal("go", {"x": 1}) == tako.SignalResult(delivered=0, kept=True)
+    wait = (run.steps or [])[0]
+    assert (wait.key, wait.kind, wait.status, wait.result) == ("go", "wait", "completed", None)
+    # executions: after the timeout, then the replay after the sleep; both saw None
+    assert app.effects() == ["saw:None", "timeout-path", "saw:None"]
+
+
+async def test_a_signal_sent_before_its_waiter_is_kept_and_consumed_once(app: App) -> None:
+    app.write(
+        "late.py",
+        """
+        from tako import workflow
+
+        @workflow
+        async def late_waiter(payload, step):
+            await step.sleep("later", "200ms")
+            return await step.wait_for("ready")
+        """,
+    )
+    async with running(app):
+        client = app.client()
+        assert await client.signal("ready", {"n": 1}) == tako.SignalResult(delivered=0, kept=True)
+        first = await client.start("late-waiter")
+        assert await client.result(first, timeout=15) == {"n": 1}
+        second = await client.start("late-waiter")
+        await eventually(lambda: status_of(client, second, "waiting"))  # nothing left to consume
+        assert await client.signal("ready", {"n": 2}) == tako.SignalResult(delivered=1, kept=False)
+        assert await client.result(second, timeout=15) == {"n": 2}
+
+
+async def test_a_run_targeted_signal_wakes_only_its_run(app: App) -> None:
+    app.write(
+        "decide.py",
+        """
+        from tako import workflow
+
+        @workflow
+        async def decide(payload, step):
+            return await step.wait_for("decision")
+        """,
+    )
+    async with running(app):
+        client = app.client()
+        a = await client.start("decide")
+        b = await client.start("decide")
+        await eventually(lambda: status_of(client, a, "waiting"))
+        await eventually(lambda: status_of(client, b, "waiting"))
+        sent = await client.signal("decision", {"kind": "approved"}, run_id=b)
+        assert sent == tako.SignalResult(delivered=1, kept=False)
+        assert await client.result(b, timeout=15) == {"kind": "approved"}
+        assert (await client.get_run(a)).status == "waiting"
+        # a broadcast wakes every current waiter
+        assert await client.signal("decision", {"kind": "late"}) == tako.SignalResult(1, False)
+        assert await client.result(a, timeout=15) == {"kind": "late"}
+        with pytest.raises(tako.RunNotFound):
+            await client.signal("decision", {}, run_id="no-such-run")
+
+
+async def test_restart_resumes_sleeping_and_waiting_runs(app: App) -> None:
+    app.write(
+        "parked.py",
+        """
+        from tako import workflow
+
+        @workflow
+        async def napper(payload, step):
+            await step.sleep("nap", payload["nap"])
+            return "rested"
+
+        @workflow
+        async def waiter(payload, step):
+            return await step.wait_for("wake-up")
+        """,
+    )
+    async with running(app):
+        client = app.client()
+        short = await client.start("napper", {"nap": "1s"})
+        long = await client.start("napper", {"nap": "3s"})
+        waiting = await client.start("waiter")
+        for rid, status in ((short, "sleeping"), (long, "sleeping"), (waiting, "waiting")):
+            await eventually(lambda rid=rid, status=status: status_of(client, rid, status))
+    await trio.sleep(1.2)  # takod is down while the short nap falls due
+    assert not worker_pids(app.dir)
+    async with running(app):
+        client = app.client()
+        started = time.monotonic()
+        assert await client.result(short, timeout=15) == "rested"
+        assert time.monotonic() - started < 1.0  # due while takod was down: fires at once
+        await client.signal("wake-up", "now")
+        assert await client.result(waiting, timeout=15) == "now"
+        assert await client.result(long, timeout=15) == "rested"
