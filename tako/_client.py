@@ -241,6 +241,16 @@ class AsyncClient:
     ) -> str:
         return await _in_thread(self.sync.start, workflow, payload, run_id=run_id, delay=delay)
 
+    async def start_run(
+        self,
+        workflow: str,
+        payload: Any = None,
+        *,
+        run_id: str | None = None,
+        delay: Duration | None = None,
+    ) -> StartResult:
+        return await _in_thread(self.sync.start_run, workflow, payload, run_id=run_id, delay=delay)
+
     async def signal(
         self,
         event: str,

@@ -6,6 +6,7 @@ takod's configuration, so a duration means the same thing everywhere.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from datetime import timedelta
@@ -33,7 +34,10 @@ def parse_duration(value: Duration) -> float:
     elif isinstance(value, bool):
         raise ValueError(f"invalid duration {value!r}: expected text like '30s' or a number")
     elif isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(f"invalid duration {value!r}: too large") from None
     elif isinstance(value, str):
         seconds = _parse_text(value)
     else:
@@ -72,10 +76,10 @@ def parse_size(value: str | int) -> int:
     match = _SIZE.fullmatch(str(value).strip())
     if match is None:
         raise ValueError(f"invalid size {value!r}: use bytes or units KiB, MiB, GiB (e.g. '1MiB')")
-    size = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
-    if size <= 0:
+    amount = float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
+    if not math.isfinite(amount) or amount < 1:
         raise ValueError(f"invalid size {value!r}: must be positive")
-    return size
+    return int(amount)
 
 
 BACKOFF_BASE = 1.0
@@ -85,6 +89,6 @@ JITTER = 0.2
 
 def backoff_seconds(attempt: int, rng: random.Random | None = None) -> float:
     """Delay after failed attempt `attempt`: 1 s doubling, ±20 % jitter, at most 1 h."""
-    base = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** max(0, attempt - 1))
+    base = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(max(0, attempt - 1), 32))
     jitter: float = (rng or random).uniform(-JITTER, JITTER)
     return min(BACKOFF_CAP, base * (1 + jitter))

@@ -28,6 +28,6 @@ def resolve_socket(
     if socket:
         return Path(socket).absolute()
     env = os.environ.get("TAKO_SOCKET")
-    if env and not data_dir:
+    if env:
         return Path(env).absolute()
     return resolve_data_dir(Path.cwd(), data_dir) / SOCKET_NAME

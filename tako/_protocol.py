@@ -17,10 +17,10 @@ import msgspec
 from tako._errors import BadJson, InvalidRequest, TakoError, UnknownOp
 
 NULL = msgspec.Raw(b"null")
-RUN_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+RUN_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}(?!\n)$"  # `$` alone would allow a final newline
 RunId = Annotated[str, msgspec.Meta(pattern=RUN_ID_PATTERN)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-Seconds = Annotated[float, msgspec.Meta(ge=0)]
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=100 * 365 * 86400)]  # up to a century
 ReqId = int | str | None
 
 
@@ -113,7 +113,7 @@ class Park(_Req, tag="park"):
     kind: Literal["sleep", "wait", "retry"]
     wake_at: int | None = None
     event: Name | None = None
-    schema: msgspec.Raw | None = None
+    schema: msgspec.Raw = NULL  # JSON Schema of wait_for(type=...); null when untyped
     attempts: int = 0
     error: str | None = None
     started_at: int = 0
@@ -222,7 +222,7 @@ def decode_request(line: bytes) -> Request:
     except msgspec.ValidationError as exc:
         try:
             env = _envelope.decode(line)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             env = Envelope()
         if not isinstance(env.id, int | str) or isinstance(env.id, bool):
             env.id = None
@@ -232,8 +232,14 @@ def decode_request(line: bytes) -> Request:
         else:
             err = InvalidRequest(str(exc))
         raise RequestError(env.id, err) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise RequestError(None, BadJson(f"invalid JSON: {exc}")) from None
+    except RecursionError:
+        raise RequestError(None, InvalidRequest("JSON nested too deeply")) from None
+
+
+def op_name(req: Request) -> str:
+    return str(req.__struct_config__.tag)
 
 
 def ok(req_id: ReqId, **fields: Any) -> bytes:

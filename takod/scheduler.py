@@ -58,7 +58,7 @@ class Scheduler:
         if self.target_ms is None or wake_at_ms < self.target_ms:
             self.target_ms = wake_at_ms
             if self._scope is not None:
-                self._scope.deadline = self._trio_time(wake_at_ms)
+                self._scope.deadline = min(self._scope.deadline, self._trio_time(wake_at_ms))
 
     def _trio_time(self, at_ms: int) -> float:
         return trio.current_time() + (at_ms - self.clock.now_ms()) / 1000
@@ -70,9 +70,12 @@ class Scheduler:
                 await self._wake_due(now)
             self._noted = None  # notes that arrive while we read still count
             found = await self._next_wake()
-            sweep = self.clock.now_ms() + int(SAFETY_SWEEP * 1000)
-            self.target_ms = min(t for t in (found, self._noted, sweep) if t is not None)
-            with trio.move_on_at(self._trio_time(self.target_ms)) as scope:
+            due = [t for t in (found, self._noted) if t is not None]
+            self.target_ms = min(due) if due else None
+            sleep_until = self.clock.now_ms() + int(SAFETY_SWEEP * 1000)
+            if self.target_ms is not None:
+                sleep_until = min(sleep_until, self.target_ms)
+            with trio.move_on_at(self._trio_time(sleep_until)) as scope:
                 self._scope = scope
                 await trio.sleep_forever()
             self._scope = None

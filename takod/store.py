@@ -30,6 +30,8 @@ from takod.transitions import (
     on_worker_crash,
 )
 
+CANCELLED = b"cancelled"  # park()'s answer for a run whose cancel was requested (not JSON)
+SQLITE_HEADER = b"SQLite format 3\x00"
 APPLICATION_ID = 0x74616B6F  # "tako": marks a file as ours, so we never write to a stranger's
 SchemaCheck = Callable[[str, bytes], str | None]
 
@@ -68,6 +70,7 @@ class Store:
     def __init__(self, path: Path, *, durability: str = "full") -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        _refuse_foreign_file(path)
         self.conn = _connect(path)
         try:
             _prepare(self.conn, durability)
@@ -179,6 +182,7 @@ class Store:
 
         Returns the step's result instead of parking when nothing needs waiting
         for: a sleep already due, or a kept signal that the run consumes now.
+        Returns CANCELLED when a cancel was requested: the run ends here.
         """
         cancel = self._check_claim(msg.run_id, msg.token)
         started = msg.started_at or now
@@ -186,10 +190,10 @@ class Store:
             self._finish_run(
                 msg.run_id, RunStatus.CANCELLED, now, error=self._cancel_reason(msg.run_id)
             )
-            raise NotAllowed(f"run {msg.run_id} was cancelled")
+            return CANCELLED
         if msg.kind == "wait":
             assert msg.event is not None
-            schema = bytes(msg.schema).decode() if msg.schema is not None else None
+            schema = bytes(msg.schema).decode() if bytes(msg.schema) != b"null" else None
             kept = self._take_kept_signal(msg.event, msg.run_id, schema, now, check)
             if kept is not None:
                 self._upsert_step(
@@ -275,7 +279,11 @@ class Store:
 
     def finish(self, msg: Finish, now: int) -> Outcome:
         """The handler ended; apply the retry rules of SPEC §4."""
-        self._check_claim(msg.run_id, msg.token)
+        if self._check_claim(msg.run_id, msg.token) and msg.outcome != "completed":
+            self._finish_run(
+                msg.run_id, RunStatus.CANCELLED, now, error=self._cancel_reason(msg.run_id)
+            )
+            return Outcome(RunStatus.CANCELLED, 0)
         attempts, max_attempts = self.conn.execute(
             "SELECT attempts, max_attempts FROM runs WHERE id = ?", (msg.run_id,)
         ).fetchone()
@@ -592,6 +600,19 @@ class Store:
 
 
 # -- reading ------------------------------------------------------------------------
+
+
+def _refuse_foreign_file(path: Path) -> None:
+    """SQLite would happily turn a short non-database file into a database: refuse first."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb") as f:
+        header = f.read(len(SQLITE_HEADER))
+    if header != SQLITE_HEADER:
+        raise StoreError(
+            f"{path} is not a tako database (not even SQLite); it was left untouched. "
+            "Move it away or point --data-dir elsewhere."
+        )
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -49,6 +49,7 @@ from tako._protocol import (
     decode_request,
     fail,
     ok,
+    op_name,
 )
 from tako._records import LoadError, Registry
 from takod import store as db
@@ -135,6 +136,7 @@ class Supervisor:
                 nursery.start_soon(self.committer.run)
                 await nursery.start(self.pool.run)
                 nursery.start_soon(self.scheduler.run)
+                nursery.start_soon(self._housekeeping)
                 self.pool.enqueue(self.store.ready_runs(now))
                 nursery.start_soon(self._accept, listener)
                 task_status.started(self)
@@ -255,7 +257,7 @@ class Supervisor:
             case Workflows():
                 return ok(req.id, workflows=self.registry.workflows, errors=self.registry.errors)
             case _:
-                raise InvalidRequest(f"op {type(req).__name__.lower()!r} is for workers only")
+                raise InvalidRequest(f"op {op_name(req)!r} is for worker processes only")
 
     async def start(self, req: Start) -> bytes:
         wf = self._workflows.get(req.workflow)
@@ -276,6 +278,8 @@ class Supervisor:
         )
         if not dedup:
             self._emit("started", run_id=run_id, workflow=req.workflow)
+            if wf.timeout:
+                self.scheduler.note(self.clock.now_ms() + int(wf.timeout * 1000))
             if req.delay:
                 self.scheduler.note(self.clock.now_ms() + int(req.delay * 1000))
             else:
@@ -303,6 +307,9 @@ class Supervisor:
     async def wait(self, req_id: Any, run_id: str, timeout: float | None) -> bytes:
         """Reply when the run is finished, or after `timeout` with `finished: false`."""
         limit = min(timeout if timeout is not None else MAX_WAIT, MAX_WAIT)
+        run = await self._read(db.read_run, run_id)
+        if run["status"] in FINISHED:
+            return ok(req_id, finished=True, run=run)
         with trio.move_on_after(limit):
             while True:
                 event = trio.Event()
@@ -357,6 +364,10 @@ class Supervisor:
                 return ok(req.id)
             case Park():
                 result = await self._write(self.store.park, req, now, self._check)
+                if result == db.CANCELLED:
+                    self.pool.finished(worker, req.run_id)
+                    self._run_finished(req.run_id, "cancelled")
+                    return ok(req.id, cancel=True)
                 if result is not None:
                     return ok(req.id, result=msgspec.Raw(result))
                 self.pool.finished(worker, req.run_id)
@@ -393,7 +404,7 @@ class Supervisor:
                 worker.leaving = True
                 return ok(req.id)
             case _:
-                raise InvalidRequest(f"op {type(req).__name__.lower()!r} is not a worker op")
+                raise InvalidRequest(f"op {op_name(req)!r} is not a worker op")
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -436,7 +447,18 @@ class Supervisor:
         return requeued
 
     async def _next_wake(self) -> int | None:
-        return await self._write(self.store.next_wake)
+        return await self._read(db.read_next_wake)
+
+    async def _housekeeping(self) -> None:
+        """Prune finished runs past `[runs] retention` and expired signals, now and hourly."""
+        while True:
+            now = self.clock.now_ms()
+            retention_ms = int(self.config.runs.retention * 1000)
+            pruned = await self._write(self.store.prune, now - retention_ms)
+            await self._write(self.store.expire_signals, now)
+            if pruned:
+                self._emit("pruned", runs=pruned)
+            await trio.sleep(3600)
 
     async def _wake_due(self, now: int) -> None:
         ready, timed_out = await self._write(self.store.wake_due, now)

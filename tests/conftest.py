@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import time
 import shutil
 import tempfile
 import textwrap
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -51,7 +51,7 @@ class App:
     def configure(self, **sections: dict[str, Any]) -> None:
         for section, values in sections.items():
             self.settings.setdefault(section, {}).update(values)
-        lines = [f'name = "testapp"']
+        lines = ['name = "testapp"']
         for section, values in self.settings.items():
             lines.append(f"[{section}]")
             for key, value in values.items():
@@ -85,7 +85,11 @@ async def running(app: App, **kwargs: Any) -> AsyncIterator[takod.Supervisor]:
     async with trio.open_nursery() as nursery:
         supervisor = await nursery.start(
             lambda task_status: takod.serve(
-                app.dir, app.data_dir, task_status=task_status, on_event=lambda k, f: print(time.time(), k, f), **kwargs
+                app.dir,
+                app.data_dir,
+                task_status=task_status,
+                on_event=lambda k, f: print(time.time(), k, f),
+                **kwargs,
             )
         )
         try:
@@ -95,7 +99,9 @@ async def running(app: App, **kwargs: Any) -> AsyncIterator[takod.Supervisor]:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[Any]] | Callable[[], Any], *, timeout: float = 15.0,
+    check: Callable[[], Awaitable[Any]] | Callable[[], Any],
+    *,
+    timeout: float = 15.0,
     what: str = "condition",
 ) -> Any:
     """Poll `check` until it returns something truthy; fail after `timeout` seconds."""

@@ -24,11 +24,11 @@ import anyio
 import msgspec
 
 from tako._durations import Duration, backoff_seconds, parse_duration
-from tako._errors import NonRetryable, StepFailed
+from tako._errors import NonRetryable, StaleClaim, StepFailed
 from tako._protocol import MemoEntry, Park, StepDone
 
 if TYPE_CHECKING:
-    from worker_runtime.channel import Channel
+    from worker_runtime.channel import Channel, Reply
 
 T = TypeVar("T")
 MAX_NAME = 256
@@ -205,7 +205,7 @@ class Step:
         if memo is not None:
             return _decode_optional(bytes(memo.result), type)
         wake = now_ms() + int(parse_duration(timeout) * 1000) if timeout is not None else None
-        schema = msgspec.Raw(msgspec.json.encode(msgspec.json.schema(type))) if type else None
+        schema = msgspec.Raw(msgspec.json.encode(msgspec.json.schema(type) if type else None))
         park = Park(
             run_id=self.run_id,
             token=self._token,
@@ -266,13 +266,11 @@ class Step:
                 finished_at=now_ms(),
             )
         )
-        if not reply.ok or reply.cancel:
-            raise Dropped
+        _check_reply(reply)
 
     async def _park(self, park: Park) -> bytes | None:
         reply = await self._channel.request(park)
-        if not reply.ok:
-            raise Dropped
+        _check_reply(reply)
         return None if reply.result is None else bytes(reply.result)
 
 
@@ -285,6 +283,15 @@ async def _call(fn: Callable[[], Any], timeout: float | None) -> Any:
         if inspect.isawaitable(value):  # a lambda returning a coroutine
             return await value
         return value
+
+
+def _check_reply(reply: Reply) -> None:
+    """Stop quietly when the run is no longer ours; surface any other refusal as an error."""
+    if reply.cancel or (reply.error is not None and reply.error.code == StaleClaim.code):
+        raise Dropped
+    if not reply.ok:
+        error = reply.error
+        raise NonRetryable(error.message if error else "the supervisor refused the request")
 
 
 def _decode_optional(raw: bytes, type_: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -55,7 +56,11 @@ async def test_order_is_approved_by_a_signal_and_charged_once(app: App) -> None:
         "ship",
     ]
     wait = (run.steps or [])[2]
-    assert (wait.kind, wait.status, wait.result) == ("wait", "completed", {"approved": True, "by": "u-7"})
+    assert (wait.kind, wait.status, wait.result) == (
+        "wait",
+        "completed",
+        {"approved": True, "by": "u-7"},
+    )
 
 
 async def test_rejection_bails_the_run_as_cancelled(app: App) -> None:
@@ -117,7 +122,7 @@ async def test_step_names_repeat_with_occurrence_keys_and_every_sleep_is_honoure
     assert all(s.name in ("cool-down", "deploy") for s in run.steps or [])
     # every deploy ran at least one second after the previous one (or after the start)
     times = [started] + [r["at"] for r in result]
-    assert all(b - a >= 0.95 for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a >= 0.95 for a, b in itertools.pairwise(times))
 
 
 async def test_wait_timeout_returns_none_and_replays_as_none(app: App) -> None:

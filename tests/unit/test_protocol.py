@@ -219,10 +219,6 @@ def test_run_id_in_the_allowed_alphabet_is_accepted(run_id: str) -> None:
     assert req.run_id == run_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RUN_ID_PATTERN ends with `$`, which also matches before a trailing newline",
-)
 @pytest.mark.parametrize("run_id", ["abc\n", "x" * 128 + "\n"])
 def test_run_id_with_a_trailing_newline_is_invalid(run_id: str) -> None:
     err = refused(line(op="start", workflow="w", run_id=run_id))
@@ -250,11 +246,6 @@ def test_names_of_exactly_256_characters_are_accepted() -> None:
     assert isinstance(decode_request(line(op="signal", event="é" * 256)), Signal)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="msgspec raises RecursionError on deeply nested JSON and decode_request lets it "
-    "escape; in takod it would crash the client handler (and with it the supervisor)",
-)
 def test_deeply_nested_payload_is_refused_not_raised() -> None:
     depth = 5000
     raw = b'{"id":1,"op":"start","workflow":"w","payload":' + b"[" * depth + b"]" * depth + b"}"
@@ -327,18 +318,45 @@ def test_arbitrary_bytes_decode_or_raise_request_error(raw: bytes) -> None:
         assert exc.req_id is None or isinstance(exc.req_id, int | str)
 
 
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
-    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3),
+    scalars,
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3)
+    ),
     max_leaves=6,
 )
 field_names = st.sampled_from(
-    ["id", "workflow", "event", "payload", "run_id", "delay", "ttl", "token", "key", "name"]
-    + ["kind", "outcome", "pid", "limit", "status", "wake_at", "result", "x"]
+    [
+        "id",
+        "workflow",
+        "event",
+        "payload",
+        "run_id",
+        "delay",
+        "ttl",
+        "token",
+        "key",
+        "name",
+        "kind",
+        "outcome",
+        "pid",
+        "limit",
+        "status",
+        "wake_at",
+        "result",
+        "x",
+    ]
 )
 
 
-@settings(max_examples=500, deadline=None, database=None)
+@settings(max_examples=150, deadline=None, database=None)
 @given(
     op=st.sampled_from(sorted(OPS)) | st.text(max_size=8) | json_values,
     fields=st.dictionaries(field_names, json_values, max_size=6),
