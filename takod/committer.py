@@ -37,21 +37,40 @@ class Committer:
         self._queue: list[_Pending] = []
         self._wakeup = trio.Event()
         self._limiter = trio.CapacityLimiter(1)
+        self._closed = False
         self.batches = 0
         self.writes = 0
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(*args)` in the next transaction; return once it is committed."""
+        """Run `fn(*args)` in the next transaction; return once it is committed.
+
+        The wait is shielded from cancellation: once queued, a write commits
+        whatever happens to its caller, so the caller must see it through (a
+        worker dying mid-request must not leave a committed park unaccounted).
+        """
+        if self._closed:
+            raise StorageError("the supervisor is stopping; nothing was written")
         item = _Pending(fn, args)
         self._queue.append(item)
         self._wakeup.set()
-        await item.done.wait()
+        with trio.CancelScope(shield=True):
+            await item.done.wait()
         if item.error is not None:
             raise item.error
         return item.result  # type: ignore[no-any-return]
 
     async def run(self) -> None:
         """The committer task: lives as long as the supervisor."""
+        try:
+            await self._loop()
+        finally:
+            self._closed = True
+            for item in self._queue:
+                item.error = StorageError("the supervisor is stopping; nothing was written")
+                item.done.set()
+            self._queue = []
+
+    async def _loop(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup = trio.Event()

@@ -308,11 +308,14 @@ class Store:
             )
         return decision
 
-    def crashed(self, run_ids: Iterable[str], *, alone: bool, reason: str, now: int) -> list[str]:
+    def crashed(
+        self, run_ids: Iterable[str], *, alone: bool, reason: str, now: int
+    ) -> tuple[list[str], list[str]]:
         """A worker died holding these runs: requeue them (see transitions.on_worker_crash).
 
-        Returns the runs that went back to pending."""
+        Returns (runs back to pending, runs failed for good)."""
         requeued: list[str] = []
+        failed: list[str] = []
         for rid in run_ids:
             row = self.conn.execute(
                 "SELECT attempts, max_attempts, crashes FROM runs"
@@ -326,6 +329,7 @@ class Store:
             )
             if decision.status == RunStatus.FAILED:
                 self._finish_run(rid, RunStatus.FAILED, now, error=reason)
+                failed.append(rid)
                 continue
             self.conn.execute(
                 "UPDATE runs SET status = 'pending', attempts = ?, crashes = crashes + 1,"
@@ -333,7 +337,7 @@ class Store:
                 (decision.attempts, now, rid),
             )
             requeued.append(rid)
-        return requeued
+        return requeued, failed
 
     def recover(self, now: int) -> None:
         """At start-up: runs left `running` by a previous supervisor go back to pending."""

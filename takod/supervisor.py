@@ -147,6 +147,14 @@ class Supervisor:
         async with listener:
             await trio.serve_listeners(self._serve_client, [listener])
 
+    async def reload(self) -> Registry:
+        """Re-read the app's workflows. New and resumed runs use the new code; a worker
+        in flight finishes its current steps first (SPEC §7, `tako dev`)."""
+        registry = await self.load_registry()
+        self.pool.retire_all()
+        self._emit("reloaded", workflows=len(registry.workflows), errors=len(registry.errors))
+        return registry
+
     async def load_registry(self) -> Registry:
         """Learn the app's workflows from a `--describe` worker: user code never loads here."""
         argv = [sys.executable, "-m", "worker_runtime", str(self.app_dir), "--describe"]
@@ -437,12 +445,11 @@ class Supervisor:
         return assigns
 
     async def _crashed(self, run_ids: list[str], alone: bool, reason: str) -> list[str]:
-        requeued = await self._write(
+        requeued, failed = await self._write(
             self.store.crashed, run_ids, alone=alone, reason=reason, now=self.clock.now_ms()
         )
-        for rid in run_ids:
-            if rid not in requeued:
-                self._run_finished(rid, "failed", error=reason)
+        for rid in failed:
+            self._run_finished(rid, "failed", error=reason)
         self._emit("worker_lost", reason=reason, runs=len(run_ids))
         return requeued
 

@@ -51,10 +51,11 @@ class WorkerProc:
         self.ready = False  # said hello
         self.leaving = False
         self.exclusive = False  # running one suspect run alone
+        self.retired = False  # runs old code: takes nothing new, exits once its runs leave
 
     @property
     def free(self) -> int:
-        if not self.ready or self.leaving or self.exclusive:
+        if not self.ready or self.leaving or self.exclusive or self.retired:
             return 0
         return self.capacity - len(self.in_flight)
 
@@ -108,6 +109,17 @@ class WorkerPool:
     def live(self) -> int:
         return len(self.workers)
 
+    def retire_all(self) -> None:
+        """After a reload: current workers finish what they hold, then exit; new ones start."""
+        for worker in self.workers.values():
+            worker.retired = True
+            self._release_if_done(worker)
+        self._kick.set()
+
+    def _release_if_done(self, worker: WorkerProc) -> None:
+        if worker.retired and not worker.in_flight and self._nursery is not None:
+            self._nursery.start_soon(worker.conn.aclose)  # the worker sees EOF and exits
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -119,10 +131,11 @@ class WorkerPool:
 
     async def _dispatch(self) -> None:
         while self._queue:
-            worker = max(self.workers.values(), key=lambda w: w.free, default=None)
+            current = [w for w in self.workers.values() if not w.retired]
+            worker = max(current, key=lambda w: w.free, default=None)
             if worker is None or worker.free == 0:
-                booting = any(not w.ready for w in self.workers.values())
-                if not booting and len(self.workers) < self.config.workers.max_workers:
+                booting = any(not w.ready for w in current)
+                if not booting and len(current) < self.config.workers.max_workers:
                     await self._spawn()
                 return
             batch: list[str] = []
@@ -248,6 +261,7 @@ class WorkerPool:
         self._suspects.discard(run_id)
         if worker.exclusive and not worker.in_flight:
             worker.exclusive = False
+        self._release_if_done(worker)
         if self._queue:
             self._kick.set()
 

@@ -875,10 +875,11 @@ def test_retry_an_unknown_run(store: Store) -> None:
 def test_crashed_not_alone_requeues_without_charge(store: Store) -> None:
     a, b = started(store), started(store)
     idle = start(store)
-    requeued = tx(
+    requeued, failed = tx(
         store, store.crashed, [a.run_id, b.run_id, idle], alone=False, reason="SIGKILL", now=NOW
     )
     assert sorted(requeued) == sorted([a.run_id, b.run_id])  # the pending run is left alone
+    assert failed == []
     for x in (a, b):
         obj = run(store, x.run_id)
         assert (obj["status"], obj["attempts"]) == ("pending", 1)
@@ -889,7 +890,10 @@ def test_crashed_not_alone_requeues_without_charge(store: Store) -> None:
 
 def test_crashed_alone_is_charged_an_attempt(store: Store) -> None:
     a = started(store, max_attempts=3)
-    assert tx(store, store.crashed, [a.run_id], alone=True, reason="oom", now=NOW) == [a.run_id]
+    assert tx(store, store.crashed, [a.run_id], alone=True, reason="oom", now=NOW) == (
+        [a.run_id],
+        [],
+    )
     obj = run(store, a.run_id)
     assert (obj["status"], obj["attempts"]) == ("pending", 2)
     assert claim(store, a.run_id).attempt == 2
@@ -899,8 +903,10 @@ def test_crashed_alone_on_the_last_attempt_fails(store: Store) -> None:
     a = started(store, max_attempts=2)
     tx(store, store.crashed, [a.run_id], alone=True, reason="killed by SIGKILL", now=NOW)
     b = claim(store, a.run_id)
-    requeued = tx(store, store.crashed, [b.run_id], alone=True, reason="killed by SIGKILL", now=NOW)
-    assert requeued == []
+    requeued, failed = tx(
+        store, store.crashed, [b.run_id], alone=True, reason="killed by SIGKILL", now=NOW
+    )
+    assert (requeued, failed) == ([], [a.run_id])
     obj = run(store, a.run_id)
     assert (obj["status"], obj["attempts"], obj["error"]) == ("failed", 2, "killed by SIGKILL")
 
