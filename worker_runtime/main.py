@@ -9,6 +9,7 @@ its runs are resumed by the next supervisor.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -180,7 +181,30 @@ async def _main(
     await worker.serve()
 
 
+class _RunContext(logging.Filter):
+    """Give every record the fields the format names, so other loggers' records print too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.run_id = getattr(record, "run_id", "-")
+        record.step = getattr(record, "step", "-")
+        return True
+
+
+def _configure_logging() -> None:
+    """step.log records go to stderr (the `tako dev` terminal) with their run id and step."""
+    handler = logging.StreamHandler()
+    handler.addFilter(_RunContext())
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s [%(run_id)s %(step)s] %(name)s: %(message)s")
+    )
+    logger = logging.getLogger("tako.run")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def run_worker(
     app_dir: Path, *, fd: int, runtime: str, idle_timeout: float, max_payload: int
 ) -> None:
+    _configure_logging()
     anyio.run(_main, app_dir, fd, runtime, idle_timeout, max_payload, backend=runtime)

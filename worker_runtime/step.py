@@ -82,7 +82,7 @@ class Step:
         self._seen: dict[str, int] = {}
         self._max_payload = max_payload
         self._current = ""
-        self.log = logging.LoggerAdapter(_logger, {"run_id": run_id, "step": ""})
+        self.log = logging.LoggerAdapter(_logger, {"run_id": run_id, "step": "-"})
 
     def _key(self, name: str) -> str:
         if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:

@@ -378,3 +378,36 @@ async def test_many_concurrent_runs_all_complete(app: App) -> None:
         results, counts = await trio.to_thread.run_sync(drive)
     assert results == [10 * n for n in range(100)]
     assert counts == {"completed": 100}
+
+
+async def test_steps_signal_other_runs_and_log_with_their_run_id(
+    app: App, capfd: pytest.CaptureFixture[str]
+) -> None:
+    app.write(
+        "ping.py",
+        """
+        import tako
+        from tako import workflow
+
+        @workflow
+        async def waiter(payload, step):
+            return await step.wait_for("ping")
+
+        @workflow
+        async def pinger(payload, step):
+            step.log.info("pinging from %s attempt %d", step.workflow, step.attempt)
+            sent = await step.run(
+                "ping", lambda: tako.signal("ping", {"from": step.run_id}, run_id=payload)
+            )
+            return sent
+        """,
+    )
+    async with running(app):
+        client = app.client()
+        waiter = await client.start("waiter")
+        await eventually(lambda: status_of(client, waiter, "waiting"))
+        pinger = await client.start("pinger", waiter)
+        assert await client.result(pinger, timeout=15) == {"delivered": 1, "kept": False}
+        assert await client.result(waiter, timeout=15) == {"from": pinger}
+    err = capfd.readouterr().err
+    assert f"[{pinger} -] tako.run: pinging from pinger attempt 1" in err
