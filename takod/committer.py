@@ -49,6 +49,7 @@ class Committer:
         worker dying mid-request must not leave a committed park unaccounted).
         """
         if self._closed:
+            await trio.lowlevel.checkpoint_if_cancelled()
             raise StorageError("the supervisor is stopping; nothing was written")
         item = _Pending(fn, args)
         self._queue.append(item)
@@ -56,6 +57,7 @@ class Committer:
         with trio.CancelScope(shield=True):
             await item.done.wait()
         if item.error is not None:
+            await trio.lowlevel.checkpoint_if_cancelled()  # stopping: say Cancelled, not why
             raise item.error
         return item.result  # type: ignore[no-any-return]
 
@@ -77,7 +79,8 @@ class Committer:
             batch, self._queue = self._queue, []
             if not batch:
                 continue
-            await trio.to_thread.run_sync(self._commit, batch, limiter=self._limiter)
+            with trio.CancelScope(shield=True):  # a batch taken is a batch seen through
+                await trio.to_thread.run_sync(self._commit, batch, limiter=self._limiter)
             self.batches += 1
             self.writes += len(batch)
             for item in batch:
