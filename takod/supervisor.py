@@ -389,7 +389,7 @@ class Supervisor:
                     wake_at=req.wake_at,
                     error=req.error,
                 )
-                return ok(req.id)
+                return ok(req.id, parked=True)
             case Finish():
                 self._check_size("workflow result", bytes(req.result))
                 outcome = await self._write(self.store.finish, req, now)

@@ -14,7 +14,7 @@ import anyio
 import msgspec
 from anyio.abc import ByteStream
 
-from tako._protocol import Assign, encode
+from tako._protocol import NULL, Assign, encode
 
 _ASSIGN_PREFIX = b'{"op":"assign"'
 
@@ -29,7 +29,8 @@ class Reply(msgspec.Struct):
     ok: bool
     error: WireError | None = None
     cancel: bool = False
-    result: msgspec.Raw | None = None
+    parked: bool = False
+    result: msgspec.Raw = NULL
 
 
 _reply = msgspec.json.Decoder(Reply)

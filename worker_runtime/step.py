@@ -271,7 +271,7 @@ class Step:
     async def _park(self, park: Park) -> bytes | None:
         reply = await self._channel.request(park)
         _check_reply(reply)
-        return None if reply.result is None else bytes(reply.result)
+        return None if reply.parked else bytes(reply.result)
 
 
 async def _call(fn: Callable[[], Any], timeout: float | None) -> Any:

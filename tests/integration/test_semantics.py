@@ -411,3 +411,31 @@ async def test_steps_signal_other_runs_and_log_with_their_run_id(
         assert await client.result(waiter, timeout=15) == {"from": pinger}
     err = capfd.readouterr().err
     assert f"[{pinger} -] tako.run: pinging from pinger attempt 1" in err
+
+
+async def test_null_results_that_need_no_parking_continue_at_once(app: App) -> None:
+    app.write(
+        "nulls.py",
+        """
+        from datetime import datetime, timezone
+        from tako import workflow
+
+        @workflow
+        async def no_wait(payload, step):
+            await step.sleep("zero", 0)
+            await step.sleep_until("past", datetime(2000, 1, 1, tzinfo=timezone.utc))
+            kept = await step.wait_for("kept-null")  # a kept signal whose payload is null
+            return ["done", kept]
+        """,
+    )
+    async with running(app):
+        client = app.client()
+        assert await client.signal("kept-null") == tako.SignalResult(delivered=0, kept=True)
+        run_id = await client.start("no-wait")
+        assert await client.result(run_id, timeout=15) == ["done", None]
+        run = await client.get_run(run_id)
+    assert [(s.key, s.kind, s.status) for s in run.steps or []] == [
+        ("zero", "sleep", "completed"),
+        ("past", "sleep", "completed"),
+        ("kept-null", "wait", "completed"),
+    ]
