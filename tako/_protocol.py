@@ -134,6 +134,16 @@ class Leaving(_Req, tag="leaving"):
     """An idle worker asks to exit; takod agrees only if nothing is assigned to it."""
 
 
+class Beat(_Req, tag="beat"):
+    """A busy worker is alive: renews the lease on the runs it holds."""
+
+
+class Prune(_Req, tag="prune"):
+    """Delete finished runs older than `older_than` seconds (default: `[runs] retention`)."""
+
+    older_than: Seconds | None = None
+
+
 Request = (
     Start
     | Signal
@@ -149,6 +159,8 @@ Request = (
     | Park
     | Finish
     | Leaving
+    | Beat
+    | Prune
 )
 OPS = frozenset(
     cls.__struct_config__.tag
@@ -167,6 +179,8 @@ OPS = frozenset(
         Park,
         Finish,
         Leaving,
+        Beat,
+        Prune,
     )
 )
 

@@ -24,6 +24,7 @@ class WorkerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_workers: int = 1
     runtime: Literal["asyncio", "trio"] = "asyncio"
     shutdown_grace: float = 10.0
+    lease: float = 30.0  # a busy worker silent this long loses its runs to another worker
 
 
 class RunSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -45,6 +46,7 @@ class AppConfig(msgspec.Struct, kw_only=True):
 
 
 _DURATIONS = {
+    ("workers", "lease"),
     ("workers", "idle_timeout"),
     ("workers", "shutdown_grace"),
     ("runs", "retention"),

@@ -15,6 +15,7 @@ import trio
 from tako._errors import LineTooLarge
 
 _CHUNK = 1 << 16
+MAX_BACKLOG = 16 * 1024 * 1024  # a peer that stops reading its replies is cut off past this
 
 
 class Connection:
@@ -25,6 +26,7 @@ class Connection:
         self._queued = 0
         self._kick = trio.Event()
         self._finishing = False
+        self._abort = trio.CancelScope()
         self.closed = False
 
     def send(self, data: bytes) -> None:
@@ -33,6 +35,10 @@ class Connection:
         self._outbox.append(data)
         self._queued += len(data)
         self._kick.set()
+        if self._queued > MAX_BACKLOG:  # it does not read what we write: hang up on it
+            self.closed = True
+            self._outbox.clear()
+            self._abort.cancel()
 
     def finish(self) -> None:
         """Let the write loop end once everything queued has been written."""
@@ -45,6 +51,13 @@ class Connection:
         return self._queued
 
     async def write_loop(self) -> None:
+        with self._abort:
+            await self._write_loop()
+        if self.closed:
+            with trio.CancelScope(shield=True):
+                await self.stream.aclose()
+
+    async def _write_loop(self) -> None:
         try:
             while True:
                 await self._kick.wait()

@@ -121,13 +121,30 @@ class Store:
         row = self.conn.execute("SELECT status FROM runs WHERE id = ?", (rid,)).fetchone()
         return rid, row[0], True
 
-    def claim(self, run_ids: Sequence[str], now: int) -> list[Assign]:
-        """Mark ready runs running under a new claim token; return them with their memos."""
+    def claim(
+        self, run_ids: Sequence[str], now: int, hold: Callable[[str], str | None] | None = None
+    ) -> list[Assign]:
+        """Mark ready runs running under a new claim token; return them with their memos.
+
+        `hold(workflow)` gives a reason when a workflow cannot run now (its file
+        failed to load): such runs stay pending with the reason as their error."""
         out: list[Assign] = []
         for rid in run_ids:
+            if hold is not None:
+                found = self.conn.execute(
+                    "SELECT workflow FROM runs WHERE id = ?", (rid,)
+                ).fetchone()
+                reason = hold(found[0]) if found else None
+                if reason is not None:
+                    self.conn.execute(
+                        "UPDATE runs SET error = ?, updated_at = ?"
+                        " WHERE id = ? AND status = 'pending'",
+                        (reason, now, rid),
+                    )
+                    continue
             row = self.conn.execute(
                 "UPDATE runs SET status = 'running', claim_token = claim_token + 1,"
-                " updated_at = ?, wake_at = NULL"
+                " updated_at = ?, wake_at = NULL, error = CASE WHEN attempts > 1 THEN error END"
                 " WHERE id = ? AND status = 'pending' AND (wake_at IS NULL OR wake_at <= ?)"
                 " RETURNING workflow, payload, attempts, claim_token",
                 (now, rid, now),
@@ -338,6 +355,14 @@ class Store:
             )
             requeued.append(rid)
         return requeued, failed
+
+    def release(self, run_id: str, token: int, now: int) -> None:
+        """Give a run back to the queue, uncharged (the supervisor is stopping)."""
+        self.conn.execute(
+            "UPDATE runs SET status = 'pending', claim_token = claim_token + 1, updated_at = ?"
+            " WHERE id = ? AND claim_token = ? AND status = 'running'",
+            (now, run_id, token),
+        )
 
     def recover(self, now: int) -> None:
         """At start-up: runs left `running` by a previous supervisor go back to pending."""

@@ -12,6 +12,8 @@ import functools
 import json
 import logging
 import os
+import socket
+import struct
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +32,7 @@ from tako._errors import (
     UnknownWorkflow,
 )
 from tako._protocol import (
+    Beat,
     Cancel,
     Finish,
     GetRun,
@@ -37,6 +40,7 @@ from tako._protocol import (
     Leaving,
     ListRuns,
     Park,
+    Prune,
     Request,
     RequestError,
     Retry,
@@ -67,6 +71,13 @@ log = logging.getLogger("takod")
 DEFAULT_MAX_LINE = 4 * 1024 * 1024
 MAX_WAIT = 300.0  # one `wait` request holds at most this long; clients ask again
 EventHook = Callable[[str, dict[str, Any]], None]
+
+
+def peer_uid(stream: trio.SocketStream) -> int:
+    """The uid of the process at the other end of a unix socket (SO_PEERCRED)."""
+    creds = stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
 
 
 class Supervisor:
@@ -147,11 +158,23 @@ class Supervisor:
         async with listener:
             await trio.serve_listeners(self._serve_client, [listener])
 
+    async def drain(self, grace: float | None = None) -> int:
+        """Stop gracefully: assign nothing more, let steps in flight finish for up to
+        `grace` seconds (`[workers] shutdown_grace`), each run released at its next
+        step boundary. Returns how many runs were still in flight when time ran out;
+        they resume at the next start (their step in flight runs again)."""
+        self.pool.pause()
+        with trio.move_on_after(self.config.workers.shutdown_grace if grace is None else grace):
+            while self.pool.in_flight:
+                await trio.sleep(0.02)
+        return self.pool.in_flight
+
     async def reload(self) -> Registry:
         """Re-read the app's workflows. New and resumed runs use the new code; a worker
         in flight finishes its current steps first (SPEC §7, `tako dev`)."""
         registry = await self.load_registry()
         self.pool.retire_all()
+        self.pool.enqueue(await self._write(self.store.ready_runs, self.clock.now_ms()))
         self._emit("reloaded", workflows=len(registry.workflows), errors=len(registry.errors))
         return registry
 
@@ -179,6 +202,9 @@ class Supervisor:
     # -- connections ------------------------------------------------------------------
 
     async def _serve_client(self, stream: trio.SocketStream) -> None:
+        if peer_uid(stream) != os.getuid():  # the socket is 0600; this is the second lock
+            await stream.aclose()
+            return
         conn = Connection(stream, max_line=self.max_line)
         async with trio.open_nursery() as outer:
             outer.start_soon(conn.write_loop)
@@ -215,6 +241,7 @@ class Supervisor:
                 except RequestError as exc:
                     worker.conn.send(fail(exc.req_id, exc.error))
                     continue
+                worker.last_seen = trio.current_time()
                 requests.start_soon(self._answer_worker, worker, req)
 
     async def _answer_worker(self, worker: WorkerProc, req: Request) -> None:
@@ -264,6 +291,10 @@ class Supervisor:
                 return await self.status(req)
             case Workflows():
                 return ok(req.id, workflows=self.registry.workflows, errors=self.registry.errors)
+            case Prune(older_than=older_than):
+                keep = older_than if older_than is not None else self.config.runs.retention
+                before = self.clock.now_ms() - int(keep * 1000)
+                return ok(req.id, pruned=await self._write(self.store.prune, before))
             case _:
                 raise InvalidRequest(f"op {op_name(req)!r} is for worker processes only")
 
@@ -357,6 +388,11 @@ class Supervisor:
             case StepDone():
                 self._check_size(f"result of step {req.key!r}", bytes(req.result))
                 cancelled = await self._write(self.store.save_step, req, now)
+                if self.pool.paused and not cancelled:  # stopping: the run waits for restart
+                    await self._write(self.store.release, req.run_id, req.token, now)
+                    self.pool.finished(worker, req.run_id)
+                    self._emit("released", run_id=req.run_id, key=req.key)
+                    return ok(req.id, cancel=True)
                 self._emit(
                     "step",
                     run_id=req.run_id,
@@ -406,6 +442,8 @@ class Supervisor:
                 worker.ready = True
                 self.pool.kick()
                 return ok(req.id)
+            case Beat():
+                return ok(req.id)
             case Leaving():
                 if worker.in_flight:
                     raise NotAllowed("runs are assigned to this worker")
@@ -438,8 +476,22 @@ class Supervisor:
     def _check(self, schema: str, payload: bytes) -> str | None:
         return check_schema(self._schema(schema), msgspec.json.decode(payload))
 
+    def _held_because(self, workflow: str) -> str | None:
+        """Why runs of `workflow` cannot start now, or None when they can."""
+        if workflow in self._workflows:
+            return None
+        broken = "; ".join(f"{e.file}:{e.line or '?'}: {e.message}" for e in self.registry.errors)
+        if broken:
+            return (
+                f"workflow {workflow!r} is not loaded ({broken}); "
+                "the run waits and resumes once the file is fixed"
+            )
+        return f"the app has no workflow named {workflow!r}; the run waits for it to come back"
+
     async def _claim(self, run_ids: list[str]) -> list[Any]:
-        assigns = await self._write(self.store.claim, run_ids, self.clock.now_ms())
+        assigns = await self._write(
+            self.store.claim, run_ids, self.clock.now_ms(), self._held_because
+        )
         for a in assigns:
             self._emit("running", run_id=a.run_id, workflow=a.workflow, attempt=a.attempt)
         return assigns

@@ -52,16 +52,18 @@ class WorkerProc:
         self.leaving = False
         self.exclusive = False  # running one suspect run alone
         self.retired = False  # runs old code: takes nothing new, exits once its runs leave
+        self.expired = False  # went silent past its lease: fenced, its runs given to others
+        self.last_seen = trio.current_time()
 
     @property
     def free(self) -> int:
-        if not self.ready or self.leaving or self.exclusive or self.retired:
+        if not self.ready or self.leaving or self.exclusive or self.retired or self.expired:
             return 0
         return self.capacity - len(self.in_flight)
 
 
 Claim = Callable[[list[str]], Awaitable[list[Assign]]]
-Crashed = Callable[[list[str], bool, str], Awaitable[list[str]]]
+Crashed = Callable[[list[str], bool, str], Awaitable[list[str]]]  # -> the runs requeued
 
 
 class WorkerPool:
@@ -90,6 +92,7 @@ class WorkerPool:
         self._next_id = 0
         self._boot_failures = 0
         self.stopping = False
+        self.paused = False
         self._nursery: trio.Nursery | None = None
 
     # -- the queue ----------------------------------------------------------------
@@ -117,17 +120,47 @@ class WorkerPool:
         self._kick.set()
 
     def _release_if_done(self, worker: WorkerProc) -> None:
+        if worker.expired:
+            return  # keep its connection: its late writes must be seen, and refused
         if worker.retired and not worker.in_flight and self._nursery is not None:
             self._nursery.start_soon(worker.conn.aclose)  # the worker sees EOF and exits
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._watch_leases)
             task_status.started()
             while True:
                 await self._kick.wait()
                 self._kick = trio.Event()
-                await self._dispatch()
+                if not self.paused:
+                    await self._dispatch()
+
+    def pause(self) -> None:
+        """Assign nothing more (the supervisor is stopping)."""
+        self.paused = True
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(w.in_flight) for w in self.workers.values())
+
+    async def _watch_leases(self) -> None:
+        """A worker that holds runs but has said nothing for a lease loses them.
+
+        Its runs go back to the queue under new claim tokens, so whatever it
+        writes if it ever wakes up (SIGSTOP, a frozen VM) is refused."""
+        lease = self.config.workers.lease
+        while True:
+            await trio.sleep(lease / 4)
+            deadline = trio.current_time() - lease
+            for worker in list(self.workers.values()):
+                if worker.in_flight and not worker.expired and worker.last_seen < deadline:
+                    worker.expired = True
+                    held = [rid for rid, token in worker.in_flight.items() if token]
+                    worker.in_flight.clear()
+                    reason = f"worker pid {worker.process.pid} silent for over {lease:g}s"
+                    requeued = await self._crashed(held, False, reason)
+                    self.enqueue(requeued)
 
     async def _dispatch(self) -> None:
         while self._queue:
@@ -156,8 +189,8 @@ class WorkerPool:
                 if worker.in_flight.get(rid) == 0:
                     del worker.in_flight[rid]
             if worker.conn.closed or worker.id not in self.workers:
-                await self._crashed([a.run_id for a in assigns], False, "worker exited")
-                self.enqueue([a.run_id for a in assigns])
+                requeued = await self._crashed([a.run_id for a in assigns], False, "worker exited")
+                self.enqueue(requeued)
                 continue
             for a in assigns:
                 worker.in_flight[a.run_id] = a.token
@@ -193,6 +226,8 @@ class WorkerPool:
             str(settings.idle_timeout),
             "--max-payload",
             str(self.config.runs.max_payload),
+            "--lease",
+            str(settings.lease),
         ]
         try:
             process = await trio.lowlevel.open_process(argv, pass_fds=(child.fileno(),), env=env)

@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runtime", choices=("asyncio", "trio"), default="asyncio")
     parser.add_argument("--idle-timeout", type=float, default=3.0)
     parser.add_argument("--max-payload", type=int, default=1024 * 1024)
+    parser.add_argument("--lease", type=float, default=30.0)
     args = parser.parse_args(argv)
     if args.describe:
         from worker_runtime.loader import describe
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
         runtime=args.runtime,
         idle_timeout=args.idle_timeout,
         max_payload=args.max_payload,
+        lease=args.lease,
     )
 
 

@@ -22,7 +22,7 @@ import msgspec
 from anyio.abc import TaskGroup, UNIXSocketStream
 
 from tako._errors import NonRetryable
-from tako._protocol import Assign, Finish, Hello, Leaving
+from tako._protocol import Assign, Beat, Finish, Hello, Leaving
 from worker_runtime.channel import Channel
 from worker_runtime.loader import load_app
 from worker_runtime.registry import WorkflowDef
@@ -38,7 +38,9 @@ class Worker:
         runtime: str,
         idle_timeout: float,
         max_payload: int,
+        lease: float = 30.0,
     ) -> None:
+        self.lease = lease
         self.channel = channel
         self.workflows = workflows
         self.runtime = runtime
@@ -55,6 +57,7 @@ class Worker:
             tg.start_soon(self._read_then_stop, tg)
             await self.channel.request(Hello(pid=os.getpid(), runtime=self.runtime))
             tg.start_soon(self._idle_loop, tg)
+            tg.start_soon(self._beat_loop)
 
     async def _read_then_stop(self, tg: TaskGroup) -> None:
         await self.channel.read_loop(self._on_assign)
@@ -75,6 +78,13 @@ class Worker:
                 tg.cancel_scope.cancel()
                 return
             self.idle_since = time.monotonic()
+
+    async def _beat_loop(self) -> None:
+        """While runs are in flight, tell takod we are alive (it fences us otherwise)."""
+        while True:
+            await anyio.sleep(self.lease / 3)
+            if self.in_flight:
+                await self.channel.request(Beat())
 
     async def _execute(self, assign: Assign) -> None:
         try:
@@ -167,7 +177,7 @@ def _err(exc: BaseException) -> str:
 
 
 async def _main(
-    app_dir: Path, fd: int, runtime: str, idle_timeout: float, max_payload: int
+    app_dir: Path, fd: int, runtime: str, idle_timeout: float, max_payload: int, lease: float
 ) -> None:
     workflows, _errors = load_app(app_dir)
     stream = await UNIXSocketStream.from_socket(socket.socket(fileno=fd))
@@ -177,6 +187,7 @@ async def _main(
         runtime=runtime,
         idle_timeout=idle_timeout,
         max_payload=max_payload,
+        lease=lease,
     )
     await worker.serve()
 
@@ -204,7 +215,13 @@ def _configure_logging() -> None:
 
 
 def run_worker(
-    app_dir: Path, *, fd: int, runtime: str, idle_timeout: float, max_payload: int
+    app_dir: Path,
+    *,
+    fd: int,
+    runtime: str,
+    idle_timeout: float,
+    max_payload: int,
+    lease: float = 30.0,
 ) -> None:
     _configure_logging()
-    anyio.run(_main, app_dir, fd, runtime, idle_timeout, max_payload, backend=runtime)
+    anyio.run(_main, app_dir, fd, runtime, idle_timeout, max_payload, lease, backend=runtime)

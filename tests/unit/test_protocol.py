@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from tako._errors import BadJson, InvalidRequest, NotAllowed, RunNotFound, UnknownOp
 from tako._protocol import (
     OPS,
+    Beat,
     Cancel,
     Finish,
     GetRun,
@@ -20,6 +21,7 @@ from tako._protocol import (
     Leaving,
     ListRuns,
     Park,
+    Prune,
     RequestError,
     Retry,
     Signal,
@@ -61,6 +63,8 @@ OP_CASES: list[tuple[dict[str, Any], type]] = [
     ({"op": "park", "run_id": "r", "token": 1, "key": "k", "name": "k", "kind": "sleep"}, Park),
     ({"op": "finish", "run_id": "r_1", "token": 1, "outcome": "completed"}, Finish),
     ({"op": "leaving"}, Leaving),
+    ({"op": "beat"}, Beat),
+    ({"op": "prune", "older_than": 86400}, Prune),
 ]
 
 
