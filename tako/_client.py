@@ -143,6 +143,11 @@ class Client:
     def workflows(self) -> Registry:
         return msgspec.convert(self.request("workflows"), Registry)
 
+    def prune(self, older_than: Duration | None = None) -> int:
+        """Delete finished runs older than `older_than` (default: the app's retention)."""
+        seconds = parse_duration(older_than) if older_than is not None else None
+        return int(self.request("prune", older_than=seconds)["pruned"])
+
     # -- the wire --------------------------------------------------------------------
 
     def request(self, op: str, **fields: Any) -> dict[str, Any]:
@@ -286,6 +291,9 @@ class AsyncClient:
 
     async def workflows(self) -> Registry:
         return await _in_thread(self.sync.workflows)
+
+    async def prune(self, older_than: Duration | None = None) -> int:
+        return await _in_thread(self.sync.prune, older_than)
 
     def close(self) -> None:
         self.sync.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import trio
 
+from tako._errors import TakoError
 from tako._paths import SOCKET_NAME, resolve_data_dir
 from takod.config import AppConfig, ConfigError, load_config
 from takod.scheduler import Clock
@@ -26,7 +27,18 @@ __all__ = [
     "Supervisor",
     "load_config",
     "serve",
+    "startup_error",
 ]
+
+
+def startup_error(exc: BaseException) -> TakoError | None:
+    """The error that stopped a supervisor from starting, dug out of exception groups
+    (a data dir already locked, a bad tako.toml, an unusable database or socket)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, AlreadyRunning | ConfigError | StoreError | SocketError):
+        return exc
+    return None
 
 
 async def serve(

@@ -83,9 +83,10 @@ class Store:
         self._reader: sqlite3.Connection | None = None
 
     def close(self) -> None:
-        self.conn.close()
+        # the reader first: the writer, closing last, checkpoints the WAL and removes it
         if self._reader is not None:
             self._reader.close()
+        self.conn.close()
 
     @property
     def reader(self) -> sqlite3.Connection:
@@ -522,6 +523,10 @@ class Store:
                 ).fetchone()
                 if key is not None:
                     self._resume_waiter(rid, key[0], b"null", now)
+                    self.conn.execute(
+                        "UPDATE steps SET error = 'timed out' WHERE run_id = ? AND key = ?",
+                        (rid, key[0]),
+                    )
             self.conn.execute(
                 "UPDATE runs SET status = 'pending', wake_at = NULL, waiting_for = NULL,"
                 " updated_at = ? WHERE id = ?",

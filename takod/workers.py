@@ -164,7 +164,7 @@ class WorkerPool:
 
     async def _dispatch(self) -> None:
         while self._queue:
-            current = [w for w in self.workers.values() if not w.retired]
+            current = [w for w in self.workers.values() if not (w.retired or w.expired)]
             worker = max(current, key=lambda w: w.free, default=None)
             if worker is None or worker.free == 0:
                 booting = any(not w.ready for w in current)
@@ -230,7 +230,11 @@ class WorkerPool:
             str(settings.lease),
         ]
         try:
-            process = await trio.lowlevel.open_process(argv, pass_fds=(child.fileno(),), env=env)
+            # a session of its own: Ctrl-C in the `tako dev` terminal stops takod, which then
+            # stops its workers in order, instead of the terminal killing them mid-step
+            process = await trio.lowlevel.open_process(
+                argv, pass_fds=(child.fileno(),), env=env, start_new_session=True
+            )
         finally:
             child.close()
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent))
@@ -300,9 +304,18 @@ class WorkerPool:
         if self._queue:
             self._kick.set()
 
-    async def stop(self) -> None:
-        """Close every worker's connection; each exits at once, its runs recovered on restart."""
+    async def stop(self, wait: float = 2.0) -> None:
+        """Close every worker's connection, so each exits at once (its runs are recovered
+        on restart); kill any still there after `wait` seconds, and reap them all."""
         self.stopping = True
-        for worker in list(self.workers.values()):
-            with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True):
+            workers = list(self.workers.values())
+            for worker in workers:
                 await worker.conn.aclose()
+            with trio.move_on_after(wait):
+                for worker in workers:
+                    await worker.process.wait()
+            for worker in workers:
+                if worker.process.returncode is None:
+                    worker.process.kill()
+                    await worker.process.wait()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import textwrap
 import time
@@ -135,3 +138,51 @@ def worker_pids(app_dir: Path) -> list[int]:
         if b"worker_runtime" in cmdline and str(app_dir).encode() in cmdline and state != "Z":
             pids.append(int(entry))
     return pids
+
+
+class TakodProcess:
+    """takod as a real process (`python -m takod`), to be killed or signalled by a test."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "takod",
+                str(self.app.dir),
+                "--data-dir",
+                str(self.app.data_dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.app.dir / "takod.log", "ab"),  # noqa: SIM115 - the child owns it
+        )
+        client = self.app.client()
+
+        async def up() -> bool:
+            try:
+                await client.status()
+                return True
+            except tako.SupervisorUnavailable:
+                return False
+
+        await eventually(up, what="takod to accept connections")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    async def wait(self, timeout: float = 30) -> int:
+        """Its exit code, once it has exited."""
+        proc = self.proc
+        assert proc is not None
+        await eventually(lambda: proc.poll() is not None, timeout=timeout, what="takod to exit")
+        return int(proc.returncode)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

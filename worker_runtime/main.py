@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -225,3 +226,8 @@ def run_worker(
 ) -> None:
     _configure_logging()
     anyio.run(_main, app_dir, fd, runtime, idle_timeout, max_payload, lease, backend=runtime)
+    # A step's thread may still be blocked in user code; its result could no longer be
+    # checkpointed anyway (takod said goodbye or we said we were leaving), so don't wait for it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

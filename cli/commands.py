@@ -1,0 +1,316 @@
+"""The client commands: run, signal, runs (list, show, cancel, retry), status, workflows.
+
+Each is thin (STYLE.md): parse, call the supervisor, print. Replies are used
+as the supervisor sent them (`Client.request`), so `--json` prints its
+timestamps unchanged. Read commands fall back to the database, read-only,
+when the supervisor is down (`cli/offline.py`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from cli import offline
+from cli.options import (
+    DURATION,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    PAYLOAD,
+    RUN_ID_TYPE,
+    STATUSES,
+    Unreachable,
+    app_option,
+    emit_json,
+    global_options,
+    json_option,
+    settings,
+)
+from cli.render import render_run, render_runs, render_status, render_workflows
+from cli.text import duration_text, use_colour
+from tako import Client, SupervisorUnavailable, TakoError
+
+T = TypeVar("T")
+FINISHED = ("completed", "failed", "cancelled")
+
+
+def connect() -> Client:
+    return Client(settings().socket_path())
+
+
+def reply_fields(reply: dict[str, Any]) -> dict[str, Any]:
+    """A reply without its envelope (`id`, `ok`): the op's own fields."""
+    return {k: v for k, v in reply.items() if k not in ("id", "ok")}
+
+
+def name_arg(value: str, what: str) -> str:
+    """Workflow and event names are 1 to 256 characters (SPEC §3): check before sending."""
+    if not 1 <= len(value) <= 256:
+        raise click.BadParameter(f"{what} names are 1 to 256 characters, got {len(value)}")
+    return value
+
+
+def read(ask: Callable[[Client], T], offline_read: Callable[[Path], T], app: str | None) -> T:
+    """Ask the supervisor; when it is down, read runs.db directly instead (SPEC §7)."""
+    try:
+        return ask(connect())
+    except SupervisorUnavailable as exc:
+        down = exc
+    database = offline.find_database(settings().data_path(), app, Unreachable(down.message))
+    click.echo(f"tako: supervisor not running; reading {database}", err=True)
+    try:
+        return offline_read(database)
+    except (sqlite3.Error, TakoError) as exc:
+        if isinstance(exc, TakoError) and exc.code != "storage":
+            raise  # e.g. not_found: the database answered, and said no
+        raise Unreachable(f"{down.message}\n(and {database} cannot be read: {exc})") from None
+
+
+def inherited(ctx: click.Context, name: str, value: Any) -> Any:
+    """`tako runs --json show X` means `tako runs show X --json`: fall back to the group's."""
+    if value or ctx.parent is None:
+        return value
+    return ctx.parent.params.get(name)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@click.command("run", short_help="Start a run.")
+@click.argument("workflow", callback=lambda c, p, v: name_arg(v, "workflow"))
+@click.argument("payload", required=False, type=PAYLOAD)
+@click.option("--id", "run_id", type=RUN_ID_TYPE, help="Your own run id (idempotent start).")
+@click.option("--delay", type=DURATION, help="Start later: 30s, 10m, 1h30m, 2d ...")
+@click.option("--wait", is_flag=True, help="Wait for the run to finish and print its result.")
+@json_option
+@global_options
+def run_cmd(
+    workflow: str,
+    payload: Any,
+    run_id: str | None,
+    delay: float | None,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Start a run of WORKFLOW with PAYLOAD (JSON text, @file.json, or - for stdin)."""
+    client = connect()
+    started = client.start_run(workflow, payload, run_id=run_id, delay=delay)
+    if not wait:
+        if as_json:
+            emit_json({f: getattr(started, f) for f in started.__struct_fields__})
+        elif started.deduplicated:
+            click.echo(f"run {started.run_id} already exists ({started.status}); not started again")
+        else:
+            later = f"; starts in {duration_text(delay)}" if delay else ""
+            click.echo(f"started run {started.run_id} ({workflow}, {started.status}{later})")
+            click.echo(f"  tako runs show {started.run_id}")
+        return
+    if not as_json:
+        click.echo(f"run {started.run_id} ({workflow}) started; waiting for it to finish", err=True)
+    while True:  # each wait is held at most 300 s by takod; ask again until it is finished
+        reply = client.request("wait", run_id=started.run_id, timeout=None)
+        if reply["finished"]:
+            break
+    run = reply["run"]
+    if as_json:
+        emit_json(run)
+    elif run["status"] == "completed":
+        emit_json(run["result"])
+    if run["status"] != "completed":
+        click.echo(f"Error: run {run['run_id']} {run['status']}: {run['error']}", err=True)
+        click.get_current_context().exit(EXIT_REFUSED)
+
+
+@click.command("signal", short_help="Send a signal to waiting runs.")
+@click.argument("event", callback=lambda c, p, v: name_arg(v, "event"))
+@click.argument("payload", required=False, type=PAYLOAD)
+@click.option("--run", "run_id", type=RUN_ID_TYPE, help="Deliver to this run only.")
+@click.option("--ttl", type=DURATION, help="Keep an undelivered signal this long (default 7d).")
+@json_option
+@global_options
+def signal_cmd(
+    event: str, payload: Any, run_id: str | None, ttl: float | None, as_json: bool
+) -> None:
+    """Send the signal EVENT with PAYLOAD: wakes the runs waiting on it, else it is kept."""
+    result = connect().signal(event, payload, run_id=run_id, ttl=ttl)
+    if as_json:
+        emit_json({"delivered": result.delivered, "kept": result.kept})
+    elif result.delivered:
+        plural = "run" if result.delivered == 1 else "runs"
+        click.echo(f'signal "{event}" delivered to {result.delivered} {plural}')
+    elif result.kept:
+        click.echo(f'no run waits on "{event}" now: kept for the first run that waits on it')
+    else:
+        click.echo(f'signal "{event}" was neither delivered nor kept')
+
+
+@click.group("runs", invoke_without_command=True)
+@click.option("--status", type=click.Choice(STATUSES), help="Only runs with this status.")
+@click.option("--workflow", help="Only runs of this workflow.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@app_option
+@json_option
+@global_options
+@click.pass_context
+def runs_group(
+    ctx: click.Context,
+    status: str | None,
+    workflow: str | None,
+    limit: int,
+    app: str | None,
+    as_json: bool,
+) -> None:
+    """List runs, newest first; or show, cancel or retry one."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def ask(client: Client) -> list[dict[str, Any]]:
+        reply = client.request("list_runs", status=status, workflow=workflow, limit=limit)
+        runs: list[dict[str, Any]] = reply["runs"]
+        return runs
+
+    def from_db(database: Path) -> list[dict[str, Any]]:
+        from takod import store
+
+        rows = offline.read(
+            database, store.read_runs, status=status, workflow=workflow, limit=limit
+        )
+        result: list[dict[str, Any]] = offline.plain(rows)
+        return result
+
+    runs = read(ask, from_db, app)
+    if as_json:
+        emit_json(runs)
+    else:
+        click.echo(render_runs(runs, now=now(), color=use_colour()))
+
+
+@runs_group.command("show")
+@click.argument("run_id", type=RUN_ID_TYPE)
+@app_option
+@json_option
+@global_options
+@click.pass_context
+def show_cmd(ctx: click.Context, run_id: str, app: str | None, as_json: bool) -> None:
+    """Show one run with its steps as a timeline."""
+
+    def from_db(database: Path) -> dict[str, Any]:
+        from takod import store
+
+        run: dict[str, Any] = offline.plain(offline.read(database, store.read_run, run_id))
+        return run
+
+    run = read(
+        lambda c: c.request("get_run", run_id=run_id)["run"], from_db, inherited(ctx, "app", app)
+    )
+    if inherited(ctx, "as_json", as_json):
+        emit_json(run)
+    else:
+        click.echo(render_run(run, now=now(), color=use_colour()))
+
+
+@runs_group.command("cancel")
+@click.argument("run_id", type=RUN_ID_TYPE)
+@click.option("--reason", help="Stored as the run's error (default: cancelled).")
+@json_option
+@global_options
+@click.pass_context
+def cancel_cmd(ctx: click.Context, run_id: str, reason: str | None, as_json: bool) -> None:
+    """Cancel a pending, sleeping, waiting or running run."""
+    run = connect().request("cancel", run_id=run_id, reason=reason)["run"]
+    if inherited(ctx, "as_json", as_json):
+        emit_json(run)
+    elif run["status"] == "cancelled":
+        click.echo(f"run {run_id} cancelled")
+    else:
+        click.echo(f"cancel requested: run {run_id} is {run['status']}; it stops at its next step")
+
+
+@runs_group.command("retry", short_help="Re-queue a failed or cancelled run.")
+@click.argument("run_id", type=RUN_ID_TYPE)
+@json_option
+@global_options
+@click.pass_context
+def retry_cmd(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """Re-queue a failed or cancelled run; its finished steps stay cached."""
+    run = connect().request("retry", run_id=run_id)["run"]
+    if inherited(ctx, "as_json", as_json):
+        emit_json(run)
+    else:
+        kept = sum(1 for s in run.get("steps") or [] if s["status"] == "completed")
+        click.echo(f"run {run_id} re-queued ({run['status']}); {kept} finished step(s) kept")
+
+
+@click.command("status", short_help="Is the supervisor up; runs per status.")
+@app_option
+@json_option
+@global_options
+def status_cmd(app: str | None, as_json: bool) -> None:
+    """Whether the supervisor is up, its workers, runs per status, next wake-up (exit 3: down)."""
+    try:
+        status = reply_fields(connect().request("status"))
+    except SupervisorUnavailable as exc:
+        status, message = _status_down(app, exc)
+        if as_json:
+            emit_json(status)
+        else:
+            click.echo(render_status(status, now=now(), color=use_colour()))
+        click.echo(f"Error: {message}", err=True)
+        click.get_current_context().exit(EXIT_UNREACHABLE)
+    if as_json:
+        emit_json(status)
+    else:
+        click.echo(render_status(status, now=now(), color=use_colour()))
+
+
+def _status_down(app: str | None, exc: SupervisorUnavailable) -> tuple[dict[str, Any], str]:
+    """SPEC §7's status of a supervisor that is down, counts read from runs.db if there is one."""
+    from takod import store
+    from takod.server import supervisor_pid
+
+    data_dir = settings().data_path()
+    status: dict[str, Any] = {
+        "supervisor": "down",
+        "pid": None,
+        "workers": 0,
+        "runs": {},
+        "next_wake_at": None,
+    }
+    message = exc.message
+    pid = supervisor_pid(data_dir) if data_dir.is_dir() else None
+    if pid is not None:
+        message += f" (a supervisor, pid {pid}, holds {data_dir} but does not answer there)"
+    try:
+        database = offline.find_database(data_dir, app, Unreachable(exc.message))
+    except Unreachable:
+        return status, message
+    status["runs"] = offline.read(database, store.read_counts)
+    status["next_wake_at"] = store.iso(offline.read(database, store.read_next_wake))
+    return status, message
+
+
+@click.command("workflows", short_help="List the app's workflows and load errors.")
+@json_option
+@global_options
+def workflows_cmd(as_json: bool) -> None:
+    """The workflows the app defines, and each file that failed to load."""
+    try:
+        registry = reply_fields(connect().request("workflows"))
+    except SupervisorUnavailable as exc:
+        here = Path.cwd()
+        if not (here / "workflows").is_dir():
+            raise Unreachable(
+                f"{exc.message}\n(and {here} has no workflows/ folder to read instead)"
+            ) from None
+        click.echo(f"tako: supervisor not running; loading {here} in a subprocess", err=True)
+        registry = offline.describe(here)
+    if as_json:
+        emit_json(registry)
+    else:
+        click.echo(render_workflows(registry, color=use_colour()))

@@ -1,0 +1,105 @@
+"""Answers for read commands while the supervisor is down (SPEC §7).
+
+Runs are read from `<data_dir>/apps/<app>/runs.db`, opened read-only, with
+the same helpers takod uses to answer, so the JSON is identical whether
+the supervisor is up or not. The app is `--app NAME`, else the app of the
+current folder (`name` in its tako.toml, else the folder's name), else the
+only app in the data dir. Workflows are learned by running the worker's
+`--describe` in a subprocess: user code is never imported into the CLI.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from cli.options import BadInput, Unreachable
+
+T = TypeVar("T")
+DESCRIBE_TIMEOUT = 60.0
+
+
+def app_name(folder: Path) -> str:
+    """The app name of a folder: `name` in its tako.toml, else the folder's name (SPEC §2)."""
+    try:
+        config = tomllib.loads((folder / "tako.toml").read_text())
+    except (OSError, ValueError):
+        return folder.name
+    name = config.get("name")
+    return name if isinstance(name, str) and name else folder.name
+
+
+def find_database(data_dir: Path, app: str | None, down: Unreachable) -> Path:
+    """The runs.db to read: `--app`, else the current folder's app, else the only app.
+
+    `down` is the error to raise when there is nothing to read: the supervisor
+    is unreachable and no database can stand in for it."""
+    apps = data_dir / "apps"
+    if app is not None:
+        path = apps / app / "runs.db"
+        if not path.exists():
+            raise Unreachable(
+                f"{down.message}\n(and there is no database for app {app!r} at {path})"
+            )
+        return path
+    here = apps / app_name(Path.cwd()) / "runs.db"
+    if here.exists():
+        return here
+    found = sorted(p.parent.name for p in apps.glob("*/runs.db")) if apps.is_dir() else []
+    if len(found) == 1:
+        return apps / found[0] / "runs.db"
+    if not found:
+        raise Unreachable(f"{down.message}\n(and there is no runs.db under {apps} to read)")
+    names = ", ".join(found)
+    raise BadInput(f"{data_dir} holds several apps ({names}): pick one with --app NAME")
+
+
+def read(database: Path, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call one of takod.store's read helpers on a read-only connection to `database`."""
+    from takod import store  # only needed while the supervisor is down
+
+    conn = store.open_read_only(database)
+    try:
+        return fn(conn, *args, **kwargs)
+    finally:
+        conn.close()
+
+
+def plain(value: Any) -> Any:
+    """Store dicts hold msgspec.Raw JSON; round-trip them into plain values, as a reply is."""
+    return msgspec.json.decode(msgspec.json.encode(value))
+
+
+def describe(app_dir: Path) -> dict[str, Any]:
+    """The app's workflows and load errors, from `python -m worker_runtime APP --describe`."""
+    argv = [sys.executable, "-m", "worker_runtime", str(app_dir), "--describe"]
+    try:
+        proc = subprocess.run(argv, capture_output=True, timeout=DESCRIBE_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        message = f"loading the app took over {DESCRIBE_TIMEOUT:g} s (a workflow file blocks?)"
+        return _failed_to_load(app_dir, message)
+    if proc.returncode != 0:
+        lines = proc.stderr.decode(errors="replace").strip().splitlines()
+        return _failed_to_load(app_dir, lines[-1] if lines else f"exit code {proc.returncode}")
+    reply: dict[str, Any] = msgspec.json.decode(proc.stdout)
+    return reply
+
+
+def _failed_to_load(app_dir: Path, message: str) -> dict[str, Any]:
+    """The same shape takod reports when its --describe worker fails."""
+    return {
+        "workflows": [],
+        "errors": [
+            {
+                "file": str(app_dir / "workflows"),
+                "line": None,
+                "message": f"the worker failed to load the app: {message}",
+            }
+        ],
+    }

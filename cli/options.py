@@ -1,0 +1,184 @@
+"""What every command shares: global options, typed arguments, exit codes, JSON output.
+
+SPEC §7 lets `--data-dir` and `--socket` come before or after the command
+(`tako --data-dir D runs` == `tako runs --data-dir D`). Click only parses
+an option on the command that declares it, so `global_options` declares
+them on the group and on every command, and each copy records its value in
+one `Settings` object shared by the whole invocation; a value given after
+the command wins, being parsed last.
+
+Everything a user can get wrong is checked while parsing (run ids,
+durations, JSON payloads), so it is exit 2 before anything is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from cli.payloads import PayloadError, read_payload
+from tako._durations import parse_duration
+from tako._paths import resolve_data_dir, resolve_socket
+
+F = TypeVar("F", bound=Callable[..., Any])
+RUN_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+STATUSES = ("pending", "running", "sleeping", "waiting", "completed", "failed", "cancelled")
+
+# Exit codes of SPEC §7. Click's own usage errors already exit with 2.
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+if TYPE_CHECKING:  # click >= 8.2 types ParamType by its value; older clicks cannot subscript it
+    StrParam = click.ParamType[str, Any]
+    FloatParam = click.ParamType[float, Any]
+    AnyParam = click.ParamType[Any, Any]
+else:
+    StrParam = FloatParam = AnyParam = click.ParamType
+
+
+class Refused(click.ClickException):
+    """The supervisor refused the request, or the run failed (exit 1)."""
+
+    exit_code = EXIT_REFUSED
+
+
+class Unreachable(click.ClickException):
+    """The supervisor cannot be reached and nothing else can answer (exit 3)."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+class BadInput(click.ClickException):
+    """The command line or the app's setup is wrong, found before anything is sent (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+@dataclass
+class Settings:
+    """The global options of one invocation, wherever on the command line they were given."""
+
+    data_dir: str | None = None
+    socket: str | None = None
+
+    def data_path(self) -> Path:
+        """`--data-dir`, else `$TAKO_DATA_DIR`, else `.tako` in the current folder (SPEC §2)."""
+        return resolve_data_dir(Path.cwd(), self.data_dir)
+
+    def socket_path(self) -> Path:
+        """`--socket`, else `$TAKO_SOCKET` (unless `--data-dir` was given), else the data dir's."""
+        if self.socket:
+            return resolve_socket(self.socket)
+        if self.data_dir:
+            return self.data_path() / "tako.sock"
+        return resolve_socket(None)
+
+
+def settings() -> Settings:
+    return click.get_current_context().find_root().ensure_object(Settings)
+
+
+def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            setattr(ctx.find_root().ensure_object(Settings), key, value)
+
+    return callback
+
+
+def global_options(fn: F) -> F:
+    """`--data-dir` and `--socket`, accepted on the group and on every command."""
+    fn = click.option(
+        "--socket",
+        metavar="PATH",
+        expose_value=False,
+        callback=_remember("socket"),
+        help="The supervisor's socket (default: $TAKO_SOCKET, else DATA_DIR/tako.sock).",
+    )(fn)
+    fn = click.option(
+        "--data-dir",
+        metavar="DIR",
+        expose_value=False,
+        callback=_remember("data_dir"),
+        help="Where runs.db and the socket live (default: $TAKO_DATA_DIR, else ./.tako).",
+    )(fn)
+    return fn
+
+
+def json_option(fn: F) -> F:
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON document instead of text."
+    )(fn)
+
+
+def app_option(fn: F) -> F:
+    return click.option(
+        "--app",
+        metavar="NAME",
+        help="The app whose runs.db to read when the supervisor is down.",
+    )(fn)
+
+
+class RunIdType(StrParam):
+    """A run id as SPEC §4 allows: `[A-Za-z0-9._:-]`, 1 to 128 characters."""
+
+    name = "RUN_ID"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if not RUN_ID.fullmatch(text):
+            self.fail(
+                f"{text!r} is not a run id: use 1 to 128 of the characters A-Z a-z 0-9 . _ : -",
+                param,
+                ctx,
+            )
+        return text
+
+
+class DurationType(FloatParam):
+    """`500ms`, `30s`, `1h30m`, `7d` or a number of seconds; converted to seconds."""
+
+    name = "DURATION"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class PayloadType(AnyParam):
+    """JSON text, `@path/to/file.json`, or `-` for stdin, parsed to a value."""
+
+    name = "PAYLOAD"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return read_payload(value, sys.stdin.buffer)
+        except PayloadError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+RUN_ID_TYPE = RunIdType()
+DURATION = DurationType()
+PAYLOAD = PayloadType()
+
+
+def emit_json(value: Any) -> None:
+    """Print exactly one JSON document (pretty, UTF-8) on stdout."""
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
