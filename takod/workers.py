@@ -25,6 +25,7 @@ from takod.config import AppConfig
 from takod.connection import Connection
 
 _MAX_LINE = 64 * 1024 * 1024
+EXIT_OUT_OF_MEMORY = 86  # worker_runtime.step.EXIT_OUT_OF_MEMORY (not imported: user-code side)
 
 
 def describe_exit(code: int | None) -> str:
@@ -38,6 +39,8 @@ def describe_exit(code: int | None) -> str:
             name = f"signal {-code}"
         hint = " (out of memory?)" if -code == signal.SIGKILL else ""
         return f"worker crashed: killed by {name}{hint}"
+    if code == EXIT_OUT_OF_MEMORY:
+        return "worker crashed: out of memory (MemoryError in a step)"
     return f"worker crashed: exited with code {code}"
 
 

@@ -27,7 +27,7 @@ from tako._protocol import Assign, Beat, Finish, Hello, Leaving
 from worker_runtime.channel import Channel
 from worker_runtime.loader import load_app
 from worker_runtime.registry import WorkflowDef
-from worker_runtime.step import Bailed, Dropped, Parked, Step
+from worker_runtime.step import Bailed, Dropped, Parked, Step, out_of_memory
 
 
 class Worker:
@@ -126,6 +126,8 @@ class Worker:
         except NonRetryable as exc:
             await self._finish(a, "fatal", error=str(exc), tb=traceback.format_exc())
             return
+        except MemoryError:
+            out_of_memory()
         except Exception as exc:
             await self._finish(a, "failed", error=_err(exc), tb=traceback.format_exc())
             return

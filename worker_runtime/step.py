@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -33,6 +34,18 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 MAX_NAME = 256
 _logger = logging.getLogger("tako.run")
+
+
+EXIT_OUT_OF_MEMORY = 86  # the worker's exit code after a MemoryError; takod reports it
+
+
+def out_of_memory() -> NoReturn:
+    """A process that ran out of memory cannot be trusted with its other runs: exit now.
+
+    takod sees the exit code, requeues the innocent runs on a fresh worker and
+    charges the run that did it, as for any crash."""
+    os.write(2, b"tako worker: MemoryError in a step; exiting so takod can recover\n")
+    os._exit(EXIT_OUT_OF_MEMORY)
 
 
 class Parked(BaseException):
@@ -138,6 +151,8 @@ class Step:
         started = now_ms()
         try:
             value = await _call(fn, seconds)
+        except MemoryError:
+            out_of_memory()
         except Exception as exc:
             error = _describe(exc, seconds)
             if attempt <= retries:
