@@ -37,7 +37,7 @@ class StorageSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     durability: Literal["full", "normal"] = "full"
 
 
-class AppConfig(msgspec.Struct, kw_only=True):
+class AppConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str
     workers: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     runs: RunSettings = msgspec.field(default_factory=RunSettings)
@@ -64,7 +64,7 @@ def load_config(app_dir: Path) -> AppConfig:
             raw = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: {exc}") from None
-    raw.setdefault("name", app_dir.name)
+    raw.setdefault("name", app_dir.absolute().name)
     for section, key in _DURATIONS | _SIZES:
         table = raw.get(section)
         if isinstance(table, dict) and key in table:

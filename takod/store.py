@@ -396,8 +396,10 @@ class Store:
         self._finish_run(run_id, RunStatus.CANCELLED, now, error=reason)
         return RunStatus.CANCELLED
 
-    def retry(self, run_id: str, now: int) -> None:
-        """Re-queue a failed or cancelled run; its finished steps stay cached."""
+    def retry(self, run_id: str, now: int, timeout_ms: int | None = None) -> None:
+        """Re-queue a failed or cancelled run; its finished steps stay cached.
+
+        With the workflow's `timeout`, the retried run gets a fresh deadline."""
         status = self._status(run_id)
         if status not in RETRYABLE:
             raise NotAllowed(
@@ -407,8 +409,8 @@ class Store:
         self.conn.execute(
             "UPDATE runs SET status = 'pending', attempts = 1, crashes = 0, error = NULL,"
             " traceback = NULL, result = NULL, finished_at = NULL, cancel_requested = 0,"
-            " wake_at = NULL, updated_at = ? WHERE id = ?",
-            (now, run_id),
+            " wake_at = NULL, deadline_at = ?, updated_at = ? WHERE id = ?",
+            (now + timeout_ms if timeout_ms else None, now, run_id),
         )
 
     # -- signals --------------------------------------------------------------------

@@ -282,7 +282,12 @@ class Supervisor:
                     self._run_finished(run_id)
                 return ok(req.id, run=await self._read(db.read_run, run_id))
             case Retry(run_id=run_id):
-                await self._write(self.store.retry, run_id, self.clock.now_ms())
+                now = self.clock.now_ms()
+                run = await self._read(db.read_run, run_id, steps=False)
+                wf = self._workflows.get(run["workflow"])
+                timeout_ms = int(wf.timeout * 1000) if wf is not None and wf.timeout else None
+                await self._write(self.store.retry, run_id, now, timeout_ms)
+                self.scheduler.note(now + timeout_ms if timeout_ms else None)
                 self.pool.enqueue([run_id])
                 return ok(req.id, run=await self._read(db.read_run, run_id))
             case Wait(run_id=run_id, timeout=timeout):

@@ -153,6 +153,11 @@ class Step:
             value = await _call(fn, seconds)
         except MemoryError:
             out_of_memory()
+        except NonRetryable as exc:  # "fail the run now, no retry", even from inside a step
+            await self._checkpoint(
+                key, name, "failed", b"null", _describe(exc, None), attempt, started
+            )
+            raise
         except Exception as exc:
             error = _describe(exc, seconds)
             if attempt <= retries:

@@ -439,3 +439,50 @@ async def test_null_results_that_need_no_parking_continue_at_once(app: App) -> N
         ("past", "sleep", "completed"),
         ("kept-null", "wait", "completed"),
     ]
+
+
+async def test_non_retryable_inside_a_step_fails_the_run_at_once(app: App) -> None:
+    app.write(
+        "inner.py",
+        EFFECT
+        + """
+    def declined():
+        effect("charge")
+        raise NonRetryable("card declined")
+
+    @workflow(retries=3)
+    async def inner(payload, step):
+        await step.run("charge", declined, retries=2)
+    """,
+    )
+    async with running(app):
+        client = app.client()
+        run_id = await client.start("inner")
+        with pytest.raises(tako.RunFailed, match="card declined"):
+            await client.result(run_id, timeout=15)
+        run = await client.get_run(run_id)
+    assert app.effects() == ["charge"]  # neither the step nor the run was retried
+    assert run.attempts == 1
+    assert [(s.key, s.status) for s in run.steps or []] == [("charge", "failed")]
+
+
+async def test_a_retried_run_gets_a_fresh_timeout(app: App) -> None:
+    app.write(
+        "deadline.py",
+        """
+        from tako import workflow
+
+        @workflow(timeout="500ms", retries=0)
+        async def deadline(payload, step):
+            await step.sleep("nap", payload)
+            return "woke"
+        """,
+    )
+    async with running(app):
+        client = app.client()
+        run_id = await client.start("deadline", "1h")
+        with pytest.raises(tako.RunFailed, match="timeout"):
+            await client.result(run_id, timeout=15)
+        await client.retry(run_id)
+        with pytest.raises(tako.RunFailed, match="timeout"):
+            await client.result(run_id, timeout=15)
