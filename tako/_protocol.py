@@ -101,6 +101,7 @@ class StepDone(_Req, tag="step"):
     attempts: int = 1
     started_at: int = 0
     finished_at: int = 0
+    seq: int = 0  # the step's position in its execution: the timeline's order
 
 
 class Park(_Req, tag="park"):
@@ -117,6 +118,7 @@ class Park(_Req, tag="park"):
     attempts: int = 0
     error: str | None = None
     started_at: int = 0
+    seq: int = 0
 
 
 class Finish(_Req, tag="finish"):

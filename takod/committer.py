@@ -9,6 +9,7 @@ collects: the busier the supervisor, the bigger each batch.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -18,15 +19,20 @@ import trio
 from tako._errors import StorageError, TakoError
 
 T = TypeVar("T")
+log = logging.getLogger("takod")
 
 
-class _Pending:
-    __slots__ = ("args", "done", "error", "fn", "result")
+class Pending:
+    """One write: what to run, then (after the commit) its result or error for `on_done`."""
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    __slots__ = ("args", "error", "fn", "on_done", "result")
+
+    def __init__(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], on_done: Callable[[Pending], None]
+    ) -> None:
         self.fn = fn
         self.args = args
-        self.done = trio.Event()
+        self.on_done = on_done
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -34,7 +40,7 @@ class _Pending:
 class Committer:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        self._queue: list[_Pending] = []
+        self._queue: list[Pending] = []
         self._wakeup = trio.Event()
         self._limiter = trio.CapacityLimiter(1)
         self._closed = False
@@ -51,15 +57,30 @@ class Committer:
         if self._closed:
             await trio.lowlevel.checkpoint_if_cancelled()
             raise StorageError("the supervisor is stopping; nothing was written")
-        item = _Pending(fn, args)
-        self._queue.append(item)
-        self._wakeup.set()
+        done = trio.Event()
+        item = self.submit(fn, args, lambda _: done.set())
         with trio.CancelScope(shield=True):
-            await item.done.wait()
+            await done.wait()
         if item.error is not None:
             await trio.lowlevel.checkpoint_if_cancelled()  # stopping: say Cancelled, not why
             raise item.error
         return item.result  # type: ignore[no-any-return]
+
+    def submit(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], on_done: Callable[[Pending], None]
+    ) -> Pending:
+        """Queue `fn(*args)` for the next transaction; `on_done(item)` runs after the commit.
+
+        The hot path (a worker's checkpoints) uses this directly: no task and no
+        event per write, just a callback that sends the reply."""
+        item = Pending(fn, args, on_done)
+        if self._closed:
+            item.error = StorageError("the supervisor is stopping; nothing was written")
+            on_done(item)
+            return item
+        self._queue.append(item)
+        self._wakeup.set()
+        return item
 
     async def run(self) -> None:
         """The committer task: lives as long as the supervisor."""
@@ -67,10 +88,10 @@ class Committer:
             await self._loop()
         finally:
             self._closed = True
-            for item in self._queue:
+            queued, self._queue = self._queue, []
+            for item in queued:
                 item.error = StorageError("the supervisor is stopping; nothing was written")
-                item.done.set()
-            self._queue = []
+                _done(item)
 
     async def _loop(self) -> None:
         while True:
@@ -84,9 +105,9 @@ class Committer:
             self.batches += 1
             self.writes += len(batch)
             for item in batch:
-                item.done.set()
+                _done(item)
 
-    def _commit(self, batch: list[_Pending]) -> None:
+    def _commit(self, batch: list[Pending]) -> None:
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -108,6 +129,13 @@ class Committer:
             error = _storage_error(exc)
             for item in batch:
                 item.error = error
+
+
+def _done(item: Pending) -> None:
+    try:
+        item.on_done(item)
+    except Exception:  # one caller's bug must not stop the others' replies
+        log.exception("a write's completion failed")
 
 
 def _storage_error(exc: BaseException) -> TakoError:

@@ -30,6 +30,7 @@ from takod.transitions import (
     on_worker_crash,
 )
 
+STEP_SAVED, STEP_CANCELLED, STEP_RELEASED = "saved", "cancelled", "released"
 CANCELLED = b"cancelled"  # park()'s answer for a run whose cancel was requested (not JSON)
 SQLITE_HEADER = b"SQLite format 3\x00"
 APPLICATION_ID = 0x74616B6F  # "tako": marks a file as ours, so we never write to a stranger's
@@ -173,13 +174,13 @@ class Store:
             raise StaleClaim(f"run {run_id} is no longer held by this worker (token {token})")
         return int(row[0])
 
-    def save_step(self, msg: StepDone, now: int) -> bool:
-        """Checkpoint a finished step. Returns True when the run must stop here (cancelled)."""
+    def save_step(self, msg: StepDone, now: int, release: bool = False) -> str:
+        """Checkpoint a finished step. Returns STEP_SAVED, or STEP_CANCELLED when the run
+        was cancelled meanwhile, or STEP_RELEASED when `release` (the supervisor is
+        stopping) gave the run back to the queue: either way the worker stops it here."""
         cancel = self._check_claim(msg.run_id, msg.token)
         self._upsert_step(
-            msg.run_id,
-            msg.key,
-            msg.name,
+            msg,
             msg.kind,
             msg.status,
             bytes(msg.result),
@@ -193,7 +194,11 @@ class Store:
             self._finish_run(
                 msg.run_id, RunStatus.CANCELLED, now, error=self._cancel_reason(msg.run_id)
             )
-        return bool(cancel)
+            return STEP_CANCELLED
+        if release:
+            self.release(msg.run_id, msg.token, now)
+            return STEP_RELEASED
+        return STEP_SAVED
 
     def park(self, msg: Park, now: int, check: SchemaCheck) -> bytes | None:
         """Park a run on a sleep, a retry backoff or a signal, in one transaction.
@@ -215,9 +220,7 @@ class Store:
             kept = self._take_kept_signal(msg.event, msg.run_id, schema, now, check)
             if kept is not None:
                 self._upsert_step(
-                    msg.run_id,
-                    msg.key,
-                    msg.name,
+                    msg,
                     "wait",
                     "completed",
                     kept,
@@ -234,9 +237,7 @@ class Store:
                 (msg.run_id, msg.event, msg.key, msg.wake_at, schema),
             )
             self._upsert_step(
-                msg.run_id,
-                msg.key,
-                msg.name,
+                msg,
                 "wait",
                 "waiting",
                 None,
@@ -252,9 +253,7 @@ class Store:
         if msg.kind == "sleep":
             if msg.wake_at <= now:
                 self._upsert_step(
-                    msg.run_id,
-                    msg.key,
-                    msg.name,
+                    msg,
                     "sleep",
                     "completed",
                     b"null",
@@ -266,9 +265,7 @@ class Store:
                 )
                 return b"null"
             self._upsert_step(
-                msg.run_id,
-                msg.key,
-                msg.name,
+                msg,
                 "sleep",
                 "sleeping",
                 None,
@@ -280,9 +277,7 @@ class Store:
             )
         else:  # a step waiting out its retry backoff
             self._upsert_step(
-                msg.run_id,
-                msg.key,
-                msg.name,
+                msg,
                 "run",
                 "running",
                 None,
@@ -568,9 +563,7 @@ class Store:
 
     def _upsert_step(
         self,
-        run_id: str,
-        key: str,
-        name: str,
+        msg: StepDone | Park,
         kind: str,
         status: str,
         result: bytes | None,
@@ -582,21 +575,20 @@ class Store:
     ) -> None:
         self.conn.execute(
             "INSERT INTO steps (run_id, key, name, kind, status, result, error, attempts, seq,"
-            " started_at, finished_at, wake_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?,"
-            " (SELECT COUNT(*) FROM steps WHERE run_id = ?), ?, ?, ?)"
+            " started_at, finished_at, wake_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status,"
             " result = excluded.result, error = excluded.error, attempts = excluded.attempts,"
             " finished_at = excluded.finished_at, wake_at = excluded.wake_at",
             (
-                run_id,
-                key,
-                name,
+                msg.run_id,
+                msg.key,
+                msg.name,
                 kind,
                 status,
                 result,
                 error,
                 attempts,
-                run_id,
+                msg.seq,
                 started,
                 finished,
                 wake_at,

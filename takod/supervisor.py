@@ -25,21 +25,14 @@ import trio
 from tako._errors import (
     InvalidRequest,
     LineTooLarge,
-    NotAllowed,
     PayloadTooLarge,
-    StaleClaim,
     TakoError,
     UnknownWorkflow,
 )
 from tako._protocol import (
-    Beat,
     Cancel,
-    Finish,
     GetRun,
-    Hello,
-    Leaving,
     ListRuns,
-    Park,
     Prune,
     Request,
     RequestError,
@@ -47,7 +40,6 @@ from tako._protocol import (
     Signal,
     Start,
     Status,
-    StepDone,
     Wait,
     Workflows,
     decode_request,
@@ -64,7 +56,8 @@ from takod.scheduler import Clock, Scheduler, SystemClock
 from takod.schema_check import check as check_schema
 from takod.server import DataDirLock, open_listener
 from takod.transitions import FINISHED, RunStatus
-from takod.workers import WorkerPool, WorkerProc
+from takod.worker_link import WorkerLink
+from takod.workers import WorkerPool
 
 T = TypeVar("T")
 log = logging.getLogger("takod")
@@ -107,13 +100,14 @@ class Supervisor:
         self.store: db.Store
         self.committer: Committer
         self.scheduler = Scheduler(self.clock, self._next_wake, self._wake_due)
+        self.link = WorkerLink(self)
         self.pool = WorkerPool(
             app_dir=app_dir,
             config=config,
             socket_path=socket_path,
             claim=self._claim,
             crashed=self._crashed,
-            serve_worker=self._serve_worker,
+            serve_worker=self.link.serve,
         )
 
     # -- life cycle -------------------------------------------------------------------
@@ -175,7 +169,7 @@ class Supervisor:
         registry = await self.load_registry()
         self.pool.retire_all()
         self.pool.enqueue(await self._write(self.store.ready_runs, self.clock.now_ms()))
-        self._emit("reloaded", workflows=len(registry.workflows), errors=len(registry.errors))
+        self.emit("reloaded", workflows=len(registry.workflows), errors=len(registry.errors))
         return registry
 
     async def load_registry(self) -> Registry:
@@ -230,35 +224,6 @@ class Supervisor:
             log.exception("request %r failed", req)
             conn.send(fail(req.id, TakoError(f"internal error: {type(exc).__name__}: {exc}")))
 
-    async def _serve_worker(self, worker: WorkerProc) -> None:
-        async with trio.open_nursery() as requests:
-            async for line in worker.conn.lines():
-                if isinstance(line, LineTooLarge):
-                    worker.conn.send(fail(None, line))
-                    continue
-                try:
-                    req = decode_request(line)
-                except RequestError as exc:
-                    worker.conn.send(fail(exc.req_id, exc.error))
-                    continue
-                worker.last_seen = trio.current_time()
-                requests.start_soon(self._answer_worker, worker, req)
-
-    async def _answer_worker(self, worker: WorkerProc, req: Request) -> None:
-        try:
-            worker.conn.send(await self._worker_op(worker, req))
-        except TakoError as exc:
-            if isinstance(exc, StaleClaim | NotAllowed) and isinstance(
-                req, StepDone | Park | Finish
-            ):
-                self.pool.finished(worker, req.run_id)
-            worker.conn.send(fail(req.id, exc))
-        except Exception as exc:
-            log.exception("worker request %r failed", req)
-            worker.conn.send(
-                fail(req.id, TakoError(f"internal error: {type(exc).__name__}: {exc}"))
-            )
-
     # -- client operations ------------------------------------------------------------
 
     async def _client_op(self, req: Request) -> bytes:
@@ -279,7 +244,7 @@ class Supervisor:
             case Cancel(run_id=run_id, reason=reason):
                 status = await self._write(self.store.cancel, run_id, reason, self.clock.now_ms())
                 if status in FINISHED:
-                    self._run_finished(run_id)
+                    self.run_finished(run_id)
                 return ok(req.id, run=await self._read(db.read_run, run_id))
             case Retry(run_id=run_id):
                 now = self.clock.now_ms()
@@ -309,7 +274,7 @@ class Supervisor:
             known = ", ".join(sorted(self._workflows)) or "none"
             raise UnknownWorkflow(f"no workflow named {req.workflow!r} (known: {known})")
         payload = bytes(req.payload)
-        self._check_size("payload", payload)
+        self.check_size("payload", payload)
         run_id, status, dedup = await self._write(
             self.store.create_run,
             workflow=req.workflow,
@@ -321,7 +286,7 @@ class Supervisor:
             timeout_ms=int(wf.timeout * 1000) if wf.timeout else None,
         )
         if not dedup:
-            self._emit("started", run_id=run_id, workflow=req.workflow)
+            self.emit("started", run_id=run_id, workflow=req.workflow)
             if wf.timeout:
                 self.scheduler.note(self.clock.now_ms() + int(wf.timeout * 1000))
             if req.delay:
@@ -332,7 +297,7 @@ class Supervisor:
 
     async def signal(self, req: Signal) -> bytes:
         payload = bytes(req.payload)
-        self._check_size("signal payload", payload)
+        self.check_size("signal payload", payload)
         ttl = req.ttl if req.ttl is not None else self.config.runs.signal_ttl
         woken, kept = await self._write(
             self.store.signal,
@@ -341,10 +306,10 @@ class Supervisor:
             run_id=req.run_id,
             ttl_ms=int(ttl * 1000),
             now=self.clock.now_ms(),
-            check=self._check,
+            check=self.check,
         )
         for rid in woken:
-            self._emit("woke", run_id=rid, by=req.event)
+            self.emit("woke", run_id=rid, by=req.event)
         self.pool.enqueue(woken)
         return ok(req.id, delivered=len(woken), kept=kept)
 
@@ -385,78 +350,6 @@ class Supervisor:
             database=str(self.db_path),
         )
 
-    # -- worker operations ------------------------------------------------------------
-
-    async def _worker_op(self, worker: WorkerProc, req: Request) -> bytes:
-        now = self.clock.now_ms()
-        match req:
-            case StepDone():
-                self._check_size(f"result of step {req.key!r}", bytes(req.result))
-                cancelled = await self._write(self.store.save_step, req, now)
-                if self.pool.paused and not cancelled:  # stopping: the run waits for restart
-                    await self._write(self.store.release, req.run_id, req.token, now)
-                    self.pool.finished(worker, req.run_id)
-                    self._emit("released", run_id=req.run_id, key=req.key)
-                    return ok(req.id, cancel=True)
-                self._emit(
-                    "step",
-                    run_id=req.run_id,
-                    key=req.key,
-                    status=req.status,
-                    ms=req.finished_at - req.started_at,
-                    error=req.error,
-                )
-                if cancelled:
-                    self.pool.finished(worker, req.run_id)
-                    self._run_finished(req.run_id, "cancelled")
-                    return ok(req.id, cancel=True)
-                return ok(req.id)
-            case Park():
-                result = await self._write(self.store.park, req, now, self._check)
-                if result == db.CANCELLED:
-                    self.pool.finished(worker, req.run_id)
-                    self._run_finished(req.run_id, "cancelled")
-                    return ok(req.id, cancel=True)
-                if result is not None:
-                    return ok(req.id, result=msgspec.Raw(result))
-                self.pool.finished(worker, req.run_id)
-                self.scheduler.note(req.wake_at)
-                self._emit(
-                    "parked",
-                    run_id=req.run_id,
-                    kind=req.kind,
-                    key=req.key,
-                    event=req.event,
-                    wake_at=req.wake_at,
-                    error=req.error,
-                )
-                return ok(req.id, parked=True)
-            case Finish():
-                self._check_size("workflow result", bytes(req.result))
-                outcome = await self._write(self.store.finish, req, now)
-                self.pool.finished(worker, req.run_id)
-                if outcome.status == RunStatus.PENDING:
-                    self._emit(
-                        "retrying", run_id=req.run_id, wake_at=outcome.wake_at, error=req.error
-                    )
-                    self.scheduler.note(outcome.wake_at)
-                else:
-                    self._run_finished(req.run_id, outcome.status, error=req.error)
-                return ok(req.id)
-            case Hello():
-                worker.ready = True
-                self.pool.kick()
-                return ok(req.id)
-            case Beat():
-                return ok(req.id)
-            case Leaving():
-                if worker.in_flight:
-                    raise NotAllowed("runs are assigned to this worker")
-                worker.leaving = True
-                return ok(req.id)
-            case _:
-                raise InvalidRequest(f"op {op_name(req)!r} is not a worker op")
-
     # -- plumbing ---------------------------------------------------------------------
 
     async def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -466,7 +359,7 @@ class Supervisor:
         call = functools.partial(fn, self.store.reader, *args, **kwargs)
         return await trio.to_thread.run_sync(call, limiter=self._read_limiter)
 
-    def _check_size(self, what: str, data: bytes) -> None:
+    def check_size(self, what: str, data: bytes | msgspec.Raw) -> None:
         limit = self.config.runs.max_payload
         if len(data) > limit:
             raise PayloadTooLarge(
@@ -478,7 +371,7 @@ class Supervisor:
     def _schema(self, text: str) -> Any:
         return json.loads(text)
 
-    def _check(self, schema: str, payload: bytes) -> str | None:
+    def check(self, schema: str, payload: bytes) -> str | None:
         return check_schema(self._schema(schema), msgspec.json.decode(payload))
 
     def _held_because(self, workflow: str) -> str | None:
@@ -498,7 +391,7 @@ class Supervisor:
             self.store.claim, run_ids, self.clock.now_ms(), self._held_because
         )
         for a in assigns:
-            self._emit("running", run_id=a.run_id, workflow=a.workflow, attempt=a.attempt)
+            self.emit("running", run_id=a.run_id, workflow=a.workflow, attempt=a.attempt)
         return assigns
 
     async def _crashed(self, run_ids: list[str], alone: bool, reason: str) -> list[str]:
@@ -506,8 +399,8 @@ class Supervisor:
             self.store.crashed, run_ids, alone=alone, reason=reason, now=self.clock.now_ms()
         )
         for rid in failed:
-            self._run_finished(rid, "failed", error=reason)
-        self._emit("worker_lost", reason=reason, runs=len(run_ids))
+            self.run_finished(rid, "failed", error=reason)
+        self.emit("worker_lost", reason=reason, runs=len(run_ids))
         return requeued
 
     async def _next_wake(self) -> int | None:
@@ -521,7 +414,7 @@ class Supervisor:
             pruned = await self._write(self.store.prune, now - retention_ms)
             await self._write(self.store.expire_signals, now)
             if pruned:
-                self._emit("pruned", runs=pruned)
+                self.emit("pruned", runs=pruned)
             await trio.sleep(3600)
 
     async def _wake_due(self, now: int) -> None:
@@ -530,15 +423,15 @@ class Supervisor:
             for worker in self.pool.workers.values():
                 if rid in worker.in_flight:
                     self.pool.finished(worker, rid)
-            self._run_finished(rid, "failed", error="timeout")
+            self.run_finished(rid, "failed", error="timeout")
         self.pool.enqueue(ready)
 
-    def _run_finished(self, run_id: str, status: str = "", error: str | None = None) -> None:
+    def run_finished(self, run_id: str, status: str = "", error: str | None = None) -> None:
         for event in self._watchers.get(run_id, ()):
             event.set()
         if status:
-            self._emit(status, run_id=run_id, error=error)
+            self.emit(status, run_id=run_id, error=error)
 
-    def _emit(self, what: str, **fields: Any) -> None:
+    def emit(self, what: str, **fields: Any) -> None:
         if self.on_event is not None:
             self.on_event(what, fields)

@@ -93,6 +93,7 @@ class Step:
         self._token = token
         self._memo = {m.key: m for m in memo}
         self._seen: dict[str, int] = {}
+        self._seqs: dict[str, int] = {}
         self._max_payload = max_payload
         self._current = ""
         self.log = logging.LoggerAdapter(_logger, {"run_id": run_id, "step": "-"})
@@ -103,6 +104,7 @@ class Step:
         n = self._seen.get(name, 0) + 1
         self._seen[name] = n
         key = name if n == 1 else f"{name}#{n}"
+        self._seqs[key] = len(self._seqs)  # its place in this execution, for the timeline
         self._current = key
         self.log.extra = {"run_id": self.run_id, "step": key}
         return key
@@ -167,6 +169,7 @@ class Step:
                         run_id=self.run_id,
                         token=self._token,
                         key=key,
+                        seq=self._seqs[key],
                         name=name,
                         kind="retry",
                         wake_at=wake,
@@ -208,6 +211,7 @@ class Step:
             run_id=self.run_id,
             token=self._token,
             key=key,
+            seq=self._seqs[key],
             name=name,
             kind="sleep",
             wake_at=wake,
@@ -230,6 +234,7 @@ class Step:
             run_id=self.run_id,
             token=self._token,
             key=key,
+            seq=self._seqs[key],
             name=event,
             kind="wait",
             wake_at=wake,
@@ -277,6 +282,7 @@ class Step:
                 run_id=self.run_id,
                 token=self._token,
                 key=key,
+                seq=self._seqs[key],
                 name=name,
                 status=status,
                 result=msgspec.Raw(raw),

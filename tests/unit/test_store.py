@@ -8,6 +8,7 @@ exactly as it does in production.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -26,6 +27,8 @@ from takod.committer import Committer
 from takod.store import (
     APPLICATION_ID,
     CANCELLED,
+    STEP_CANCELLED,
+    STEP_SAVED,
     Store,
     StoreError,
     iso,
@@ -108,6 +111,9 @@ def started(store: Store, run_id: str | None = None, **kwargs: Any) -> Assign:
     return claim(store, start(store, run_id, **kwargs), now)
 
 
+SEQ = itertools.count()  # steps' order of execution, as a worker numbers them
+
+
 def done(
     a: Assign,
     key: str,
@@ -129,6 +135,7 @@ def done(
         attempts=attempts,
         started_at=NOW,
         finished_at=NOW + 5,
+        seq=next(SEQ),
     )
 
 
@@ -155,6 +162,7 @@ def park(
         attempts=attempts,
         error=error,
         started_at=NOW,
+        seq=next(SEQ),
     )
 
 
@@ -339,7 +347,7 @@ def test_claim_carries_the_memo_of_finished_steps(store: Store) -> None:
 def test_save_step_checkpoints_in_order(store: Store) -> None:
     a = started(store)
     for key in ("b-step", "a-step", "b-step#2"):
-        assert tx(store, store.save_step, done(a, key, b'"ok"'), NOW + 10) is False
+        assert tx(store, store.save_step, done(a, key, b'"ok"'), NOW + 10) == STEP_SAVED
     got = run(store, a.run_id)["steps"]
     assert [s["key"] for s in got] == ["b-step", "a-step", "b-step#2"]
     first = got[0]
@@ -407,7 +415,7 @@ def test_a_sleep_already_due_returns_null_without_parking(store: Store) -> None:
         ("past", "completed"),
         ("now", "completed"),
     ]
-    assert tx(store, store.save_step, done(a, "next"), NOW) is False  # still held
+    assert tx(store, store.save_step, done(a, "next"), NOW) == STEP_SAVED  # still held
 
 
 def test_park_with_a_stale_token_is_refused(store: Store) -> None:
@@ -770,7 +778,7 @@ def test_cancel_a_running_run_stops_it_at_its_next_step(store: Store) -> None:
     assert tx(store, store.cancel, a.run_id, "operator said so", NOW) == "running"
     obj = run(store, a.run_id)
     assert (obj["status"], obj["cancel_requested"]) == ("running", True)
-    assert tx(store, store.save_step, done(a, "step-1", b'"done"'), NOW + 1) is True
+    assert tx(store, store.save_step, done(a, "step-1", b'"done"'), NOW + 1) == STEP_CANCELLED
     obj = run(store, a.run_id)
     assert obj["status"] == "cancelled"
     assert obj["error"] == "operator said so"

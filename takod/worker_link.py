@@ -1,0 +1,169 @@
+"""takod's side of each worker's connection: checkpoints, parks, finishes, hellos.
+
+This is the hot path. A request is decoded, its write is handed to the
+committer with a callback, and the callback sends the reply once the write
+is committed: no task and no event per step. Everything a callback does is
+synchronous bookkeeping (free the worker's slot, wake the timer, emit an
+event) followed by one queued reply line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import trio
+
+from tako._errors import InvalidRequest, LineTooLarge, NotAllowed, StaleClaim, TakoError
+from tako._protocol import (
+    Beat,
+    Finish,
+    Hello,
+    Leaving,
+    Park,
+    Request,
+    RequestError,
+    StepDone,
+    decode_request,
+    fail,
+    ok,
+    op_name,
+)
+from takod import store as db
+from takod.committer import Pending
+from takod.transitions import Outcome, RunStatus
+from takod.workers import WorkerProc
+
+if TYPE_CHECKING:
+    from takod.supervisor import Supervisor
+
+log = logging.getLogger("takod")
+Handler = Callable[[WorkerProc, Any, Any], bytes]  # (worker, request, write's result) -> reply
+
+
+class WorkerLink:
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.sup = supervisor
+
+    async def serve(self, worker: WorkerProc) -> None:
+        """Answer one worker's requests until its connection closes."""
+        async for line in worker.conn.lines():
+            if isinstance(line, LineTooLarge):
+                worker.conn.send(fail(None, line))
+                continue
+            try:
+                req = decode_request(line)
+            except RequestError as exc:
+                worker.conn.send(fail(exc.req_id, exc.error))
+                continue
+            worker.last_seen = trio.current_time()
+            try:
+                self._request(worker, req)
+            except TakoError as exc:
+                worker.conn.send(fail(req.id, exc))
+
+    def _request(self, worker: WorkerProc, req: Request) -> None:
+        sup = self.sup
+        now = sup.clock.now_ms()
+        match req:
+            case StepDone():
+                sup.check_size(f"result of step {req.key!r}", req.result)
+                release = sup.pool.paused  # stopping: the run waits for the restart
+                sup.committer.submit(
+                    sup.store.save_step,
+                    (req, now, release),
+                    self._reply(worker, req, self._stepped),
+                )
+            case Park():
+                sup.committer.submit(
+                    sup.store.park, (req, now, sup.check), self._reply(worker, req, self._parked)
+                )
+            case Finish():
+                sup.check_size("workflow result", req.result)
+                sup.committer.submit(
+                    sup.store.finish, (req, now), self._reply(worker, req, self._finished)
+                )
+            case Beat():
+                worker.conn.send(ok(req.id))
+            case Hello():
+                worker.ready = True
+                sup.pool.kick()
+                worker.conn.send(ok(req.id))
+            case Leaving():
+                if worker.in_flight:
+                    raise NotAllowed("runs are assigned to this worker")
+                worker.leaving = True
+                worker.conn.send(ok(req.id))
+            case _:
+                raise InvalidRequest(f"op {op_name(req)!r} is not a worker op")
+
+    def _reply(
+        self, worker: WorkerProc, req: StepDone | Park | Finish, then: Handler
+    ) -> Callable[[Pending], None]:
+        """The committer callback: refusals answered here, successes passed to `then`."""
+
+        def done(item: Pending) -> None:
+            if item.error is None:
+                worker.conn.send(then(worker, req, item.result))
+                return
+            error = item.error
+            if not isinstance(error, TakoError):
+                log.error("worker request %r failed", req, exc_info=error)
+                error = TakoError(f"internal error: {type(error).__name__}: {error}")
+            if isinstance(error, StaleClaim | NotAllowed):
+                self.sup.pool.finished(worker, req.run_id)
+            worker.conn.send(fail(req.id, error))
+
+        return done
+
+    def _stepped(self, worker: WorkerProc, req: StepDone, outcome: str) -> bytes:
+        sup = self.sup
+        if outcome == db.STEP_SAVED:
+            sup.emit(
+                "step",
+                run_id=req.run_id,
+                key=req.key,
+                status=req.status,
+                ms=req.finished_at - req.started_at,
+                error=req.error,
+            )
+            return ok(req.id)
+        sup.pool.finished(worker, req.run_id)
+        if outcome == db.STEP_RELEASED:
+            sup.emit("released", run_id=req.run_id, key=req.key)
+        else:
+            sup.run_finished(req.run_id, "cancelled")
+        return ok(req.id, cancel=True)
+
+    def _parked(self, worker: WorkerProc, req: Park, result: bytes | None) -> bytes:
+        sup = self.sup
+        if result == db.CANCELLED:
+            sup.pool.finished(worker, req.run_id)
+            sup.run_finished(req.run_id, "cancelled")
+            return ok(req.id, cancel=True)
+        if result is not None:
+            return ok(req.id, result=msgspec.Raw(result))
+        sup.pool.finished(worker, req.run_id)
+        sup.scheduler.note(req.wake_at)
+        sup.emit(
+            "parked",
+            run_id=req.run_id,
+            kind=req.kind,
+            key=req.key,
+            event=req.event,
+            wake_at=req.wake_at,
+            error=req.error,
+        )
+        return ok(req.id, parked=True)
+
+    def _finished(self, worker: WorkerProc, req: Finish, outcome: Outcome) -> bytes:
+        sup = self.sup
+        sup.pool.finished(worker, req.run_id)
+        if outcome.status == RunStatus.PENDING:
+            sup.emit("retrying", run_id=req.run_id, wake_at=outcome.wake_at, error=req.error)
+            sup.scheduler.note(outcome.wake_at)
+        else:
+            sup.run_finished(req.run_id, outcome.status, error=req.error)
+        return ok(req.id)
