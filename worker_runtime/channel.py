@@ -15,6 +15,7 @@ import msgspec
 from anyio.abc import ByteStream
 
 from tako._protocol import NULL, Assign, encode
+from worker_runtime.loops import Loop, Waiter
 
 _ASSIGN_PREFIX = b'{"op":"assign"'
 
@@ -37,38 +38,33 @@ _reply = msgspec.json.Decoder(Reply)
 _assign = msgspec.json.Decoder(Assign)
 
 
-class _Slot:
-    __slots__ = ("event", "reply")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.reply: Reply | None = None
-
-
 class Channel:
-    def __init__(self, stream: ByteStream) -> None:
+    def __init__(self, stream: ByteStream, loop: Loop) -> None:
         self._stream = stream
+        self._loop = loop
         self._next_id = 0
-        self._slots: dict[int, _Slot] = {}
+        self._waiting: dict[int, Waiter] = {}
         self._outbox: list[bytes] = []
-        self._kick = anyio.Event()
+        self._kick = loop.waiter()
+
+    @property
+    def loop(self) -> Loop:
+        return self._loop
 
     async def request(self, msg: Any) -> Reply:
         """Send one request and wait for its reply."""
         self._next_id += 1
         msg.id = self._next_id
-        slot = _Slot()
-        self._slots[self._next_id] = slot
+        waiter = self._waiting[self._next_id] = self._loop.waiter()
         self._outbox.append(encode(msg) + b"\n")
-        self._kick.set()
-        await slot.event.wait()
-        assert slot.reply is not None
-        return slot.reply
+        self._kick.set(None)
+        reply: Reply = await waiter.wait()
+        return reply
 
     async def write_loop(self) -> None:
         while True:
             await self._kick.wait()
-            self._kick = anyio.Event()
+            self._kick = self._loop.waiter()
             data = b"".join(self._outbox)
             self._outbox.clear()
             if data:
@@ -89,7 +85,6 @@ class Channel:
                     on_assign(_assign.decode(line))
                     continue
                 reply = _reply.decode(line)
-                slot = self._slots.pop(reply.id, None)
-                if slot is not None:
-                    slot.reply = reply
-                    slot.event.set()
+                waiter = self._waiting.pop(reply.id, None)
+                if waiter is not None:
+                    waiter.set(reply)

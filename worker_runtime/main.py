@@ -26,6 +26,7 @@ from tako._errors import NonRetryable
 from tako._protocol import Assign, Beat, Finish, Hello, Leaving
 from worker_runtime.channel import Channel
 from worker_runtime.loader import load_app
+from worker_runtime.loops import for_runtime
 from worker_runtime.registry import WorkflowDef
 from worker_runtime.step import Bailed, Dropped, Parked, Step, out_of_memory
 
@@ -185,7 +186,7 @@ async def _main(
     workflows, _errors = load_app(app_dir)
     stream = await UNIXSocketStream.from_socket(socket.socket(fileno=fd))
     worker = Worker(
-        Channel(stream),
+        Channel(stream, for_runtime(runtime, threads=128)),
         workflows,
         runtime=runtime,
         idle_timeout=idle_timeout,

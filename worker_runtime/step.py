@@ -30,6 +30,7 @@ from tako._protocol import MemoEntry, Park, StepDone
 
 if TYPE_CHECKING:
     from worker_runtime.channel import Channel, Reply
+    from worker_runtime.loops import Loop
 
 T = TypeVar("T")
 MAX_NAME = 256
@@ -90,6 +91,7 @@ class Step:
         self.workflow = workflow
         self.attempt = attempt
         self._channel = channel
+        self._loop = channel.loop
         self._token = token
         self._memo = {m.key: m for m in memo}
         self._seen: dict[str, int] = {}
@@ -152,7 +154,7 @@ class Step:
             attempt = memo.attempts + 1  # resumed after a retry backoff
         started = now_ms()
         try:
-            value = await _call(fn, seconds)
+            value = await _call(self._loop, fn, seconds)
         except MemoryError:
             out_of_memory()
         except NonRetryable as exc:  # "fail the run now, no retry", even from inside a step
@@ -300,15 +302,21 @@ class Step:
         return None if reply.parked else bytes(reply.result)
 
 
-async def _call(fn: Callable[[], Any], timeout: float | None) -> Any:
+async def _call(loop: Loop, fn: Callable[[], Any], timeout: float | None) -> Any:
     """Await an async fn on this loop; run a sync one in a thread. Bounded by `timeout`."""
+    if timeout is None:  # the common case: no cancel scope to set up
+        return await _invoke(loop, fn)
     with anyio.fail_after(timeout):
-        if inspect.iscoroutinefunction(fn):
-            return await fn()
-        value = await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
-        if inspect.isawaitable(value):  # a lambda returning a coroutine
-            return await value
-        return value
+        return await _invoke(loop, fn)
+
+
+async def _invoke(loop: Loop, fn: Callable[[], Any]) -> Any:
+    if inspect.iscoroutinefunction(fn):
+        return await fn()
+    value = await loop.in_thread(fn)
+    if inspect.isawaitable(value):  # a lambda returning a coroutine
+        return await value
+    return value
 
 
 def _check_reply(reply: Reply) -> None:
