@@ -13,6 +13,8 @@ from typing import Any
 from tako._client import AsyncClient, Client, StartResult
 from tako._durations import Duration, parse_duration
 from tako._errors import (
+    ApprovalNotFound,
+    ApprovalRejected,
     InvalidRequest,
     NonRetryable,
     NotAllowed,
@@ -26,13 +28,17 @@ from tako._errors import (
     TakoError,
     UnknownWorkflow,
 )
-from tako._records import Run, SignalResult, StepRecord
+from tako._records import Approval, Decision, Run, SignalResult, StepRecord
 from worker_runtime.registry import workflow
 from worker_runtime.step import Step
 
 __all__ = [
+    "Approval",
+    "ApprovalNotFound",
+    "ApprovalRejected",
     "AsyncClient",
     "Client",
+    "Decision",
     "Duration",
     "InvalidRequest",
     "NonRetryable",
@@ -51,10 +57,15 @@ __all__ = [
     "SupervisorUnavailable",
     "TakoError",
     "UnknownWorkflow",
+    "approve",
     "cancel",
+    "cancel_approval",
+    "get_approval",
     "get_run",
+    "list_approvals",
     "list_runs",
     "parse_duration",
+    "reject",
     "result",
     "retry",
     "signal",
@@ -100,6 +111,31 @@ def cancel(run_id: str) -> Run:
 
 def retry(run_id: str) -> Run:
     return _client().retry(run_id)
+
+
+def approve(key: str, *, by: str, value: Any = None, decision_id: str | None = None) -> Approval:
+    """Approve; pass `value` to approve an edited value (None means: as requested)."""
+    if value is None:
+        return _client().approve(key, by=by, decision_id=decision_id)
+    return _client().approve(key, by=by, value=value, decision_id=decision_id)
+
+
+def reject(key: str, *, by: str, reason: str, decision_id: str | None = None) -> Approval:
+    return _client().reject(key, by=by, reason=reason, decision_id=decision_id)
+
+
+def cancel_approval(key: str, *, by: str, reason: str | None = None) -> Approval:
+    return _client().cancel_approval(key, by=by, reason=reason)
+
+
+def list_approvals(
+    approver: str | None = None, workflow: str | None = None, limit: int = 100
+) -> list[Approval]:
+    return _client().list_approvals(approver=approver, workflow=workflow, limit=limit)
+
+
+def get_approval(key: str) -> Approval:
+    return _client().get_approval(key)
 
 
 def list_runs(

@@ -29,9 +29,10 @@ from tako._errors import (
     error_from_wire,
 )
 from tako._paths import resolve_socket
-from tako._records import Registry, Run, SignalResult
+from tako._records import Approval, Registry, Run, SignalResult
 
 T = TypeVar("T")
+_UNSET: Any = object()  # `value` not given (None is a value)
 P = ParamSpec("P")
 _encode = msgspec.json.Encoder().encode
 
@@ -142,6 +143,45 @@ class Client:
 
     def workflows(self) -> Registry:
         return msgspec.convert(self.request("workflows"), Registry)
+
+    # -- approvals (SPEC §9) ------------------------------------------------------------
+
+    def approve(
+        self, key: str, *, by: str, value: Any = _UNSET, decision_id: str | None = None
+    ) -> Approval:
+        """Approve a request; with `value`, approve an edited value instead of its data."""
+        fields: dict[str, Any] = {"key": key, "by": by, "decision_id": decision_id}
+        if value is not _UNSET:
+            fields["value"] = _raw(value)
+        return msgspec.convert(self.request("approve", **fields)["approval"], Approval)
+
+    def reject(self, key: str, *, by: str, reason: str, decision_id: str | None = None) -> Approval:
+        reply = self.request("reject", key=key, by=by, reason=reason, decision_id=decision_id)
+        return msgspec.convert(reply["approval"], Approval)
+
+    def cancel_approval(
+        self, key: str, *, by: str, reason: str | None = None, decision_id: str | None = None
+    ) -> Approval:
+        reply = self.request(
+            "cancel_approval", key=key, by=by, reason=reason, decision_id=decision_id
+        )
+        return msgspec.convert(reply["approval"], Approval)
+
+    def list_approvals(
+        self,
+        approver: str | None = None,
+        workflow: str | None = None,
+        status: str | None = "pending",
+        limit: int = 100,
+    ) -> list[Approval]:
+        """Requests oldest first (pending ones by default); `approver`: those they may decide."""
+        reply = self.request(
+            "list_approvals", approver=approver, workflow=workflow, status=status, limit=limit
+        )
+        return msgspec.convert(reply["approvals"], list[Approval])
+
+    def get_approval(self, key: str) -> Approval:
+        return msgspec.convert(self.request("get_approval", key=key)["approval"], Approval)
 
     def prune(self, older_than: Duration | None = None) -> int:
         """Delete finished runs older than `older_than` (default: the app's retention)."""
@@ -291,6 +331,37 @@ class AsyncClient:
 
     async def workflows(self) -> Registry:
         return await _in_thread(self.sync.workflows)
+
+    async def approve(
+        self, key: str, *, by: str, value: Any = _UNSET, decision_id: str | None = None
+    ) -> Approval:
+        return await _in_thread(self.sync.approve, key, by=by, value=value, decision_id=decision_id)
+
+    async def reject(
+        self, key: str, *, by: str, reason: str, decision_id: str | None = None
+    ) -> Approval:
+        return await _in_thread(
+            self.sync.reject, key, by=by, reason=reason, decision_id=decision_id
+        )
+
+    async def cancel_approval(
+        self, key: str, *, by: str, reason: str | None = None, decision_id: str | None = None
+    ) -> Approval:
+        return await _in_thread(
+            self.sync.cancel_approval, key, by=by, reason=reason, decision_id=decision_id
+        )
+
+    async def list_approvals(
+        self,
+        approver: str | None = None,
+        workflow: str | None = None,
+        status: str | None = "pending",
+        limit: int = 100,
+    ) -> list[Approval]:
+        return await _in_thread(self.sync.list_approvals, approver, workflow, status, limit)
+
+    async def get_approval(self, key: str) -> Approval:
+        return await _in_thread(self.sync.get_approval, key)
 
     async def prune(self, older_than: Duration | None = None) -> int:
         return await _in_thread(self.sync.prune, older_than)

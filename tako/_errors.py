@@ -65,6 +65,12 @@ class RunNotFound(TakoError):
     code = "not_found"
 
 
+class ApprovalNotFound(TakoError):
+    """No approval request with that key exists."""
+
+    code = "approval_not_found"
+
+
 class NotAllowed(TakoError):
     """The run is not in a state that allows this operation."""
 
@@ -114,6 +120,16 @@ class StepFailed(TakoError):
         self.step = step
 
 
+class ApprovalRejected(TakoError):
+    """A gated call was not approved (rejected, timed out or cancelled)."""
+
+    code = "approval_rejected"
+
+    def __init__(self, message: str | None = None, *, decision: Any = None) -> None:
+        super().__init__(message)
+        self.decision = decision
+
+
 class RunFailed(TakoError):
     """The run failed."""
 
@@ -144,6 +160,7 @@ _BY_CODE: dict[str, type[TakoError]] = {
         LineTooLarge,
         UnknownWorkflow,
         RunNotFound,
+        ApprovalNotFound,
         NotAllowed,
         StaleClaim,
         StorageError,

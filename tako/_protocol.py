@@ -17,6 +17,7 @@ import msgspec
 from tako._errors import BadJson, InvalidRequest, TakoError, UnknownOp
 
 NULL = msgspec.Raw(b"null")
+ABSENT = msgspec.Raw(b"")  # a Raw field that was not sent at all (null is a value)
 RUN_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}(?!\n)$"  # `$` alone would allow a final newline
 RunId = Annotated[str, msgspec.Meta(pattern=RUN_ID_PATTERN)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
@@ -72,6 +73,40 @@ class Workflows(_Req, tag="workflows"):
     pass
 
 
+class Approve(_Req, tag="approve"):
+    """Approve a pending request, optionally with an edited value (`value`)."""
+
+    key: str
+    by: Name
+    value: msgspec.Raw = ABSENT
+    decision_id: str | None = None
+
+
+class Reject(_Req, tag="reject"):
+    key: str
+    by: Name
+    reason: Annotated[str, msgspec.Meta(min_length=1)]
+    decision_id: str | None = None
+
+
+class CancelApproval(_Req, tag="cancel_approval"):
+    key: str
+    by: Name
+    reason: str | None = None
+    decision_id: str | None = None
+
+
+class ListApprovals(_Req, tag="list_approvals"):
+    approver: str | None = None
+    workflow: str | None = None
+    status: str | None = "pending"
+    limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+
+
+class GetApproval(_Req, tag="get_approval"):
+    key: str
+
+
 class Wait(_Req, tag="wait"):
     """Reply once the run is finished, or with `finished: false` after `timeout`."""
 
@@ -104,14 +139,29 @@ class StepDone(_Req, tag="step"):
     seq: int = 0  # the step's position in its execution: the timeline's order
 
 
+class ApprovalSpec(msgspec.Struct, kw_only=True):
+    """What `step.approval(...)` asks for; stored with the request when the run parks."""
+
+    summary: str
+    data: msgspec.Raw = NULL
+    approvers: list[str] | None = None
+    required: Annotated[int, msgspec.Meta(ge=1)] = 1
+    timeout: Seconds | None = None
+    on_timeout: Literal["reject", "fail"] = "reject"
+    remind_every: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    escalate_after: Seconds | None = None
+    escalate_to: list[str] | None = None
+    schema: msgspec.Raw = NULL
+
+
 class Park(_Req, tag="park"):
-    """Park a run on a sleep, a signal, or a step's retry backoff."""
+    """Park a run on a sleep, a signal, an approval, or a step's retry backoff."""
 
     run_id: str
     token: int
     key: str
     name: Name
-    kind: Literal["sleep", "wait", "retry"]
+    kind: Literal["sleep", "wait", "retry", "approval"]
     wake_at: int | None = None
     event: Name | None = None
     schema: msgspec.Raw = NULL  # JSON Schema of wait_for(type=...); null when untyped
@@ -119,6 +169,7 @@ class Park(_Req, tag="park"):
     error: str | None = None
     started_at: int = 0
     seq: int = 0
+    approval: ApprovalSpec | None = None
 
 
 class Finish(_Req, tag="finish"):
@@ -156,6 +207,11 @@ Request = (
     | Status
     | Workflows
     | Wait
+    | Approve
+    | Reject
+    | CancelApproval
+    | ListApprovals
+    | GetApproval
     | Hello
     | StepDone
     | Park
@@ -176,6 +232,11 @@ OPS = frozenset(
         Status,
         Workflows,
         Wait,
+        Approve,
+        Reject,
+        CancelApproval,
+        ListApprovals,
+        GetApproval,
         Hello,
         StepDone,
         Park,

@@ -48,6 +48,47 @@ class Run(msgspec.Struct, kw_only=True):
         return self.status in ("completed", "failed", "cancelled")
 
 
+class Decision(msgspec.Struct, kw_only=True):
+    """How an approval request ended: what `step.approval(...)` returns (SPEC §9)."""
+
+    status: str  # "approved" | "edited" | "rejected" | "timed_out" | "cancelled"
+    approved: bool  # True for approved and edited
+    value: Any = None  # the data, or the edited value
+    by: str | None = None  # the actor whose action decided it
+    approved_by: list[str] = []
+    reason: str | None = None
+    original: Any = None
+    decided_at: datetime | None = None
+
+
+class HistoryEntry(msgspec.Struct, kw_only=True):
+    at: datetime
+    event: str
+    actor: str | None = None
+    value: Any = None
+    original: Any = None
+    reason: str | None = None
+
+
+class Approval(msgspec.Struct, kw_only=True):
+    """An approval request as clients read it (`tako approvals show KEY --json`)."""
+
+    key: str
+    run_id: str
+    workflow: str
+    step: str
+    status: str
+    summary: str
+    data: Any = None
+    approvers: list[str] | None = None
+    required: int = 1
+    approved_by: list[str] = []
+    decision: dict[str, Any] | None = None
+    created_at: datetime
+    deadline_at: datetime | None = None
+    history: list[HistoryEntry] | None = None
+
+
 class SignalResult(msgspec.Struct):
     delivered: int
     kept: bool

@@ -69,3 +69,49 @@ CREATE TABLE signals (
 
 CREATE INDEX signals_event ON signals (event, id);
 CREATE INDEX signals_expiry ON signals (expires_at);
+-- Human approvals (SPEC §9): one row per request, and its append-only history.
+
+CREATE TABLE approvals (
+    key            TEXT PRIMARY KEY,
+    run_id         TEXT NOT NULL,
+    step_key       TEXT NOT NULL,
+    workflow       TEXT NOT NULL,
+    status         TEXT NOT NULL,
+    summary        TEXT NOT NULL,
+    data           BLOB NOT NULL,
+    value          BLOB NOT NULL,
+    approvers      TEXT,
+    required       INTEGER NOT NULL,
+    approved_by    TEXT NOT NULL DEFAULT '[]',
+    decision       BLOB,
+    schema         TEXT,
+    on_timeout     TEXT NOT NULL,
+    remind_every   INTEGER,
+    escalate_to    TEXT,
+    created_at     INTEGER NOT NULL,
+    deadline_at    INTEGER,
+    remind_at      INTEGER,
+    escalate_at    INTEGER,
+    decided_at     INTEGER,
+    timer_at       INTEGER
+) STRICT;
+
+-- The scheduler's timer also reads MIN(timer_at): the next deadline, reminder or
+-- escalation of any pending request. NULL once decided.
+CREATE INDEX approvals_timer ON approvals (timer_at) WHERE timer_at IS NOT NULL;
+CREATE INDEX approvals_pending ON approvals (status, created_at);
+CREATE INDEX approvals_run ON approvals (run_id);
+
+CREATE TABLE approval_history (
+    id          INTEGER PRIMARY KEY,
+    key         TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    event       TEXT NOT NULL,
+    actor       TEXT,
+    value       BLOB,
+    original    BLOB,
+    reason      TEXT,
+    decision_id TEXT
+) STRICT;
+
+CREATE INDEX approval_history_key ON approval_history (key, id);

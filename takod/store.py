@@ -20,6 +20,7 @@ import msgspec
 
 from tako._errors import InvalidRequest, NotAllowed, RunNotFound, StaleClaim, TakoError
 from tako._protocol import NULL, Assign, Finish, MemoEntry, Park, StepDone
+from takod.approvals import ApprovalStore
 from takod.transitions import (
     CANCELLABLE,
     FINISHED,
@@ -82,6 +83,7 @@ class Store:
                 "Move it away or point --data-dir elsewhere."
             ) from None
         self._reader: sqlite3.Connection | None = None
+        self.approvals = ApprovalStore(self.conn)
 
     def close(self) -> None:
         # the reader first: the writer, closing last, checkpoints the WAL and removes it
@@ -214,6 +216,18 @@ class Store:
                 msg.run_id, RunStatus.CANCELLED, now, error=self._cancel_reason(msg.run_id)
             )
             return CANCELLED
+        if msg.kind == "approval":
+            assert msg.approval is not None
+            key = f"{msg.run_id}:{msg.key}"
+            decided = self.approvals.create(key, msg.run_id, msg.key, msg.approval, now)
+            if decided is not None:  # decided while the run was away: go on with it
+                self._upsert_step(
+                    msg, "approval", "completed", decided, None, 1, started, now, None
+                )
+                return decided
+            self._upsert_step(msg, "approval", "waiting", None, None, 1, started, None, None)
+            self._set_parked(msg.run_id, RunStatus.WAITING, None, f"approval:{key}", now)
+            return None
         if msg.kind == "wait":
             assert msg.event is not None
             schema = bytes(msg.schema).decode() if bytes(msg.schema) != b"null" else None
@@ -483,12 +497,7 @@ class Store:
 
     def next_wake(self) -> int | None:
         """The earliest moment anything is due: a wake-up, a wait timeout, a deadline."""
-        row = self.conn.execute(
-            "SELECT (SELECT MIN(wake_at) FROM runs WHERE wake_at IS NOT NULL),"
-            " (SELECT MIN(deadline_at) FROM runs WHERE deadline_at IS NOT NULL)"
-        ).fetchone()
-        due = [t for t in row if t is not None]
-        return min(due) if due else None
+        return read_next_wake(self.conn)
 
     def wake_due(self, now: int) -> tuple[list[str], list[str]]:
         """Move every due run on: sleeps end, waits time out with None, deadlines fail.
@@ -502,7 +511,10 @@ class Store:
         ]
         for rid in expired:
             self._finish_run(rid, RunStatus.FAILED, now, error="timeout")
-        ready: list[str] = []
+        ready, failed = self.approvals.due(now)
+        for rid, error in failed:
+            self._finish_run(rid, RunStatus.FAILED, now, error=error)
+            expired.append(rid)
         for rid, status in self.conn.execute(
             "SELECT id, status FROM runs WHERE wake_at IS NOT NULL AND wake_at <= ?", (now,)
         ).fetchall():
@@ -619,6 +631,8 @@ class Store:
     ) -> None:
         assert status in FINISHED
         self.conn.execute("DELETE FROM waiters WHERE run_id = ?", (run_id,))
+        if status != RunStatus.COMPLETED:
+            self.approvals.cancel_for_run(run_id, now)
         self.conn.execute(
             "UPDATE runs SET status = ?, result = ?, error = ?, traceback = ?, wake_at = NULL,"
             " deadline_at = NULL, waiting_for = NULL, cancel_requested = 0,"
@@ -774,8 +788,11 @@ def read_counts(conn: sqlite3.Connection) -> dict[str, int]:
 
 
 def read_next_wake(conn: sqlite3.Connection) -> int | None:
+    """The earliest moment anything is due: a wake-up, a wait timeout, a deadline, or an
+    approval's deadline, reminder or escalation. Each MIN reads one partial index."""
     row = conn.execute(
         "SELECT MIN(t) FROM (SELECT MIN(wake_at) AS t FROM runs WHERE wake_at IS NOT NULL"
-        " UNION ALL SELECT MIN(deadline_at) FROM runs WHERE deadline_at IS NOT NULL)"
+        " UNION ALL SELECT MIN(deadline_at) FROM runs WHERE deadline_at IS NOT NULL"
+        " UNION ALL SELECT MIN(timer_at) FROM approvals WHERE timer_at IS NOT NULL)"
     ).fetchone()
     return None if row is None else row[0]

@@ -30,10 +30,15 @@ from tako._errors import (
     UnknownWorkflow,
 )
 from tako._protocol import (
+    Approve,
     Cancel,
+    CancelApproval,
+    GetApproval,
     GetRun,
+    ListApprovals,
     ListRuns,
     Prune,
+    Reject,
     Request,
     RequestError,
     Retry,
@@ -49,6 +54,7 @@ from tako._protocol import (
 )
 from tako._records import LoadError, Registry
 from takod import store as db
+from takod.approvals import read_approval, read_approvals
 from takod.committer import Committer
 from takod.config import AppConfig
 from takod.connection import Connection
@@ -261,6 +267,16 @@ class Supervisor:
                 return await self.status(req)
             case Workflows():
                 return ok(req.id, workflows=self.registry.workflows, errors=self.registry.errors)
+            case Approve() | Reject() | CancelApproval():
+                return await self.decide(req)
+            case ListApprovals():
+                approvals = await self._read(
+                    read_approvals, approver=req.approver, workflow=req.workflow,
+                    status=req.status, limit=req.limit,
+                )  # fmt: skip
+                return ok(req.id, approvals=approvals)
+            case GetApproval(key=key):
+                return ok(req.id, approval=await self._read(read_approval, key))
             case Prune(older_than=older_than):
                 keep = older_than if older_than is not None else self.config.runs.retention
                 before = self.clock.now_ms() - int(keep * 1000)
@@ -312,6 +328,30 @@ class Supervisor:
             self.emit("woke", run_id=rid, by=req.event)
         self.pool.enqueue(woken)
         return ok(req.id, delivered=len(woken), kept=kept)
+
+    async def decide(self, req: Approve | Reject | CancelApproval) -> bytes:
+        """One decision on an approval request, applied in one transaction."""
+        value: bytes | None = None
+        reason: str | None = None
+        match req:
+            case Approve():
+                action = "approve"
+                if len(req.value):
+                    value = bytes(req.value)
+                    self.check_size("edited value", value)
+            case Reject():
+                action, reason = "reject", req.reason
+            case CancelApproval():
+                action, reason = "cancel", req.reason
+        run_id = await self._write(
+            self.store.approvals.decide, action, req.key, by=req.by, now=self.clock.now_ms(),
+            check=self.check, value=value, reason=reason, decision_id=req.decision_id,
+        )  # fmt: skip
+        approval = await self._read(read_approval, req.key)
+        if run_id is not None:
+            self.emit("woke", run_id=run_id, by=f"approval {req.key} {approval['status']}")
+            self.pool.enqueue([run_id])
+        return ok(req.id, approval=approval)
 
     async def wait(self, req_id: Any, run_id: str, timeout: float | None) -> bytes:
         """Reply when the run is finished, or after `timeout` with `finished: false`."""

@@ -32,6 +32,7 @@ from tako._protocol import (
     op_name,
 )
 from takod import store as db
+from takod.approvals import first_timer
 from takod.committer import Pending
 from takod.transitions import Outcome, RunStatus
 from takod.workers import WorkerProc
@@ -147,6 +148,8 @@ class WorkerLink:
             return ok(req.id, result=msgspec.Raw(result))
         sup.pool.finished(worker, req.run_id)
         sup.scheduler.note(req.wake_at)
+        if req.approval is not None:
+            sup.scheduler.note(first_timer(req.approval, req.started_at or sup.clock.now_ms()))
         sup.emit(
             "parked",
             run_id=req.run_id,

@@ -13,6 +13,7 @@ new assignment.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import os
@@ -25,14 +26,16 @@ import anyio
 import msgspec
 
 from tako._durations import Duration, backoff_seconds, parse_duration
-from tako._errors import NonRetryable, StaleClaim, StepFailed
-from tako._protocol import MemoEntry, Park, StepDone
+from tako._errors import ApprovalRejected, NonRetryable, StaleClaim, StepFailed
+from tako._protocol import ApprovalSpec, MemoEntry, Park, StepDone
+from tako._records import Decision, ms_to_datetime
 
 if TYPE_CHECKING:
     from worker_runtime.channel import Channel, Reply
     from worker_runtime.loops import Loop
 
 T = TypeVar("T")
+builtins_type = type  # `type` is a parameter name in the API below
 MAX_NAME = 256
 _logger = logging.getLogger("tako.run")
 
@@ -249,6 +252,82 @@ class Step:
             raise Parked
         return _decode_optional(raw, type)
 
+    async def approval(
+        self,
+        name: str,
+        *,
+        summary: str,
+        data: Any = None,
+        approvers: list[str] | None = None,
+        required: int = 1,
+        timeout: Duration | None = None,
+        on_timeout: Literal["reject", "fail"] = "reject",
+        remind_every: Duration | None = None,
+        escalate_after: Duration | None = None,
+        escalate_to: list[str] | None = None,
+        type: Any = None,
+    ) -> Decision:
+        """Ask people to decide; the run parks (holding nothing) until they do (SPEC §9).
+
+        The request's key is `<run_id>:<step key>`. With `type`, an edited value must
+        convert to it, and `decision.value` is of that type."""
+        key = self._key(name)
+        memo = self._memo.get(key)
+        if memo is not None and memo.status == "completed":
+            return _decision(bytes(memo.result), type)
+        if approvers is not None and required > len(approvers):
+            raise ValueError(
+                f"approval {name!r} needs {required} approvers but names {len(approvers)}"
+            )
+        spec = ApprovalSpec(
+            summary=str(summary),
+            data=msgspec.Raw(self._encode(key, data)),
+            approvers=list(approvers) if approvers is not None else None,
+            required=required,
+            timeout=parse_duration(timeout) if timeout is not None else None,
+            on_timeout=on_timeout,
+            remind_every=parse_duration(remind_every) if remind_every is not None else None,
+            escalate_after=parse_duration(escalate_after) if escalate_after is not None else None,
+            escalate_to=list(escalate_to) if escalate_to is not None else None,
+            schema=msgspec.Raw(msgspec.json.encode(msgspec.json.schema(type) if type else None)),
+        )
+        park = Park(run_id=self.run_id, token=self._token, key=key, seq=self._seqs[key],
+                    name=name, kind="approval", approval=spec, started_at=now_ms())  # fmt: skip
+        raw = await self._park(park)
+        if raw is None:
+            self.log.info("waiting for approval %s:%s", self.run_id, key)
+            raise Parked
+        return _decision(raw, type)
+
+    async def gated(
+        self,
+        name: str,
+        fn: Callable[[Any], Any],
+        args: Any,
+        *,
+        requires_approval: Callable[[Any], bool],
+        describe: Callable[[Any], str],
+        type: Any = None,
+        **approval: Any,
+    ) -> Any:
+        """Run `fn(args)` at once when `requires_approval(args)` is false; otherwise ask
+        first (showing `describe(args)` and the args), then run `fn` with the approved,
+        possibly edited, args. Raises ApprovalRejected when the answer is not yes."""
+        if requires_approval(args):
+            arg_type = type or (builtins_type(args) if _is_typed(args) else None)
+            decision = await self.approval(
+                name, summary=describe(args), data=args, type=arg_type, **approval
+            )
+            if not decision.approved:
+                raise ApprovalRejected(
+                    f"{name} was {decision.status}"
+                    + (f": {decision.reason}" if decision.reason else ""),
+                    decision=decision,
+                )
+            args = decision.value
+        approved_args = args
+        return await self.run(f"{name}:run", lambda: fn(approved_args))
+
     def bail(self, reason: str) -> NoReturn:
         """End the run now as `cancelled` with this reason; it is not retried."""
         raise Bailed(str(reason))
@@ -317,6 +396,37 @@ async def _invoke(loop: Loop, fn: Callable[[], Any]) -> Any:
     if inspect.isawaitable(value):  # a lambda returning a coroutine
         return await value
     return value
+
+
+class _Decided(msgspec.Struct, kw_only=True):
+    status: str
+    approved: bool
+    value: msgspec.Raw = msgspec.Raw(b"null")
+    by: str | None = None
+    approved_by: list[str] = []
+    reason: str | None = None
+    original: msgspec.Raw = msgspec.Raw(b"null")
+    decided_at: int | None = None
+
+
+def _decision(raw: bytes, type_: Any) -> Decision:
+    """The stored decision, with its value converted to the request's type."""
+    d = msgspec.json.decode(raw, type=_Decided)
+    value = bytes(d.value)
+    return Decision(
+        status=d.status,
+        approved=d.approved,
+        value=decode(value, type_ if d.approved and value != b"null" else None),
+        by=d.by,
+        approved_by=d.approved_by,
+        reason=d.reason,
+        original=decode(bytes(d.original)),
+        decided_at=ms_to_datetime(d.decided_at),
+    )
+
+
+def _is_typed(value: Any) -> bool:
+    return isinstance(value, msgspec.Struct) or dataclasses.is_dataclass(value)
 
 
 def _check_reply(reply: Reply) -> None:

@@ -13,15 +13,20 @@ from hypothesis import strategies as st
 from tako._errors import BadJson, InvalidRequest, NotAllowed, RunNotFound, UnknownOp
 from tako._protocol import (
     OPS,
+    Approve,
     Beat,
     Cancel,
+    CancelApproval,
     Finish,
+    GetApproval,
     GetRun,
     Hello,
     Leaving,
+    ListApprovals,
     ListRuns,
     Park,
     Prune,
+    Reject,
     RequestError,
     Retry,
     Signal,
@@ -64,6 +69,11 @@ OP_CASES: list[tuple[dict[str, Any], type]] = [
     ({"op": "finish", "run_id": "r_1", "token": 1, "outcome": "completed"}, Finish),
     ({"op": "leaving"}, Leaving),
     ({"op": "beat"}, Beat),
+    ({"op": "approve", "key": "r:manager", "by": "alice"}, Approve),
+    ({"op": "reject", "key": "r:manager", "by": "alice", "reason": "no"}, Reject),
+    ({"op": "cancel_approval", "key": "r:manager", "by": "alice"}, CancelApproval),
+    ({"op": "list_approvals"}, ListApprovals),
+    ({"op": "get_approval", "key": "r:manager"}, GetApproval),
     ({"op": "prune", "older_than": 86400}, Prune),
 ]
 
