@@ -52,8 +52,9 @@ class Decided(msgspec.Struct, kw_only=True):
 
 
 class ApprovalStore:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, outbox: bool = False) -> None:
         self.conn = conn
+        self.outbox = outbox  # a webhook is configured: record events for delivery
 
     # -- creating -------------------------------------------------------------------
 
@@ -88,6 +89,7 @@ class ApprovalStore:
             ),
         )  # fmt: skip
         self._history(key, now, "created")
+        self._notify(key, "requested", now)
         return None
 
     # -- deciding -------------------------------------------------------------------
@@ -214,6 +216,7 @@ class ApprovalStore:
             " WHERE key = ?",
             (status, decision, now, req["key"]),
         )
+        self._notify(req["key"], "resolved", now)
         waiting = self.conn.execute(
             "SELECT 1 FROM runs WHERE id = ? AND status = 'waiting' AND waiting_for = ?",
             (req["run_id"], f"approval:{req['key']}"),
@@ -269,9 +272,11 @@ class ApprovalStore:
                     (_json_list(approvers), key),
                 )
                 self._history(key, now, "escalated", value=json.dumps(added).encode())
+                self._notify(key, "escalated", now)
                 req.update(escalate_at=None)
             if req["remind_at"] is not None and req["remind_at"] <= now:
                 self._history(key, now, "reminded")
+                self._notify(key, "reminder", now)
                 req["remind_at"] = now + req["remind_every"]
                 self.conn.execute(
                     "UPDATE approvals SET remind_at = ? WHERE key = ?", (req["remind_at"], key)
@@ -293,6 +298,7 @@ class ApprovalStore:
                 " decision = ? WHERE key = ?",
                 (now, msgspec.json.encode({"status": "cancelled", "approved": False}), key),
             )
+            self._notify(key, "resolved", now)
 
     # -- helpers --------------------------------------------------------------------
 
@@ -308,6 +314,36 @@ class ApprovalStore:
         req["approved_by"] = json.loads(req["approved_by"])
         req["data"], req["value"] = bytes(req["data"]), bytes(req["value"])
         return req
+
+    def _notify(self, key: str, kind: str, now: int) -> None:
+        """Append an ApprovalEvent to the outbox, in this same transaction: the event
+        exists exactly when the change does. Its id is stable: `<key>#<n>`."""
+        if not self.outbox:
+            return
+        n = self.conn.execute("SELECT COUNT(*) FROM outbox WHERE key = ?", (key,)).fetchone()[0]
+        seq = self.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox").fetchone()[0]
+        event_id = f"{key}#{n + 1}"
+        row = self.conn.execute(
+            "SELECT run_id, workflow, step_key, status, summary, data, approvers, required,"
+            " approved_by, decision, deadline_at FROM approvals WHERE key = ?",
+            (key,),
+        ).fetchone()
+        from takod.store import iso
+
+        body = msgspec.json.encode(
+            {
+                "id": event_id, "type": kind, "at": iso(now), "key": key, "run_id": row[0],
+                "workflow": row[1], "step": row[2], "status": row[3], "summary": row[4],
+                "data": msgspec.Raw(row[5]), "approvers": json.loads(row[6]) if row[6] else None,
+                "required": row[7], "approved_by": json.loads(row[8]),
+                "decision": msgspec.Raw(row[9]) if row[9] is not None else None,
+                "deadline_at": iso(row[10]),
+            }
+        )  # fmt: skip
+        self.conn.execute(
+            "INSERT INTO outbox (id, seq, key, body, next_at) VALUES (?, ?, ?, ?, ?)",
+            (event_id, seq, key, body, now),
+        )
 
     def _history(
         self,

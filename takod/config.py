@@ -37,12 +37,18 @@ class StorageSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     durability: Literal["full", "normal"] = "full"
 
 
+class ApprovalSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    webhook: str | None = None  # gets every ApprovalEvent as a signed JSON POST
+    webhook_secret_env: str = "TAKO_WEBHOOK_SECRET"  # HMAC-SHA256 key, read from this variable
+    webhook_secret: str | None = None  # or given here (prefer the variable)
+
+
 class AppConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str
     workers: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     runs: RunSettings = msgspec.field(default_factory=RunSettings)
     storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
-    approvals: dict[str, object] = msgspec.field(default_factory=dict)
+    approvals: ApprovalSettings = msgspec.field(default_factory=ApprovalSettings)
 
 
 _DURATIONS = {

@@ -62,6 +62,7 @@ from takod.scheduler import Clock, Scheduler, SystemClock
 from takod.schema_check import check as check_schema
 from takod.server import DataDirLock, open_listener
 from takod.transitions import FINISHED, RunStatus
+from takod.webhook import Webhook
 from takod.worker_link import WorkerLink
 from takod.workers import WorkerPool
 
@@ -107,6 +108,17 @@ class Supervisor:
         self.committer: Committer
         self.scheduler = Scheduler(self.clock, self._next_wake, self._wake_due)
         self.link = WorkerLink(self)
+        settings = config.approvals
+        self.webhook = (
+            Webhook(
+                settings.webhook,
+                os.environ.get(settings.webhook_secret_env) or settings.webhook_secret,
+                read=self._read,
+                write=lambda fn, *args: self._write(fn, self.store.conn, *args),
+            )
+            if settings.webhook
+            else None
+        )
         self.pool = WorkerPool(
             app_dir=app_dir,
             config=config,
@@ -125,7 +137,11 @@ class Supervisor:
         try:
             if self.socket_path.parent == self.data_dir:
                 os.chmod(self.data_dir, 0o700)
-            self.store = db.Store(self.db_path, durability=self.config.storage.durability)
+            self.store = db.Store(
+                self.db_path,
+                durability=self.config.storage.durability,
+                outbox=self.config.approvals.webhook is not None,
+            )
             self.committer = Committer(self.store.conn)
             try:
                 await self._serve(task_status)
@@ -148,6 +164,8 @@ class Supervisor:
                 await nursery.start(self.pool.run)
                 nursery.start_soon(self.scheduler.run)
                 nursery.start_soon(self._housekeeping)
+                if self.webhook is not None:
+                    nursery.start_soon(self.webhook.run)
                 self.pool.enqueue(self.store.ready_runs(now))
                 nursery.start_soon(self._accept, listener)
                 task_status.started(self)
@@ -249,6 +267,7 @@ class Supervisor:
                 return ok(req.id, runs=runs)
             case Cancel(run_id=run_id, reason=reason):
                 status = await self._write(self.store.cancel, run_id, reason, self.clock.now_ms())
+                self.approvals_changed()
                 if status in FINISHED:
                     self.run_finished(run_id)
                 return ok(req.id, run=await self._read(db.read_run, run_id))
@@ -348,6 +367,7 @@ class Supervisor:
             check=self.check, value=value, reason=reason, decision_id=req.decision_id,
         )  # fmt: skip
         approval = await self._read(read_approval, req.key)
+        self.approvals_changed()
         if run_id is not None:
             self.emit("woke", run_id=run_id, by=f"approval {req.key} {approval['status']}")
             self.pool.enqueue([run_id])
@@ -459,6 +479,7 @@ class Supervisor:
 
     async def _wake_due(self, now: int) -> None:
         ready, timed_out = await self._write(self.store.wake_due, now)
+        self.approvals_changed()
         for rid in timed_out:
             for worker in self.pool.workers.values():
                 if rid in worker.in_flight:
@@ -471,6 +492,11 @@ class Supervisor:
             event.set()
         if status:
             self.emit(status, run_id=run_id, error=error)
+
+    def approvals_changed(self) -> None:
+        """Approval events may wait in the outbox: wake the webhook delivery."""
+        if self.webhook is not None:
+            self.webhook.kick()
 
     def emit(self, what: str, **fields: Any) -> None:
         if self.on_event is not None:

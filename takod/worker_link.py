@@ -150,6 +150,7 @@ class WorkerLink:
         sup.scheduler.note(req.wake_at)
         if req.approval is not None:
             sup.scheduler.note(first_timer(req.approval, req.started_at or sup.clock.now_ms()))
+            sup.approvals_changed()
         sup.emit(
             "parked",
             run_id=req.run_id,

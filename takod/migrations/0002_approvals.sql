@@ -44,3 +44,18 @@ CREATE TABLE approval_history (
 ) STRICT;
 
 CREATE INDEX approval_history_key ON approval_history (key, id);
+
+-- Approval events waiting for delivery to the webhook: a durable outbox, delivered
+-- at least once, in order per request, retried with backoff.
+CREATE TABLE outbox (
+    id           TEXT PRIMARY KEY,
+    seq          INTEGER NOT NULL UNIQUE,
+    key          TEXT NOT NULL,
+    body         BLOB NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_at      INTEGER NOT NULL,
+    last_error   TEXT,
+    delivered_at INTEGER
+) STRICT;
+
+CREATE INDEX outbox_due ON outbox (next_at) WHERE delivered_at IS NULL;

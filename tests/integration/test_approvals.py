@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
+import json
 import threading
 
 import pytest
@@ -312,3 +316,64 @@ async def test_an_escalation_pending_across_a_restart_still_happens_on_time(app:
         for event in ("created", "escalated")
     )
     assert 1.0 <= (escalated - created).total_seconds() < 3.0
+
+
+async def test_a_failing_webhook_gets_every_event_once_signed_and_in_order(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    received: list[tuple[int, dict[str, str], bytes]] = []  # (status sent, headers, body)
+
+    async def receiver(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await stream.receive_some(65536)
+        head, body = data.split(b"\r\n\r\n", 1)
+        headers = dict(
+            line.split(": ", 1) for line in head.decode().split("\r\n")[1:] if ": " in line
+        )
+        while len(body) < int(headers["Content-Length"]):
+            body += await stream.receive_some(65536)
+        status = 500 if len(received) < 3 else 200  # the first three deliveries fail
+        received.append((status, headers, body))
+        await stream.send_all(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n".encode())
+        await stream.aclose()
+
+    monkeypatch.setenv("TAKO_TEST_SECRET", "s3cret")
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(
+            functools.partial(trio.serve_tcp, receiver, 0, host="127.0.0.1")
+        )
+        port = listener.socket.getsockname()[1]
+        app.configure(
+            approvals={
+                "webhook": f"http://127.0.0.1:{port}/hook",
+                "webhook_secret_env": "TAKO_TEST_SECRET",
+            }
+        )
+        app.write("approvals.py", APPROVALS)
+        async with running(app):
+            client = app.client()
+            run_id = await client.start("refund", {"order": 50, "amount": 7})
+            key = await parked_key(client, run_id)
+            await client.approve(key, by="alice")
+            await client.result(run_id, timeout=15)
+            await eventually(
+                lambda: sum(1 for s, _, _ in received if s == 200) >= 2,
+                timeout=30,
+                what="both events delivered",
+            )
+        nursery.cancel_scope.cancel()
+    delivered = [(h, b) for s, h, b in received if s == 200]
+    ids = [h["X-Tako-Event-Id"] for h, _ in delivered]
+    assert ids == [f"{key}#1", f"{key}#2"]  # each once, in order
+    assert [json.loads(b)["type"] for _, b in delivered] == ["requested", "resolved"]
+    assert json.loads(delivered[1][1])["decision"]["by"] == "alice"
+    for headers, body in [(h, b) for _, h, b in received]:
+        expected = (
+            "sha256="
+            + hmac.new(
+                b"s3cret", headers["X-Tako-Timestamp"].encode() + b"." + body, hashlib.sha256
+            ).hexdigest()
+        )
+        assert headers["X-Tako-Signature"] == expected
+    assert len(received) == 5  # three refused, then the two events
