@@ -299,7 +299,12 @@ def decode_request(line: bytes) -> Request:
     except msgspec.ValidationError as exc:
         try:
             env = _envelope.decode(line)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        except msgspec.ValidationError:  # JSON, but not an object: no id or op to read
+            env = Envelope()
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            # not JSON after all: the typed decoder just tripped on a value first
+            raise RequestError(None, BadJson(f"invalid JSON: {exc}")) from None
+        except RecursionError:
             env = Envelope()
         if not isinstance(env.id, int | str) or isinstance(env.id, bool):
             env.id = None

@@ -119,6 +119,8 @@ class Committer:
                     conn.execute("ROLLBACK TO op")
                     item.error = exc
                 except Exception as exc:
+                    if not conn.in_transaction:
+                        raise  # SQLite rolled the whole batch back (a full disk): report that
                     conn.execute("ROLLBACK TO op")
                     item.error = _storage_error(exc)
                 conn.execute("RELEASE op")

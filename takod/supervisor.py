@@ -23,6 +23,7 @@ import msgspec
 import trio
 
 from tako._errors import (
+    BadJson,
     InvalidRequest,
     LineTooLarge,
     PayloadTooLarge,
@@ -69,6 +70,7 @@ from takod.workers import WorkerPool
 T = TypeVar("T")
 log = logging.getLogger("takod")
 DEFAULT_MAX_LINE = 4 * 1024 * 1024
+MAX_IN_PROGRESS = 64  # requests of one client connection being worked on at once
 MAX_WAIT = 300.0  # one `wait` request holds at most this long; clients ask again
 EventHook = Callable[[str, dict[str, Any]], None]
 
@@ -224,10 +226,16 @@ class Supervisor:
             await stream.aclose()
             return
         conn = Connection(stream, max_line=self.max_line)
+        # Pipelining is welcome, flooding is not: past this many requests in progress
+        # we stop reading the connection until some are answered (backpressure).
+        in_progress = trio.Semaphore(MAX_IN_PROGRESS)
         async with trio.open_nursery() as outer:
             outer.start_soon(conn.write_loop)
             async with trio.open_nursery() as requests:
                 async for line in conn.lines():
+                    if conn.closed:  # cut off (it stopped reading): drop what it asked
+                        requests.cancel_scope.cancel()
+                        break
                     if isinstance(line, LineTooLarge):
                         conn.send(fail(None, line))
                         continue
@@ -236,10 +244,19 @@ class Supervisor:
                     except RequestError as exc:
                         conn.send(fail(exc.req_id, exc.error))
                         continue
-                    requests.start_soon(self._answer, conn, req)
+                    await in_progress.acquire()
+                    requests.start_soon(self._answer, conn, req, in_progress)
+                if conn.closed:
+                    requests.cancel_scope.cancel()
             conn.finish()
 
-    async def _answer(self, conn: Connection, req: Request) -> None:
+    async def _answer(self, conn: Connection, req: Request, in_progress: trio.Semaphore) -> None:
+        try:
+            await self._answer_one(conn, req)
+        finally:
+            in_progress.release()
+
+    async def _answer_one(self, conn: Connection, req: Request) -> None:
         try:
             conn.send(await self._client_op(req))
         except TakoError as exc:
@@ -309,7 +326,7 @@ class Supervisor:
             known = ", ".join(sorted(self._workflows)) or "none"
             raise UnknownWorkflow(f"no workflow named {req.workflow!r} (known: {known})")
         payload = bytes(req.payload)
-        self.check_size("payload", payload)
+        self.check_payload("payload", payload)
         run_id, status, dedup = await self._write(
             self.store.create_run,
             workflow=req.workflow,
@@ -332,7 +349,7 @@ class Supervisor:
 
     async def signal(self, req: Signal) -> bytes:
         payload = bytes(req.payload)
-        self.check_size("signal payload", payload)
+        self.check_payload("signal payload", payload)
         ttl = req.ttl if req.ttl is not None else self.config.runs.signal_ttl
         woken, kept = await self._write(
             self.store.signal,
@@ -357,7 +374,7 @@ class Supervisor:
                 action = "approve"
                 if len(req.value):
                     value = bytes(req.value)
-                    self.check_size("edited value", value)
+                    self.check_payload("edited value", value)
             case Reject():
                 action, reason = "reject", req.reason
             case CancelApproval():
@@ -418,6 +435,15 @@ class Supervisor:
     async def _read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         call = functools.partial(fn, self.store.reader, *args, **kwargs)
         return await trio.to_thread.run_sync(call, limiter=self._read_limiter)
+
+    def check_payload(self, what: str, data: bytes) -> None:
+        """A client's JSON value: within the size limit, and valid UTF-8 (msgspec checks
+        the JSON syntax of a Raw field, not the text encoding of its strings)."""
+        self.check_size(what, data)
+        try:
+            data.decode()
+        except UnicodeDecodeError as exc:
+            raise BadJson(f"invalid JSON: {what} is not valid UTF-8 ({exc.reason})") from None
 
     def check_size(self, what: str, data: bytes | msgspec.Raw) -> None:
         limit = self.config.runs.max_payload

@@ -7,6 +7,7 @@ them in one transaction. Replies find their caller by request id.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -14,9 +15,11 @@ import anyio
 import msgspec
 from anyio.abc import ByteStream
 
+from tako._errors import StorageError
 from tako._protocol import NULL, Assign, encode
 from worker_runtime.loops import Loop, Waiter
 
+log = logging.getLogger("tako.worker")
 _ASSIGN_PREFIX = b'{"op":"assign"'
 
 
@@ -60,6 +63,19 @@ class Channel:
         self._kick.set(None)
         reply: Reply = await waiter.wait()
         return reply
+
+    async def persist(self, msg: Any) -> Reply:
+        """Send a write that must not be lost (a checkpoint, a park, a run's end): while
+        takod answers that its disk is full, wait and send it again. The run keeps its
+        slot meanwhile, and heartbeats keep its lease."""
+        delay = 0.5
+        while True:
+            reply = await self.request(msg)
+            if reply.error is None or reply.error.code != StorageError.code:
+                return reply
+            log.warning("takod cannot write (%s); retrying in %.1fs", reply.error.message, delay)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     async def write_loop(self) -> None:
         while True:

@@ -158,7 +158,7 @@ class Worker:
         error: str | None = None,
         tb: str | None = None,
     ) -> None:
-        await self.channel.request(
+        await self.channel.persist(
             Finish(
                 run_id=a.run_id,
                 token=a.token,

@@ -358,7 +358,7 @@ class Step:
         attempts: int,
         started: int,
     ) -> None:
-        reply = await self._channel.request(
+        reply = await self._channel.persist(
             StepDone(
                 run_id=self.run_id,
                 token=self._token,
@@ -376,7 +376,7 @@ class Step:
         _check_reply(reply)
 
     async def _park(self, park: Park) -> bytes | None:
-        reply = await self._channel.request(park)
+        reply = await self._channel.persist(park)
         _check_reply(reply)
         return None if reply.parked else bytes(reply.result)
 
