@@ -37,6 +37,7 @@ from tako import Client, SupervisorUnavailable, TakoError
 
 T = TypeVar("T")
 FINISHED = ("completed", "failed", "cancelled")
+RunShown = tuple[dict[str, Any], dict[str, Any]]  # a run, and its open approvals by step key
 
 
 def connect() -> Client:
@@ -199,20 +200,44 @@ def runs_group(
 @click.pass_context
 def show_cmd(ctx: click.Context, run_id: str, app: str | None, as_json: bool) -> None:
     """Show one run with its steps as a timeline."""
+    as_json = inherited(ctx, "as_json", as_json)
 
-    def from_db(database: Path) -> dict[str, Any]:
+    def ask(client: Client) -> RunShown:
+        run: dict[str, Any] = client.request("get_run", run_id=run_id)["run"]
+        if as_json:
+            return run, {}
+        approvals = _open_approvals(run, lambda k: client.request("get_approval", key=k))
+        return run, {k: reply["approval"] for k, reply in approvals.items()}
+
+    def from_db(database: Path) -> RunShown:
         from takod import store
+        from takod.approvals import read_approval
 
-        run: dict[str, Any] = offline.plain(offline.read(database, store.read_run, run_id))
-        return run
+        def both(conn: sqlite3.Connection) -> RunShown:
+            run = store.read_run(conn, run_id)
+            return run, _open_approvals(run, lambda k: read_approval(conn, k))
 
-    run = read(
-        lambda c: c.request("get_run", run_id=run_id)["run"], from_db, inherited(ctx, "app", app)
-    )
-    if inherited(ctx, "as_json", as_json):
+        run, approvals = offline.plain(offline.read(database, both))
+        return run, approvals
+
+    run, approvals = read(ask, from_db, inherited(ctx, "app", app))
+    if as_json:
         emit_json(run)
     else:
-        click.echo(render_run(run, now=now(), color=use_colour()))
+        click.echo(render_run(run, now=now(), color=use_colour(), approvals=approvals))
+
+
+def _open_approvals(run: dict[str, Any], get: Callable[[str], Any]) -> dict[str, Any]:
+    """The approval objects of the run's waiting approval steps (who may decide, until
+    when), by step key: the run object does not hold them."""
+    found: dict[str, Any] = {}
+    for step in run.get("steps") or []:
+        if step["kind"] == "approval" and step["status"] == "waiting":
+            try:
+                found[step["key"]] = get(f"{run['run_id']}:{step['key']}")
+            except TakoError:  # pruned, or gone: the timeline is drawn without it
+                continue
+    return found
 
 
 @runs_group.command("cancel")

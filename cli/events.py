@@ -107,6 +107,10 @@ class EventFormatter:
                 return f"{p('✓', 'green')} step {f.get('key')} ({took})"
             case "parked":
                 return self._parked(f, now, error)
+            case "woke" if str(f.get("by") or "").startswith("approval "):
+                # takod says `approval <key> <status>` when a decision resumed the run
+                key, _, status = str(f["by"]).removeprefix("approval ").rpartition(" ")
+                return p(f"◄ approval {key} {status.replace('_', ' ')}", "cyan")
             case "woke":
                 return p(f'◄ woken by signal "{f.get("by")}"', "cyan")
             case "retrying":
@@ -138,6 +142,9 @@ class EventFormatter:
             case "wait":
                 limit = f"until {until}" if wake else "no timeout"
                 return p(f'⏸ waiting for "{f.get("event")}" ({limit})', "cyan")
+            case "approval":
+                key = f"{f.get('run_id')}:{f.get('key')}"
+                return p(f"⏸ waiting for approval {key} (tako approve {key} --by <you>)", "cyan")
             case _:
                 later = relative(wake, now) if wake else "later"
                 return p(f"↻ step {f.get('key')} failed: {error}; retrying {later}", "yellow")

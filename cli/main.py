@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from cli.approvals import approvals_group, approve_cmd, reject_cmd
 from cli.commands import run_cmd, runs_group, signal_cmd, status_cmd, workflows_cmd
 from cli.dev import dev_cmd
 from cli.options import Refused, Unreachable, global_options
@@ -47,6 +48,9 @@ main.add_command(signal_cmd)
 main.add_command(runs_group)
 main.add_command(status_cmd)
 main.add_command(workflows_cmd)
+main.add_command(approvals_group)
+main.add_command(approve_cmd)
+main.add_command(reject_cmd)
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,5 @@
-"""What `tako` prints for people: the run timeline, the runs table, status and workflows.
+"""What `tako` prints for people: the run timeline, the runs table, status, workflows
+and approval requests.
 
 Every function here is pure: it takes the JSON shapes of SPEC §7 (as plain
 dicts, exactly what `--json` prints), the current time and whether to
@@ -8,6 +9,7 @@ render fixed runs without a supervisor, a clock or a terminal.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
 from typing import Any
@@ -15,8 +17,10 @@ from typing import Any
 from cli.text import (
     Paint,
     between,
+    compact_json,
     duration_text,
     local_time,
+    parse_ts,
     preview,
     spec_duration,
     table,
@@ -25,22 +29,45 @@ from cli.text import (
 )
 
 Run = Mapping[str, Any]
+Approval = Mapping[str, Any]
 PARKED = "run parks (no CPU burn)"
+APPROVAL_PREFIX = "approval:"  # a run's `waiting_for` while it waits for an approval
+DECISION_COLOURS = {
+    "approved": "green",
+    "edited": "green",
+    "rejected": "red",
+    "timed_out": "yellow",
+    "cancelled": "yellow",
+    "pending": "cyan",
+}
 
 
-def render_run(run: Run, *, now: datetime, color: bool = False, tz: tzinfo | None = None) -> str:
-    """`tako runs show`: a header, then the run's steps as a tree, then its traceback."""
+def render_run(
+    run: Run,
+    *,
+    now: datetime,
+    color: bool = False,
+    tz: tzinfo | None = None,
+    approvals: Mapping[str, Approval] | None = None,
+) -> str:
+    """`tako runs show`: a header, then the run's steps as a tree, then its traceback.
+
+    `approvals` are the approval objects of the run's waiting approval steps, by step
+    key: they add who may decide and the deadline, which the run object does not hold."""
     paint = Paint(color)
-    lines = _header(run, now, paint, tz)
+    approvals = approvals or {}
+    lines = _header(run, now, paint, tz, approvals)
     lines.append("")
-    lines += _timeline(run, now, paint, tz)
+    lines += _timeline(run, now, paint, tz, approvals)
     if run["status"] == "failed" and run.get("traceback"):
         lines += ["", paint.dim("traceback:")]
         lines += ["  " + line for line in str(run["traceback"]).rstrip().splitlines()]
     return "\n".join(lines)
 
 
-def _header(run: Run, now: datetime, paint: Paint, tz: tzinfo | None) -> list[str]:
+def _header(
+    run: Run, now: datetime, paint: Paint, tz: tzinfo | None, approvals: Mapping[str, Approval]
+) -> list[str]:
     status = str(run["status"])
     state = paint.status(status)
     if run.get("cancel_requested") and status not in ("cancelled", "completed", "failed"):
@@ -50,7 +77,10 @@ def _header(run: Run, now: datetime, paint: Paint, tz: tzinfo | None) -> list[st
         ("workflow", str(run["workflow"])),
         ("status", state),
     ]
-    if status == "waiting":
+    approval_key = _approval_key(run)
+    if status == "waiting" and approval_key is not None:
+        rows.append(("waits for", _awaited_approval(run, approval_key, approvals, now, tz)))
+    elif status == "waiting":
         until = run.get("wake_at")
         rows.append(
             (
@@ -80,26 +110,45 @@ def _header(run: Run, now: datetime, paint: Paint, tz: tzinfo | None) -> list[st
     return [f"{paint.dim(k.ljust(width))}  {v}" for k, v in rows]
 
 
-def _timeline(run: Run, now: datetime, paint: Paint, tz: tzinfo | None) -> list[str]:
+def _timeline(
+    run: Run, now: datetime, paint: Paint, tz: tzinfo | None, approvals: Mapping[str, Approval]
+) -> list[str]:
     lines = [
         f"┌ started {local_time(run.get('created_at'), now, tz)}"
         f" with {preview(run.get('payload'), 60)}"
     ]
     steps = run.get("steps") or []
     width = max((len(str(s["key"])) for s in steps), default=0)
+    kinds = max([5, *(len(str(s["kind"])) for s in steps)])  # "approval" widens the column
     for step in steps:
-        lines += _step_lines(step, now, paint, tz, width)
-    lines.append(_last_line(run, now, paint, tz))
+        if step["kind"] == "approval":
+            approval = approvals.get(str(step["key"]))
+            lines += _approval_step_lines(run, step, approval, now, paint, tz, (kinds, width))
+        else:
+            lines += _step_lines(step, now, paint, tz, (kinds, width))
+    lines.append(_last_line(run, now, paint, tz, approvals))
     return lines
 
 
+def _step_head(step: Mapping[str, Any], paint: Paint, widths: tuple[int, int]) -> str:
+    kind, key = str(step["kind"]), str(step["key"])
+    kinds, width = widths
+    return (
+        f"├ {paint(kind.ljust(kinds), 'magenta')} {paint(key, bold=True)}{' ' * (width - len(key))}"
+    )
+
+
 def _step_lines(
-    step: Mapping[str, Any], now: datetime, paint: Paint, tz: tzinfo | None, width: int
+    step: Mapping[str, Any],
+    now: datetime,
+    paint: Paint,
+    tz: tzinfo | None,
+    widths: tuple[int, int],
 ) -> list[str]:
     """One tree line for the step, then what it waited for (◄) or is parked on (│)."""
-    kind, status, key = str(step["kind"]), str(step["status"]), str(step["key"])
+    kind, status = str(step["kind"]), str(step["status"])
     took = between(step.get("started_at"), step.get("finished_at"))
-    head = f"├ {paint(kind.ljust(5), 'magenta')} {paint(key, bold=True)}{' ' * (width - len(key))}"
+    head = _step_head(step, paint, widths)
     parts = [paint.status(status, status.ljust(9))]
     if took is not None:
         parts.append(duration_text(took))
@@ -135,12 +184,78 @@ def _step_lines(
             more.append(paint("◄ timed out", "yellow"))
         else:
             more.append(f'◄ signal "{step["name"]}" received → {preview(result, 50)}')
-    elif status == "completed" and kind == "approval":
-        more.append(f"◄ decided → {preview(step.get('result'), 50)}")
     return [f"{head}  {'  '.join(parts)}".rstrip(), *more]
 
 
-def _last_line(run: Run, now: datetime, paint: Paint, tz: tzinfo | None) -> str:
+def _approval_step_lines(
+    run: Run,
+    step: Mapping[str, Any],
+    approval: Approval | None,
+    now: datetime,
+    paint: Paint,
+    tz: tzinfo | None,
+    widths: tuple[int, int],
+) -> list[str]:
+    """`├ approval manager  waiting  (key r1:manager, approvers alice, bob; until ...)`,
+    then how it was decided (◄) or what the run is parked on (│)."""
+    status = str(step["status"])
+    key = f"{run['run_id']}:{step['key']}"
+    parts = [paint.status(status, status.ljust(9))]
+    took = between(step.get("started_at"), step.get("finished_at"))
+    more: list[str] = []
+    if status == "completed":
+        if took is not None:
+            parts.append(duration_text(took))
+        decision = step.get("result")
+        if isinstance(decision, Mapping):
+            more.append(f"◄ {decision_text(decision, paint)}")
+    elif status == "waiting":
+        if approval is None:
+            parts.append(f"(key {key})")
+        else:
+            deadline = approval.get("deadline_at")
+            until = f"until {when_text(deadline, now, tz)}" if deadline else "no deadline"
+            parts.append(f"(key {key}, approvers {approvers_text(approval)}; {until})")
+        if approval is not None and approval.get("status") != "pending":
+            decision = approval.get("decision") or {"status": approval.get("status")}
+            more.append(f"◄ request {decision_text(decision, paint)}")
+        elif run.get("status") == "waiting":
+            more.append(f"│ {PARKED} until a decision: tako approve {key} --by <you>")
+    elif status == "failed":
+        parts.append(paint(truncate(str(step.get("error") or "failed"), 80), "red"))
+    return [f"{_step_head(step, paint, widths)}  {'  '.join(parts)}".rstrip(), *more]
+
+
+def _approval_key(run: Run) -> str | None:
+    """The key of the approval request the run waits for, if it waits for one.
+
+    `waiting_for` is `approval:<key>` then, and the key starts with the run id; an
+    event name such as `approval:order-42` (a signal) is not an approval request."""
+    waiting_for = str(run.get("waiting_for") or "")
+    if waiting_for.startswith(f"{APPROVAL_PREFIX}{run['run_id']}:"):
+        return waiting_for[len(APPROVAL_PREFIX) :]
+    return None
+
+
+def _awaited_approval(
+    run: Run, key: str, approvals: Mapping[str, Approval], now: datetime, tz: tzinfo | None
+) -> str:
+    """`approval r1:manager from alice, bob until Nov 28 06:20 (in 6d 23h)`."""
+    approval = approvals.get(key[len(str(run["run_id"])) + 1 :])  # by step key
+    if approval is None:
+        return f"approval {key}"
+    deadline = approval.get("deadline_at")
+    until = f"until {when_text(deadline, now, tz)}" if deadline else "(no deadline)"
+    return f"approval {key} from {approvers_text(approval)} {until}"
+
+
+def _last_line(
+    run: Run,
+    now: datetime,
+    paint: Paint,
+    tz: tzinfo | None,
+    approvals: Mapping[str, Approval] | None = None,
+) -> str:
     status = str(run["status"])
     error = truncate(str(run.get("error") or ""), 100)
     wake = run.get("wake_at")
@@ -150,6 +265,10 @@ def _last_line(run: Run, now: datetime, paint: Paint, tz: tzinfo | None) -> str:
         return f"└ {paint.status(status)}: {paint(error, 'red')}"
     if status == "cancelled":
         return f"└ {paint.status(status)}: {error or 'cancelled'}"
+    approval_key = _approval_key(run)
+    if status == "waiting" and approval_key is not None:
+        awaited = _awaited_approval(run, approval_key, approvals or {}, now, tz)
+        return f"└ {paint.status(status, 'waiting')} for {awaited}"
     if status == "waiting":
         until = f"until {when_text(wake, now, tz)}" if wake else "(no timeout)"
         return f'└ {paint.status(status, "waiting")} for "{run.get("waiting_for")}" {until}'
@@ -170,6 +289,9 @@ def _last_line(run: Run, now: datetime, paint: Paint, tz: tzinfo | None) -> str:
 def run_info(run: Run, now: datetime, tz: tzinfo | None = None) -> str:
     """The one-line summary of the runs table's last column: what the run is at."""
     status, wake = str(run["status"]), run.get("wake_at")
+    approval_key = _approval_key(run)
+    if status == "waiting" and approval_key is not None:
+        return f"for approval {approval_key}"
     if status == "waiting":
         until = f" until {local_time(wake, now, tz)}" if wake else ""
         return f'for "{run.get("waiting_for")}"{until}'
@@ -264,3 +386,212 @@ def render_workflows(registry: Mapping[str, Any], *, color: bool = False) -> str
 
 def _timeout(seconds: float | None) -> str:
     return "no timeout" if seconds is None else f"timeout {spec_duration(float(seconds))}"
+
+
+# -- approvals (SPEC §9) ----------------------------------------------------------------
+
+
+def approvers_text(approval: Approval) -> str:
+    """Who may decide: `alice, bob`, `anyone`; with a quorum, `alice, bob, carol (2 of 3;
+    approved by alice)`."""
+    approvers = approval.get("approvers")
+    required = int(approval.get("required") or 1)
+    done = list(approval.get("approved_by") or [])
+    who = "anyone" if approvers is None else (", ".join(approvers) or "nobody")
+    if required > 1:
+        quorum = f"{required} needed" if approvers is None else f"{required} of {len(approvers)}"
+        so_far = f"; approved by {', '.join(done)}" if done else ""
+        who += f" ({quorum}{so_far})"
+    return who
+
+
+def decision_text(decision: Mapping[str, Any], paint: Paint | None = None) -> str:
+    """How a request was decided, from its decision (a step result or `approval.decision`):
+    `approved by alice`, `edited by bob → {...}`, `rejected by carol: too much`, `timed out`."""
+    paint = paint or Paint(False)
+    status = str(decision.get("status"))
+    by = decision.get("by")
+    reason = decision.get("reason")
+    if status == "approved":
+        text = f"approved by {', '.join(decision.get('approved_by') or [str(by)])}"
+    elif status == "edited":
+        others = [a for a in decision.get("approved_by") or [] if a != by]
+        text = f"edited by {by}: {edit_text(decision.get('value'), decision.get('original'))}"
+        if others:
+            text += f" (approved by {', '.join([*others, str(by)])})"
+    elif status == "rejected":
+        text = f"rejected by {by}: {reason}"
+    elif status == "timed_out":
+        text = "timed out"
+    elif status == "cancelled":
+        text = "cancelled" + (f" by {by}" if by else "") + (f": {reason}" if reason else "")
+    else:
+        text = status
+    return paint(text, DECISION_COLOURS.get(status))
+
+
+def left_text(deadline: str | None, now: datetime) -> str:
+    """Time left until a deadline: `23h 59m`, `overdue`, or `no deadline`."""
+    when = parse_ts(deadline)
+    if when is None:
+        return "no deadline"
+    seconds = (when - now).total_seconds()
+    return duration_text(seconds) if seconds > 0 else "overdue"
+
+
+def render_approvals(
+    approvals: Sequence[Approval],
+    *,
+    now: datetime,
+    color: bool = False,
+    empty: str = "no pending approvals",
+) -> str:
+    """`tako approvals`: a table, oldest first (the order takod returns)."""
+    if not approvals:
+        return empty
+    paint = Paint(color)
+    header = ["KEY", "WORKFLOW", "STATUS", "SUMMARY", "WHO MAY DECIDE", "LEFT"]
+    rows = [
+        [
+            str(a["key"]),
+            str(a["workflow"]),
+            str(a["status"]),
+            truncate(str(a.get("summary") or ""), 50),
+            approvers_text(a),
+            left_text(a.get("deadline_at"), now) if a["status"] == "pending" else "-",
+        ]
+        for a in approvals
+    ]
+    if all(a["status"] == "pending" for a in approvals):  # the usual list: no status column
+        header.pop(2)
+        rows = [row[:2] + row[3:] for row in rows]
+    lines = [table(rows, header, paint)]
+    if any(a["status"] == "pending" for a in approvals):
+        lines.append(
+            paint.dim(
+                "decide: tako approve KEY --by NAME [--value JSON]"
+                " · tako reject KEY --by NAME --reason TEXT · details: tako approvals show KEY"
+            )
+        )
+    return "\n".join(lines)
+
+
+def render_approval(
+    approval: Approval, *, now: datetime, color: bool = False, tz: tzinfo | None = None
+) -> str:
+    """`tako approvals show`: the request, its decision, and its history as a timeline."""
+    paint = Paint(color)
+    status = str(approval["status"])
+    rows: list[tuple[str, str]] = [
+        ("approval", paint(str(approval["key"]), bold=True)),
+        ("run", f"{approval['run_id']} ({approval['workflow']}) · step {approval['step']}"),
+        ("status", paint(status, DECISION_COLOURS.get(status), bold=True)),
+        ("summary", str(approval.get("summary") or "")),
+        ("approvers", approvers_text({**approval, "required": 1})),
+        ("required", _required_text(approval)),
+    ]
+    deadline = approval.get("deadline_at")
+    if deadline is None:
+        rows.append(("deadline", "none"))
+    elif status == "pending":
+        left = left_text(deadline, now)
+        left = left if left == "overdue" else f"{left} left"
+        rows.append(("deadline", f"{local_time(deadline, now, tz)} ({left})"))
+    else:
+        rows.append(("deadline", local_time(deadline, now, tz)))
+    rows.append(("created", local_time(approval.get("created_at"), now, tz)))
+    decision = approval.get("decision")
+    if decision:
+        decided = decision_text(decision, paint)
+        if decision.get("decided_at"):
+            decided += f" at {local_time(decision['decided_at'], now, tz)}"
+        rows.append(("decision", decided))
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{paint.dim(k.ljust(width))}  {v}" for k, v in rows]
+    lines += ["", paint.dim("data"), *_json_block(approval.get("data"))]
+    if decision and decision.get("status") == "edited":
+        lines += [paint.dim("approved value (edited)"), *_json_block(decision.get("value"))]
+    history = approval.get("history")
+    if history is not None:
+        lines += ["", paint.dim("history")]
+        lines += [f"  {local_time(h['at'], now, tz)}  {history_text(h, paint)}" for h in history]
+    if status == "pending":
+        key = approval["key"]
+        lines += [
+            "",
+            paint.dim(f"approve: tako approve {key} --by NAME [--value JSON]"),
+            paint.dim(f"reject:  tako reject {key} --by NAME --reason TEXT"),
+        ]
+    return "\n".join(lines)
+
+
+def _required_text(approval: Approval) -> str:
+    required = int(approval.get("required") or 1)
+    done = list(approval.get("approved_by") or [])
+    text = f"{required} approval{'s' if required > 1 else ''}"
+    if done and required > 1:
+        text += f" · approved by {', '.join(done)} ({len(done)} of {required})"
+    return text
+
+
+def _json_block(value: Any) -> list[str]:
+    """A value as indented JSON: on one line when it is short, pretty-printed otherwise."""
+    one_line = compact_json(value)
+    if len(one_line) <= 76:
+        return [f"  {one_line}"]
+    return ["  " + line for line in json.dumps(value, indent=2, ensure_ascii=False).splitlines()]
+
+
+def edit_text(value: Any, original: Any, width: int = 100) -> str:
+    """What an edit changed: `amount 129900 → 60000` for the fields of an object that
+    differ, else `{...} (was {...})`."""
+    if isinstance(value, Mapping) and isinstance(original, Mapping):
+        changed = [
+            f"{k} {compact_json(original.get(k))} → {compact_json(value.get(k))}"
+            if k in original and k in value
+            else (f"+{k} {compact_json(value[k])}" if k in value else f"-{k}")
+            for k in [*original, *(k for k in value if k not in original)]
+            if original.get(k, ...) != value.get(k, ...)
+        ]
+        if changed:
+            return truncate(", ".join(changed), width)
+    return f"{preview(value, width // 2)} (was {preview(original, width // 2)})"
+
+
+def history_text(entry: Mapping[str, Any], paint: Paint | None = None) -> str:
+    """One history entry: `approved by alice`, `edited by bob → {...} (was {...})`, ..."""
+    paint = paint or Paint(False)
+    event, actor, reason = str(entry["event"]), entry.get("actor"), entry.get("reason")
+    by = f" by {actor}" if actor else ""
+    if event == "escalated":
+        added = entry.get("value") or []
+        return paint(f"escalated (+{', '.join(added)})" if added else "escalated", "yellow")
+    if event == "edited":
+        return paint(f"edited{by}: {edit_text(entry.get('value'), entry.get('original'))}", "green")
+    if event == "approved":
+        return paint(f"approved{by}", "green")
+    if event == "rejected":
+        return paint(f"rejected{by}: {reason}", "red")
+    if event == "timed_out":
+        return paint("timed out", "yellow")
+    if event == "cancelled":
+        return paint(f"cancelled{by}" + (f": {reason}" if reason else ""), "yellow")
+    return f"{event}{by}" + (f": {reason}" if reason else "")
+
+
+def render_decided(approval: Approval, *, color: bool = False) -> str:
+    """What `tako approve`, `reject` and `approvals cancel` print: the request's state now."""
+    paint = Paint(color)
+    key, status = str(approval["key"]), str(approval["status"])
+    if status == "pending":
+        done = list(approval.get("approved_by") or [])
+        required = int(approval.get("required") or 1)
+        missing = required - len(done)
+        who = approval.get("approvers")
+        others = "" if who is None else f" from {', '.join(a for a in who if a not in done)}"
+        return (
+            f"{key}: approved by {', '.join(done) or 'nobody yet'} ({len(done)} of {required});"
+            f" waiting for {missing} more approval{'s' if missing > 1 else ''}{others}"
+        )
+    decision = approval.get("decision") or {"status": status}
+    return f"{key} {decision_text(decision, paint)} · run {approval['run_id']} continues"

@@ -194,7 +194,14 @@ def term(app: Path, data_dir: Path, dev: Dev) -> Terminal:
 
 def test_the_readme_walkthrough(app: Path, dev: Dev, term: Terminal) -> None:
     names = [w["name"] for w in term.json("tako workflows")["workflows"]]
-    assert names == ["approve-and-act", "fulfill-order", "rolling-deploy"]
+    assert names == [
+        "approve-and-act",
+        "expense-approval",
+        "fulfill-order",
+        "refund",
+        "rolling-deploy",
+        "send-email",
+    ]
 
     # Start an order above the approval threshold.
     started = term.json("""tako run fulfill-order '{"order_id": 42}'""")

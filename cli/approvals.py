@@ -1,0 +1,181 @@
+"""The approval commands (SPEC §9): approvals (list, show, cancel), approve, reject.
+
+Like the other client commands they are thin: parse, call the supervisor,
+print. `--json` prints the approval objects as takod sent them; a decision
+prints the request without its `history`, which only `approvals show` has.
+`approvals` and `approvals show` read the database, read-only, when the
+supervisor is down, like `runs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from click.core import ParameterSource
+
+from cli import offline
+from cli.commands import connect, inherited, name_arg, now, read
+from cli.options import PAYLOAD, app_option, emit_json, global_options, json_option
+from cli.render import render_approval, render_approvals, render_decided
+from cli.text import use_colour
+from tako import Client
+
+F = TypeVar("F", bound=Callable[..., Any])
+STATUSES = ("pending", "approved", "edited", "rejected", "timed_out", "cancelled")
+
+
+def actor_option(help_text: str) -> Callable[[F], F]:
+    """`--by NAME`: who decides; required, 1 to 256 characters (exit 2 otherwise)."""
+
+    def decorate(fn: F) -> F:
+        return click.option(
+            "--by",
+            required=True,
+            metavar="NAME",
+            callback=lambda c, p, v: name_arg(v, "actor"),
+            help=help_text,
+        )(fn)
+
+    return decorate
+
+
+def print_decided(approval: dict[str, Any], as_json: bool) -> None:
+    """The request as the decision left it; `history` is for `approvals show` only."""
+    if as_json:
+        emit_json({k: v for k, v in approval.items() if k != "history"})
+    else:
+        click.echo(render_decided(approval, color=use_colour()))
+
+
+@click.group("approvals", invoke_without_command=True, short_help="List approval requests.")
+@click.option("--approver", metavar="NAME", help="Only requests this person may decide.")
+@click.option("--workflow", help="Only requests of runs of this workflow.")
+@click.option(
+    "--status",
+    type=click.Choice([*STATUSES, "all"]),
+    default="pending",
+    show_default=True,
+    help="Only requests with this status.",
+)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@app_option
+@json_option
+@global_options
+@click.pass_context
+def approvals_group(
+    ctx: click.Context,
+    approver: str | None,
+    workflow: str | None,
+    status: str,
+    limit: int,
+    app: str | None,
+    as_json: bool,
+) -> None:
+    """List approval requests, pending ones by default, oldest first; or show or cancel one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    wanted = None if status == "all" else status
+    filters: dict[str, Any] = {"approver": approver, "workflow": workflow, "status": wanted}
+
+    def ask(client: Client) -> list[dict[str, Any]]:
+        approvals: list[dict[str, Any]] = client.request("list_approvals", **filters, limit=limit)[
+            "approvals"
+        ]
+        return approvals
+
+    def from_db(database: Path) -> list[dict[str, Any]]:
+        from takod.approvals import read_approvals
+
+        rows = offline.read(database, read_approvals, **filters, limit=limit)
+        approvals: list[dict[str, Any]] = offline.plain(rows)
+        return approvals
+
+    approvals = read(ask, from_db, app)
+    if as_json:
+        emit_json(approvals)
+    else:
+        empty = f"no {'' if wanted is None else wanted.replace('_', ' ') + ' '}approval requests"
+        empty = "no pending approvals" if wanted == "pending" else empty
+        click.echo(render_approvals(approvals, now=now(), color=use_colour(), empty=empty))
+
+
+@approvals_group.command("show", short_help="Show one approval request with its history.")
+@click.argument("key")
+@app_option
+@json_option
+@global_options
+@click.pass_context
+def show_cmd(ctx: click.Context, key: str, app: str | None, as_json: bool) -> None:
+    """Show one approval request (KEY is `<run_id>:<step>`) with its history."""
+
+    def from_db(database: Path) -> dict[str, Any]:
+        from takod.approvals import read_approval
+
+        approval: dict[str, Any] = offline.plain(offline.read(database, read_approval, key))
+        return approval
+
+    approval = read(
+        lambda c: c.request("get_approval", key=key)["approval"],
+        from_db,
+        inherited(ctx, "app", app),
+    )
+    if inherited(ctx, "as_json", as_json):
+        emit_json(approval)
+    else:
+        click.echo(render_approval(approval, now=now(), color=use_colour()))
+
+
+@approvals_group.command("cancel", short_help="Cancel a pending approval request.")
+@click.argument("key")
+@actor_option("Who cancels (recorded in the history).")
+@click.option("--reason", help="Why (recorded in the history and the decision).")
+@json_option
+@global_options
+@click.pass_context
+def cancel_cmd(ctx: click.Context, key: str, by: str, reason: str | None, as_json: bool) -> None:
+    """Cancel the request KEY: its run continues with the decision `cancelled`."""
+    reply = connect().request("cancel_approval", key=key, by=by, reason=reason)
+    print_decided(reply["approval"], inherited(ctx, "as_json", as_json))
+
+
+@click.command("approve", short_help="Approve a request, as is or with an edited value.")
+@click.argument("key")
+@actor_option("Who approves; must be one of the request's approvers, if it names any.")
+@click.option(
+    "--value",
+    type=PAYLOAD,
+    metavar="JSON",
+    help="Approve this edited value instead (JSON text, @file.json, or - for stdin).",
+)
+@json_option
+@global_options
+@click.pass_context
+def approve_cmd(ctx: click.Context, key: str, by: str, value: Any, as_json: bool) -> None:
+    """Approve the request KEY (`<run_id>:<step>`, see `tako approvals`)."""
+    fields: dict[str, Any] = {"key": key, "by": by}
+    if ctx.get_parameter_source("value") is ParameterSource.COMMANDLINE:
+        fields["value"] = value  # `--value null` is an edit too
+    print_decided(connect().request("approve", **fields)["approval"], as_json)
+
+
+@click.command("reject", short_help="Reject a request, with a reason.")
+@click.argument("key")
+@actor_option("Who rejects; must be one of the request's approvers, if it names any.")
+@click.option(
+    "--reason",
+    required=True,
+    callback=lambda c, p, v: v if v.strip() else _no_reason(),
+    help="Why (required; the workflow gets it as decision.reason).",
+)
+@json_option
+@global_options
+def reject_cmd(key: str, by: str, reason: str, as_json: bool) -> None:
+    """Reject the request KEY (`<run_id>:<step>`, see `tako approvals`)."""
+    print_decided(connect().request("reject", key=key, by=by, reason=reason)["approval"], as_json)
+
+
+def _no_reason() -> str:
+    raise click.BadParameter("a rejection needs a reason")
