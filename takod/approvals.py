@@ -158,7 +158,8 @@ class ApprovalStore:
                     f"the edited value does not match the request's type: {problem}"
                 )
         current = value if value is not None else req["value"]
-        approved_by = [*req["approved_by"], by]
+        # approvals count toward one value: a new value restarts the count with its editor
+        approved_by = [*req["approved_by"], by] if current == req["value"] else [by]
         self.conn.execute(
             "UPDATE approvals SET approved_by = ?, value = ? WHERE key = ?",
             (json.dumps(approved_by), current, key),
@@ -287,6 +288,27 @@ class ApprovalStore:
             )
         return resume, fail
 
+    def forget_run(self, run_id: str) -> None:
+        """The run is pruned: so are its requests, their history and undelivered events
+        (a later run reusing the id must never inherit an old decision)."""
+        for (key,) in self.conn.execute(
+            "SELECT key FROM approvals WHERE run_id = ?", (run_id,)
+        ).fetchall():
+            self._delete(key)
+
+    def forget_unfinished(self, run_id: str) -> None:
+        """A retried run asks again for every request whose step did not complete."""
+        for (key,) in self.conn.execute(
+            "SELECT a.key FROM approvals a JOIN steps s ON s.run_id = a.run_id"
+            " AND s.key = a.step_key WHERE a.run_id = ? AND s.status != 'completed'",
+            (run_id,),
+        ).fetchall():
+            self._delete(key)
+
+    def _delete(self, key: str) -> None:
+        for table, column in (("approval_history", "key"), ("outbox", "key"), ("approvals", "key")):
+            self.conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (key,))
+
     def cancel_for_run(self, run_id: str, now: int) -> None:
         """The run ended (cancelled, failed): its open requests are cancelled with it."""
         for (key,) in self.conn.execute(
@@ -336,7 +358,7 @@ class ApprovalStore:
                 "workflow": row[1], "step": row[2], "status": row[3], "summary": row[4],
                 "data": msgspec.Raw(row[5]), "approvers": json.loads(row[6]) if row[6] else None,
                 "required": row[7], "approved_by": json.loads(row[8]),
-                "decision": msgspec.Raw(row[9]) if row[9] is not None else None,
+                "decision": _decision_object(row[9]),
                 "deadline_at": iso(row[10]),
             }
         )  # fmt: skip
@@ -380,6 +402,18 @@ def first_timer(spec: ApprovalSpec, now: int) -> int | None:
     return _earliest(*timers(spec, now))
 
 
+def _decision_object(raw: bytes | None) -> dict[str, Any] | None:
+    """A stored decision as clients see it (decided_at as ISO 8601)."""
+    from takod.store import iso
+
+    if raw is None:
+        return None
+    decided: dict[str, Any] = json.loads(raw)
+    if "decided_at" in decided:
+        decided["decided_at"] = iso(decided["decided_at"])
+    return decided
+
+
 def _json_list(items: list[str] | None) -> str | None:
     return None if items is None else json.dumps(items)
 
@@ -405,12 +439,7 @@ def approval_object(row: sqlite3.Row, history: list[sqlite3.Row] | None = None) 
     """SPEC §9's approval object; `history` only for `show`."""
     from takod.store import iso
 
-    decision = None
-    if row["decision"] is not None:
-        decided = json.loads(row["decision"])
-        if "decided_at" in decided:
-            decided["decided_at"] = iso(decided["decided_at"])
-        decision = decided
+    decision = _decision_object(row["decision"])
     out: dict[str, Any] = {
         "key": row["key"],
         "run_id": row["run_id"],

@@ -499,10 +499,10 @@ class Store:
         """The earliest moment anything is due: a wake-up, a wait timeout, a deadline."""
         return read_next_wake(self.conn)
 
-    def wake_due(self, now: int) -> tuple[list[str], list[str]]:
+    def wake_due(self, now: int) -> tuple[list[str], list[tuple[str, str]]]:
         """Move every due run on: sleeps end, waits time out with None, deadlines fail.
 
-        Returns (runs now ready, runs that failed on their deadline)."""
+        Returns (runs now ready, (run, error) for runs that failed)."""
         expired = [
             r[0]
             for r in self.conn.execute(
@@ -511,10 +511,11 @@ class Store:
         ]
         for rid in expired:
             self._finish_run(rid, RunStatus.FAILED, now, error="timeout")
+        failures = [(rid, "timeout") for rid in expired]
         ready, failed = self.approvals.due(now)
         for rid, error in failed:
             self._finish_run(rid, RunStatus.FAILED, now, error=error)
-            expired.append(rid)
+        failures += failed
         for rid, status in self.conn.execute(
             "SELECT id, status FROM runs WHERE wake_at IS NOT NULL AND wake_at <= ?", (now,)
         ).fetchall():
@@ -542,7 +543,7 @@ class Store:
                 (now, rid),
             )
             ready.append(rid)
-        return ready, expired
+        return ready, failures
 
     def prune(self, before: int) -> int:
         """Delete runs (and their steps) finished before `before`, and expired signals."""
@@ -554,6 +555,7 @@ class Store:
         ]
         for rid in ids:
             self.conn.execute("DELETE FROM steps WHERE run_id = ?", (rid,))
+            self.approvals.forget_run(rid)
             self.conn.execute("DELETE FROM runs WHERE id = ?", (rid,))
         self.conn.execute("DELETE FROM signals WHERE expires_at <= ?", (before,))
         return len(ids)
@@ -616,6 +618,9 @@ class Store:
         )
 
     def _drop_unfinished_steps(self, run_id: str) -> None:
+        """Steps that did not finish run again; so approvals that were not decided by
+        someone (cancelled with the run, say) are asked again, not replayed."""
+        self.approvals.forget_unfinished(run_id)
         self.conn.execute("DELETE FROM steps WHERE run_id = ? AND status != 'completed'", (run_id,))
         self.conn.execute("DELETE FROM waiters WHERE run_id = ?", (run_id,))
 

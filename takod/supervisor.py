@@ -506,11 +506,11 @@ class Supervisor:
     async def _wake_due(self, now: int) -> None:
         ready, timed_out = await self._write(self.store.wake_due, now)
         self.approvals_changed()
-        for rid in timed_out:
+        for rid, error in timed_out:
             for worker in self.pool.workers.values():
                 if rid in worker.in_flight:
                     self.pool.finished(worker, rid)
-            self.run_finished(rid, "failed", error="timeout")
+            self.run_finished(rid, "failed", error=error)
         self.pool.enqueue(ready)
 
     def run_finished(self, run_id: str, status: str = "", error: str | None = None) -> None:

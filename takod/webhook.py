@@ -134,6 +134,12 @@ def next_attempt(conn: Any) -> int | None:
 
 def mark_delivered(conn: Any, event_id: str, now: int) -> None:
     conn.execute("UPDATE outbox SET delivered_at = ? WHERE id = ?", (now, event_id))
+    key, n = event_id.rsplit("#", 1)
+    if n == "1":  # the `requested` event: the request's history says people were told
+        conn.execute(
+            "INSERT INTO approval_history (key, at, event, reason) VALUES (?, ?, 'notified', ?)",
+            (key, now, "webhook"),
+        )
 
 
 def mark_failed(conn: Any, event_id: str, error: str, next_at: int) -> None:

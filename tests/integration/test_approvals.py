@@ -377,3 +377,48 @@ async def test_a_failing_webhook_gets_every_event_once_signed_and_in_order(
         )
         assert headers["X-Tako-Signature"] == expected
     assert len(received) == 5  # three refused, then the two events
+
+
+async def test_retrying_a_cancelled_run_asks_again_and_pruning_forgets(app: App) -> None:
+    app.write("approvals.py", APPROVALS)
+    async with running(app):
+        client = app.client()
+        run_id = await client.start("refund", {"order": 60, "amount": 3}, run_id="refund-60")
+        key = await parked_key(client, run_id)
+        await client.cancel(run_id)
+        assert (await client.get_approval(key)).status == "cancelled"
+        await client.retry(run_id)
+        await eventually(lambda: _pending(client, key), what="a new request")
+        await client.approve(key, by="alice")
+        assert (await client.result(run_id, timeout=15))["status"] == "approved"
+        await trio.sleep(0.01)
+        assert await client.prune(older_than=0) == 1
+        with pytest.raises(tako.ApprovalNotFound):
+            await client.get_approval(key)
+        # the same run id again: a new request, never the old decision
+        await client.start("refund", {"order": 60, "amount": 3}, run_id="refund-60")
+        await parked_key(client, run_id)
+        assert (await client.get_approval(key)).status == "pending"
+
+
+async def _pending(client: tako.AsyncClient, key: str) -> bool:
+    try:
+        return (await client.get_approval(key)).status == "pending"
+    except tako.ApprovalNotFound:
+        return False
+
+
+async def test_an_edit_restarts_the_count_toward_a_quorum(app: App) -> None:
+    app.write("approvals.py", APPROVALS)
+    async with running(app):
+        client = app.client()
+        run_id = await client.start(
+            "refund", {"order": 61, "amount": 100, "approvers": ["a", "b", "c"], "required": 2}
+        )
+        key = await parked_key(client, run_id)
+        await client.approve(key, by="a")  # approves 100
+        edited = await client.approve(key, by="b", value={"order": 61, "amount": 80})
+        assert (edited.status, edited.approved_by) == ("pending", ["b"])  # a never saw 80
+        done = await client.approve(key, by="c")
+        assert (done.status, done.approved_by) == ("edited", ["b", "c"])
+        assert (await client.result(run_id, timeout=15))["value"]["amount"] == 80

@@ -654,7 +654,7 @@ def test_wake_due_fails_a_run_past_its_deadline(store: Store) -> None:
     assert tx(store, store.wake_due, NOW + 59_999) == ([], [])
     ready, expired = tx(store, store.wake_due, NOW + 60_000)
     assert ready == []
-    assert sorted(expired) == sorted([running.run_id, sleeping.run_id])
+    assert sorted(expired) == sorted([(running.run_id, "timeout"), (sleeping.run_id, "timeout")])
     for rid in (running.run_id, sleeping.run_id):
         obj = run(store, rid)
         assert (obj["status"], obj["error"], obj["wake_at"]) == ("failed", "timeout", None)
@@ -662,7 +662,7 @@ def test_wake_due_fails_a_run_past_its_deadline(store: Store) -> None:
     assert tx(store, store.next_wake) == NOW + 120_000
     with pytest.raises(StaleClaim):  # the worker still running it is fenced off
         tx(store, store.save_step, done(running, "late"), NOW + 60_001)
-    assert tx(store, store.wake_due, NOW + 120_000) == ([], [pending])
+    assert tx(store, store.wake_due, NOW + 120_000) == ([], [(pending, "timeout")])
 
 
 def test_next_wake_is_the_earliest_of_wake_ups_and_deadlines(store: Store) -> None:
