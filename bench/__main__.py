@@ -1,136 +1,215 @@
-"""`python -m bench [--quick]`: checkpoint throughput and resume latency against a baseline.
+"""`python -m bench [--quick] [--only N,...] [--durability full|normal]`.
 
-Every figure is reported with its ratio to a baseline measured in the same run
-(raw `sqlite3` single-row commits in the same durability mode), because these
-machines are noisy. Results go to bench/results/ as JSON and markdown.
+Runs the scenarios of docs/performance.md against a real takod, each for a few
+rounds. In every round the systems take turns (raw SQLite, tako, DBOS when
+installed), in an order that rotates from round to round, so that a noisy
+neighbour hurts them alike; figures are medians over rounds, each with its
+ratio to the raw-SQLite baseline of its own round. Writes
+bench/results/latest.json and latest.md. `--quick` is a smoke test of the
+harness (tiny sizes, one round), never a speed check: it exits 0 whatever the
+figures, and 1 only when a scenario could not be measured at all.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import importlib.util
 import json
+import platform
 import sqlite3
-import statistics
-import tempfile
-import textwrap
+import subprocess
+import sys
 import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import trio
+from bench import scenarios as sc
+from bench.baseline import sqlite_commits_per_second
+from bench.report import LEGEND, SPECS, summarize, table
 
-import tako
-import takod
-
-APP = """
-from tako import workflow
-
-@workflow
-async def steps(payload, step):
-    await step.wait_for(payload["go"])  # all runs start stepping together
-    for i in range(payload["steps"]):
-        await step.run(f"s{i}", lambda i=i: i)
-    return payload["steps"]
-
-@workflow
-async def resume(payload, step):
-    return await step.wait_for(payload["event"])
-"""
+RESULTS = Path(__file__).parent / "results"
+NO_DBOS = "DBOS not installed: pip install -e '.[peers]'"
 
 
-def sqlite_commits_per_second(seconds: float, durability: str) -> float:
-    """The physical floor of a checkpoint: one row, one commit."""
-    with tempfile.TemporaryDirectory() as tmp:
-        conn = sqlite3.connect(Path(tmp) / "raw.db", isolation_level=None)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(f"PRAGMA synchronous = {durability.upper()}")
-        conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v BLOB)")
-        n, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            conn.execute("BEGIN")
-            conn.execute("INSERT INTO t VALUES (?, ?)", (f"k{n}", b"42"))
-            conn.execute("COMMIT")
-            n += 1
-        conn.close()
-        return n / (time.perf_counter() - start)
+@dataclass(frozen=True)
+class Scenario:
+    number: int
+    title: str
+    run: Callable[[sc.Ctx], sc.Figures]
+    modes: tuple[str, ...] = ()  # the baseline's durability modes; () = the run's
+    once: bool = False  # too long to repeat: one round only
 
 
-async def tako_scenarios(runs: int, steps: int, pings: int, durability: str) -> dict[str, float]:
-    with tempfile.TemporaryDirectory(prefix="tkb", dir="/tmp") as tmp:
-        app = Path(tmp) / "app"
-        (app / "workflows").mkdir(parents=True)
-        (app / "workflows" / "bench.py").write_text(textwrap.dedent(APP))
-        (app / "tako.toml").write_text(
-            f'name = "bench"\n[workers]\nidle_timeout = "60s"\nconcurrency = {max(runs, 10)}\n'
-            f'[storage]\ndurability = "{durability}"\n'
-        )
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                lambda task_status: takod.serve(app, Path(tmp) / "d", task_status=task_status)
-            )
-            client = tako.Client(Path(tmp) / "d" / "tako.sock")
-            out = await trio.to_thread.run_sync(_drive, client, runs, steps, pings)
-            nursery.cancel_scope.cancel()
-        return out
+SCENARIOS = [
+    Scenario(1, "concurrent runs of no-op steps", sc.throughput),
+    Scenario(2, "one run, sequential steps", sc.sequential, ("full", "normal")),
+    Scenario(3, "pipelined starts", sc.starts),
+    Scenario(4, "signal to resume, warm worker", sc.warm_resume),
+    Scenario(5, "resume from zero workers", sc.cold_resume),
+    Scenario(6, "parked runs", sc.parked, once=True),
+    Scenario(7, "timers", sc.timers, once=True),
+    Scenario(8, "runs in flight in one worker", sc.full_worker),
+]
 
 
-def _drive(client: tako.Client, runs: int, steps: int, pings: int) -> dict[str, float]:
-    warm = client.start("steps", {"steps": 1, "go": "warm"})  # a warm worker
-    client.signal("warm")
-    client.result(warm, timeout=60)
-    ids = [client.start("steps", {"steps": steps, "go": "go"}) for _ in range(runs)]
-    while client.status()["runs"].get("waiting", 0) < runs:
-        time.sleep(0.01)
-    start = time.perf_counter()
-    client.signal("go")  # wakes every run at once: what follows is checkpoints only
-    for rid in ids:
-        client.result(rid, timeout=600)
-    elapsed = time.perf_counter() - start
-    latencies = []
-    for n in range(pings):
-        rid = client.start("resume", {"event": f"e{n}"})
-        while client.get_run(rid).status != "waiting":
-            time.sleep(0.001)
-        t0 = time.perf_counter()
-        client.signal(f"e{n}", n)
-        client.result(rid, timeout=60)
-        latencies.append(time.perf_counter() - t0)
+def dbos_jobs(number: int, ctx: sc.Ctx) -> list[tuple[str, dict[str, Any]]]:
+    """The DBOS counterparts of a scenario (bench/peers_dbos.py): (workload, arguments).
+    Sizes are cut where DBOS would take minutes; its figures are rates and latencies."""
+    mode = ctx.durability
+    jobs: dict[int, list[tuple[str, dict[str, Any]]]] = {
+        1: [("throughput", {"runs": ctx.size(200, 20), "steps": ctx.size(10, 5), "mode": mode})],
+        2: [("sequential", {"steps": ctx.size(1000, 100), "mode": m}) for m in ("full", "normal")],
+        3: [("starts", {"n": ctx.size(2000, 200), "mode": mode})],
+        4: [("warm_resume", {"samples": ctx.size(200, 10), "mode": mode})],
+    }
+    return jobs.get(number, [])
+
+
+def run_dbos(jobs: list[tuple[str, dict[str, Any]]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for workload, args in jobs:
+        argv = [sys.executable, "-m", "bench.peers_dbos", workload, json.dumps(args)]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"DBOS {workload} failed: {proc.stderr.strip()[-2000:]}")
+        out.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def run_scenario(
+    scenario: Scenario, ctx: sc.Ctx, rounds: int, dbos: bool
+) -> tuple[list[dict[str, Any]], list[str], str | None]:
+    """Its rounds (each: sqlite baselines, tako figures, DBOS figures), notes, and error."""
+    modes = scenario.modes or (ctx.durability,)
+    jobs = dbos_jobs(scenario.number, ctx) if dbos else []
+    systems = ["sqlite", "tako"] + (["dbos"] if jobs else [])
+    out: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for r in range(1 if scenario.once else rounds):
+        record: dict[str, Any] = {"round": r + 1, "sqlite": {}, "tako": {}, "dbos": {}}
+        out.append(record)
+        for system in systems[r % len(systems) :] + systems[: r % len(systems)]:
+            began = time.perf_counter()
+            try:
+                if system == "sqlite":
+                    for mode in modes:
+                        seconds = 0.25 if ctx.quick else 1.0
+                        record["sqlite"][mode] = sqlite_commits_per_second(seconds, mode)
+                elif system == "tako":
+                    figures = scenario.run(ctx)
+                    record["tako"] = {k: v for k, v in figures.items() if not isinstance(v, str)}
+                    notes = [v for v in figures.values() if isinstance(v, str)]
+                else:
+                    record["dbos"] = run_dbos(jobs)
+            except Exception as exc:
+                traceback.print_exc()
+                return out, notes, f"{system}, round {r + 1}: {type(exc).__name__}: {exc}"
+            ctx.log(f"  round {r + 1} {system}: {time.perf_counter() - began:.1f} s")
+    return out, notes, None
+
+
+def machine() -> dict[str, Any]:
+    def sh(*argv: str) -> str:
+        try:
+            return subprocess.run(argv, capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return ""
+
     return {
-        "steps_per_second": runs * steps / elapsed,
-        "signal_to_result_ms": statistics.median(latencies) * 1000,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "nproc": sh("nproc"),
+        "memory": sh("free", "-h"),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "commit": sh("git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"),
+        "platform": platform.platform(),
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: checks the harness")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke test of the harness")
+    parser.add_argument("--only", help="scenario numbers, e.g. 1,4")
     parser.add_argument("--durability", choices=("full", "normal"), default="full")
-    args = parser.parse_args()
-    runs, steps, pings, rounds = (20, 5, 5, 1) if args.quick else (200, 10, 50, 3)
-    rows: list[dict[str, Any]] = []
-    for r in range(rounds):
-        base = sqlite_commits_per_second(0.5 if args.quick else 2.0, args.durability)
-        figures = trio.run(tako_scenarios, runs, steps, pings, args.durability)
-        rows.append({"round": r + 1, "sqlite_commits_per_second": base, **figures})
-    summary = {k: statistics.median(row[k] for row in rows) for k in rows[0] if k != "round"}
-    ratio = summary["steps_per_second"] / summary["sqlite_commits_per_second"]
-    lines = [
-        "| figure | median | ratio to raw sqlite commits/s |",
-        "|---|---|---|",
-        f"| raw sqlite3 single-row commits/s ({args.durability}) | "
-        f"{summary['sqlite_commits_per_second']:,.0f} | 1.00 |",
-        f"| tako checkpoints/s ({runs} runs x {steps} steps) | "
-        f"{summary['steps_per_second']:,.0f} | {ratio:.2f} |",
-        f"| signal -> run finished, median ms | {summary['signal_to_result_ms']:.2f} | "
-        f"{summary['signal_to_result_ms'] / (1000 / summary['sqlite_commits_per_second']):.1f}x "
-        "one raw commit |",
+    parser.add_argument("--rounds", type=int, help="rounds per scenario (3; 1 with --quick)")
+    parser.add_argument("--parked", type=int, help="scenario 6 size (1,000,000; 2,000 quick)")
+    parser.add_argument(
+        "--parked-budget", type=float, default=300, help="seconds scenario 6 may spend creating"
+    )
+    args = parser.parse_args(argv)
+    only = {int(n) for n in args.only.split(",")} if args.only else None
+    rounds = args.rounds or (1 if args.quick else 3)
+    ctx = sc.Ctx(
+        quick=args.quick,
+        durability=args.durability,
+        parked=args.parked or (2_000 if args.quick else 1_000_000),
+        budget=args.parked_budget,
+        log=lambda line: print(line, flush=True),
+    )
+    dbos = importlib.util.find_spec("dbos") is not None
+    if not dbos:
+        print(NO_DBOS)
+    began = time.perf_counter()
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "settings": {"quick": args.quick, "durability": args.durability, "rounds": rounds},
+        "dbos": dbos,
+        "scenarios": {},
+    }
+    rows, notes, errors = [], [], []
+    for scenario in SCENARIOS:
+        if only and scenario.number not in only:
+            continue
+        print(f"{scenario.number}. {scenario.title}", flush=True)
+        t0 = time.perf_counter()
+        data, its_notes, error = run_scenario(scenario, ctx, rounds, dbos)
+        results["scenarios"][scenario.number] = {
+            "title": scenario.title,
+            "rounds": data,
+            "notes": its_notes,
+            "error": error,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        notes += its_notes
+        if error:
+            errors.append(f"scenario {scenario.number}: {error}")
+        for spec in SPECS:
+            if spec.scenario == scenario.number:
+                row = summarize(spec, data, args.durability)
+                if row is not None:
+                    rows.append(row)
+    results["figures"] = rows
+    results["seconds"] = round(time.perf_counter() - began, 1)
+    text = render(results, rows, notes, errors)
+    print("\n" + text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "latest.md").write_text(text + "\n")
+    return 1 if errors else 0
+
+
+def render(
+    results: dict[str, Any], rows: list[dict[str, Any]], notes: list[str], errors: list[str]
+) -> str:
+    m, s = results["machine"], results["settings"]
+    head = [
+        f"tako bench, {m['date']}, commit {m['commit'] or '?'}: durability {s['durability']}, "
+        f"{s['rounds']} round(s), {results['seconds']:.0f} s",
+        f"{m['nproc']} CPUs, Python {m['python']}, SQLite {m['sqlite']}, {m['platform']}",
     ]
-    print("\n".join(lines))
-    results = Path(__file__).parent / "results"
-    results.mkdir(exist_ok=True)
-    (results / "latest.json").write_text(json.dumps({"rounds": rows, "median": summary}, indent=2))
-    (results / "latest.md").write_text("\n".join(lines) + "\n")
+    if s["quick"]:
+        head.append("QUICK: tiny sizes, one round; a smoke test of the harness, not a speed check.")
+    if not results["dbos"]:
+        head.append(NO_DBOS)
+    body = ["", table(rows), "", LEGEND]
+    body += [f"- {n}" for n in notes]
+    body += [f"- ERROR {e}" for e in errors]
+    return "\n".join(head + body)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The same workloads on DBOS Transact with a SQLite system database (the `peers` extra).
+
+Run by bench as `python -m bench.peers_dbos SCENARIO JSON_ARGS` in a process of its
+own (DBOS is a process-wide singleton); prints one JSON object of figures, keyed
+like tako's. Imported only when `dbos` is installed.
+
+DBOS runs in-process: its workflows, steps and the "client" share one
+interpreter, with no socket in between. Its SQLite connections are set to WAL
+and tako's synchronous level so both pay the same commit (DBOS's own default
+is a rollback journal with synchronous FULL). On SQLite, DBOS delivers a
+message to a waiting `recv` by polling, every second by default; bench polls
+every 10 ms, its latency-friendly setting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy  # type: ignore[import-not-found, unused-ignore]
+from dbos import DBOS, DBOSClient  # type: ignore[import-not-found, unused-ignore]
+
+GATE: asyncio.Event | None = None  # the shared "go" of scenarios 1 and 2 (not durable)
+
+
+async def _nop() -> None:
+    return None
+
+
+async def _now() -> int:
+    return time.time_ns()
+
+
+nop = DBOS.step(name="nop")(_nop)
+now = DBOS.step(name="now")(_now)
+
+
+async def _steps(steps: int) -> list[int]:
+    assert GATE is not None
+    await GATE.wait()
+    began = time.time_ns()
+    for _ in range(steps):
+        await nop()
+    return [began, time.time_ns()]
+
+
+async def _resume() -> int:
+    await DBOS.recv_async("go", timeout_seconds=600)
+    return int(await now())
+
+
+steps_wf = DBOS.workflow(name="steps")(_steps)
+resume_wf = DBOS.workflow(name="resume")(_resume)
+
+
+def _launch(durability: str, db: Path) -> str:
+    def pragmas(conn: Any, _record: Any) -> None:
+        if isinstance(conn, sqlite3.Connection):
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {durability.upper()}")
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", pragmas)
+    url = f"sqlite:///{db}"
+    DBOS(
+        config={
+            "name": "tkbench",
+            "system_database_url": url,
+            "log_level": "WARNING",
+            "notification_listener_polling_interval_sec": 0.01,  # the default is 1 s
+        }
+    )
+    DBOS.launch()
+    return url
+
+
+async def throughput(runs: int, steps: int) -> dict[str, float]:
+    global GATE
+    GATE = asyncio.Event()
+    handles = [await DBOS.start_workflow_async(steps_wf, steps) for _ in range(runs)]
+    await asyncio.sleep(0.5)  # every workflow is at the gate
+    began = time.time_ns()
+    GATE.set()
+    ends = [(await h.get_result(polling_interval_sec=0.01))[1] for h in handles]
+    return {"steps_per_s": runs * steps / ((max(ends) - began) / 1e9)}
+
+
+async def sequential(steps: int, mode: str) -> dict[str, float]:
+    global GATE
+    GATE = asyncio.Event()
+    handle = await DBOS.start_workflow_async(steps_wf, steps)
+    GATE.set()
+    began, ended = await handle.get_result(polling_interval_sec=0.01)
+    return {f"ms_per_step_{mode}": (ended - began) / 1e6 / steps}
+
+
+async def warm_resume(samples: int) -> dict[str, float]:
+    warmup = 10
+    handles = [await DBOS.start_workflow_async(resume_wf) for _ in range(samples + warmup)]
+    await asyncio.sleep(1.0)  # every workflow is inside recv
+    lat = []
+    for h in handles:
+        sent = time.time_ns()
+        await DBOS.send_async(h.get_workflow_id(), 1, "go")
+        lat.append((await h.get_result(polling_interval_sec=0.001) - sent) / 1e6)
+    lat = sorted(lat[warmup:])
+    return {
+        "warm_resume_p50_ms": statistics.median(lat),
+        "warm_resume_p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))],
+    }
+
+
+def starts(url: str, n: int) -> dict[str, float]:
+    """DBOSClient.enqueue (an external client starting a workflow) from 4 threads, each
+    delayed an hour as tako's are; each call is its own transaction."""
+    clients = [DBOSClient(system_database_url=url) for _ in range(4)]
+    options: Any = {"queue_name": "bench", "workflow_name": "resume", "delay_seconds": 3600}
+
+    def load(client: DBOSClient, k: int) -> None:
+        for _ in range(k):
+            client.enqueue(options)
+
+    threads = [threading.Thread(target=load, args=(c, n // 4)) for c in clients]
+    began = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - began
+    for c in clients:
+        c.destroy()
+    return {"starts_per_s": (n // 4) * 4 / elapsed}
+
+
+def main(argv: list[str]) -> None:
+    scenario, args = argv[0], json.loads(argv[1])
+    with tempfile.TemporaryDirectory(prefix="tkb", dir="/tmp") as tmp:
+        url = _launch(args["mode"], Path(tmp) / "dbos.sqlite")
+        if scenario != "sequential":
+            del args["mode"]
+        try:
+            if scenario == "starts":
+                out = starts(url, **args)
+            else:
+                work: dict[str, Callable[..., Coroutine[Any, Any, dict[str, float]]]] = {
+                    "throughput": throughput,
+                    "sequential": sequential,
+                    "warm_resume": warm_resume,
+                }
+                out = asyncio.run(work[scenario](**args))
+        finally:
+            DBOS.destroy()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
