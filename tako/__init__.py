@@ -28,12 +28,13 @@ from tako._errors import (
     TakoError,
     UnknownWorkflow,
 )
-from tako._records import Approval, Decision, Run, SignalResult, StepRecord
-from worker_runtime.registry import workflow
+from tako._records import Approval, ApprovalEvent, Decision, Run, SignalResult, StepRecord
+from worker_runtime.registry import notifier, workflow
 from worker_runtime.step import Step
 
 __all__ = [
     "Approval",
+    "ApprovalEvent",
     "ApprovalNotFound",
     "ApprovalRejected",
     "AsyncClient",
@@ -64,6 +65,7 @@ __all__ = [
     "get_run",
     "list_approvals",
     "list_runs",
+    "notifier",
     "parse_duration",
     "reject",
     "result",

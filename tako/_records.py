@@ -89,6 +89,29 @@ class Approval(msgspec.Struct, kw_only=True):
     history: list[HistoryEntry] | None = None
 
 
+class ApprovalEvent(msgspec.Struct, kw_only=True):
+    """What `@tako.notifier` functions receive: something happened to an approval request.
+
+    `type` is "requested", "reminder", "escalated" or "resolved"; `id` is stable
+    (`<key>#<n>`), so a notifier that may see an event twice can deduplicate on it."""
+
+    id: str
+    type: str
+    at: datetime
+    key: str
+    run_id: str
+    workflow: str
+    step: str
+    status: str
+    summary: str
+    data: Any = None
+    approvers: list[str] | None = None
+    required: int = 1
+    approved_by: list[str] = []
+    decision: dict[str, Any] | None = None
+    deadline_at: datetime | None = None
+
+
 class SignalResult(msgspec.Struct):
     delivered: int
     kept: bool

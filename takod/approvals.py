@@ -52,9 +52,9 @@ class Decided(msgspec.Struct, kw_only=True):
 
 
 class ApprovalStore:
-    def __init__(self, conn: sqlite3.Connection, *, outbox: bool = False) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, targets: tuple[str, ...] = ()) -> None:
         self.conn = conn
-        self.outbox = outbox  # a webhook is configured: record events for delivery
+        self.targets = targets  # where events go: "webhook", "notifiers" (none: no outbox)
 
     # -- creating -------------------------------------------------------------------
 
@@ -340,10 +340,11 @@ class ApprovalStore:
     def _notify(self, key: str, kind: str, now: int) -> None:
         """Append an ApprovalEvent to the outbox, in this same transaction: the event
         exists exactly when the change does. Its id is stable: `<key>#<n>`."""
-        if not self.outbox:
+        if not self.targets:
             return
-        n = self.conn.execute("SELECT COUNT(*) FROM outbox WHERE key = ?", (key,)).fetchone()[0]
-        seq = self.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox").fetchone()[0]
+        n = self.conn.execute(
+            "SELECT COUNT(DISTINCT id) FROM outbox WHERE key = ?", (key,)
+        ).fetchone()[0]
         event_id = f"{key}#{n + 1}"
         row = self.conn.execute(
             "SELECT run_id, workflow, step_key, status, summary, data, approvers, required,"
@@ -362,10 +363,13 @@ class ApprovalStore:
                 "deadline_at": iso(row[10]),
             }
         )  # fmt: skip
-        self.conn.execute(
-            "INSERT INTO outbox (id, seq, key, body, next_at) VALUES (?, ?, ?, ?, ?)",
-            (event_id, seq, key, body, now),
-        )
+        for target in self.targets:
+            seq = self.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox").fetchone()[0]
+            self.conn.execute(
+                "INSERT INTO outbox (id, target, seq, key, body, next_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (event_id, target, seq, key, body, now),
+            )
 
     def _history(
         self,

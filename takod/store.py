@@ -69,7 +69,9 @@ def new_run_id(now_ms: int) -> str:
 class Store:
     """Typed operations on one runs.db. Not thread-safe: one writer thread at a time."""
 
-    def __init__(self, path: Path, *, durability: str = "full", outbox: bool = False) -> None:
+    def __init__(
+        self, path: Path, *, durability: str = "full", targets: tuple[str, ...] = ()
+    ) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         _refuse_foreign_file(path)
@@ -83,7 +85,7 @@ class Store:
                 "Move it away or point --data-dir elsewhere."
             ) from None
         self._reader: sqlite3.Connection | None = None
-        self.approvals = ApprovalStore(self.conn, outbox=outbox)
+        self.approvals = ApprovalStore(self.conn, targets=targets)
 
     def close(self) -> None:
         # the reader first: the writer, closing last, checkpoints the WAL and removes it

@@ -59,6 +59,8 @@ from takod.approvals import read_approval, read_approvals
 from takod.committer import Committer
 from takod.config import AppConfig
 from takod.connection import Connection
+from takod.notifiers import TARGET as NOTIFIERS_TARGET
+from takod.notifiers import Notifiers
 from takod.scheduler import Clock, Scheduler, SystemClock
 from takod.schema_check import check as check_schema
 from takod.server import DataDirLock, open_listener
@@ -66,6 +68,7 @@ from takod.transitions import FINISHED, RunStatus
 from takod.webhook import Webhook
 from takod.worker_link import WorkerLink
 from takod.workers import WorkerPool
+from worker_runtime.registry import NOTIFY_WORKFLOW
 
 T = TypeVar("T")
 log = logging.getLogger("takod")
@@ -110,6 +113,7 @@ class Supervisor:
         self.committer: Committer
         self.scheduler = Scheduler(self.clock, self._next_wake, self._wake_due)
         self.link = WorkerLink(self)
+        self.notifiers = Notifiers(self)
         settings = config.approvals
         self.webhook = (
             Webhook(
@@ -142,7 +146,6 @@ class Supervisor:
             self.store = db.Store(
                 self.db_path,
                 durability=self.config.storage.durability,
-                outbox=self.config.approvals.webhook is not None,
             )
             self.committer = Committer(self.store.conn)
             try:
@@ -168,6 +171,7 @@ class Supervisor:
                 nursery.start_soon(self._housekeeping)
                 if self.webhook is not None:
                     nursery.start_soon(self.webhook.run)
+                nursery.start_soon(self.notifiers.run)
                 self.pool.enqueue(self.store.ready_runs(now))
                 nursery.start_soon(self._accept, listener)
                 task_status.started(self)
@@ -217,6 +221,11 @@ class Supervisor:
                 ]
             )
         self._workflows = {w.name: w for w in self.registry.workflows}
+        targets: tuple[str, ...] = ("webhook",) if self.config.approvals.webhook else ()
+        if NOTIFY_WORKFLOW in self._workflows:  # the app has @tako.notifier functions
+            targets += (NOTIFIERS_TARGET,)
+        if hasattr(self, "store"):
+            self.store.approvals.targets = targets
         return self.registry
 
     # -- connections ------------------------------------------------------------------
@@ -393,17 +402,19 @@ class Supervisor:
     async def wait(self, req_id: Any, run_id: str, timeout: float | None) -> bytes:
         """Reply when the run is finished, or after `timeout` with `finished: false`."""
         limit = min(timeout if timeout is not None else MAX_WAIT, MAX_WAIT)
-        run = await self._read(db.read_run, run_id)
-        if run["status"] in FINISHED:
-            return ok(req_id, finished=True, run=run)
+        finished = await self.finished_run(run_id, limit) is not None
+        return ok(req_id, finished=finished, run=await self._read(db.read_run, run_id))
+
+    async def finished_run(self, run_id: str, limit: float) -> dict[str, Any] | None:
+        """The run object once the run is finished, or None after `limit` seconds."""
         with trio.move_on_after(limit):
             while True:
                 event = trio.Event()
                 self._watchers.setdefault(run_id, set()).add(event)
                 try:
-                    run = await self._read(db.read_run, run_id)
+                    run = await self._read(db.read_run, run_id, steps=False)
                     if run["status"] in FINISHED:
-                        return ok(req_id, finished=True, run=run)
+                        return run
                     await event.wait()
                 finally:
                     watchers = self._watchers.get(run_id)
@@ -411,7 +422,23 @@ class Supervisor:
                         watchers.discard(event)
                         if not watchers:
                             del self._watchers[run_id]
-        return ok(req_id, finished=False, run=await self._read(db.read_run, run_id))
+        return None
+
+    async def run_internal(self, workflow: str, payload: bytes, run_id: str) -> dict[str, Any]:
+        """Start (or retry) a run of a built-in workflow and wait for it to finish."""
+        wf = self._workflows[workflow]
+        now = self.clock.now_ms()
+        _, status, _ = await self._write(
+            self.store.create_run, workflow=workflow, payload=payload,
+            max_attempts=wf.retries + 1, now=now, run_id=run_id,
+        )  # fmt: skip
+        if status in (RunStatus.FAILED, RunStatus.CANCELLED):
+            await self._write(self.store.retry, run_id, now)
+        self.pool.enqueue([run_id])
+        while True:
+            run = await self.finished_run(run_id, MAX_WAIT)
+            if run is not None:
+                return run
 
     async def status(self, req: Status) -> bytes:
         counts = await self._read(db.read_counts)
@@ -520,9 +547,10 @@ class Supervisor:
             self.emit(status, run_id=run_id, error=error)
 
     def approvals_changed(self) -> None:
-        """Approval events may wait in the outbox: wake the webhook delivery."""
+        """Approval events may wait in the outbox: wake their deliveries."""
         if self.webhook is not None:
             self.webhook.kick()
+        self.notifiers.kick()
 
     def emit(self, what: str, **fields: Any) -> None:
         if self.on_event is not None:

@@ -53,9 +53,9 @@ class Webhook:
         while True:
             self._kick = trio.Event()
             now = int(time.time() * 1000)
-            for event_id, body, attempts in await self._read(due_events, now):
+            for event_id, body, attempts in await self._read(due_events, "webhook", now):
                 await self._deliver(event_id, bytes(body), attempts)
-            next_at = await self._read(next_attempt)
+            next_at = await self._read(next_attempt, "webhook")
             delay = 60.0 if next_at is None else max(0.0, (next_at - time.time() * 1000) / 1000)
             with trio.move_on_after(delay):
                 await self._kick.wait()
@@ -77,12 +77,12 @@ class Webhook:
             error = f"{type(exc).__name__}: {exc}"
         now = int(time.time() * 1000)
         if error is None:
-            await self._write(mark_delivered, event_id, now)
+            await self._write(mark_delivered, "webhook", event_id, now)
             return
         delay = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(attempts, 20))
         delay *= 1 + random.uniform(-0.2, 0.2)
         log.warning("webhook delivery of %s failed (%s); retrying in %.1fs", event_id, error, delay)
-        await self._write(mark_failed, event_id, error, now + int(delay * 1000))
+        await self._write(mark_failed, "webhook", event_id, error, now + int(delay * 1000))
 
 
 async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
@@ -116,34 +116,40 @@ async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
 # -- outbox queries (run on the read connection or inside the committer) ------------------
 
 
-def due_events(conn: Any, now: int) -> list[tuple[str, bytes, int]]:
-    """For each request, its oldest undelivered event, if it is due: order per request."""
+def due_events(conn: Any, target: str, now: int) -> list[tuple[str, bytes, int]]:
+    """For each request, its oldest undelivered event to `target`, if due: order per request."""
     rows = conn.execute(
-        "SELECT o.id, o.body, o.attempts FROM outbox o WHERE o.delivered_at IS NULL"
-        " AND o.next_at <= ? AND o.seq = (SELECT MIN(seq) FROM outbox"
-        " WHERE key = o.key AND delivered_at IS NULL) ORDER BY o.seq LIMIT 100",
-        (now,),
+        "SELECT o.id, o.body, o.attempts FROM outbox o WHERE o.target = ?"
+        " AND o.delivered_at IS NULL AND o.next_at <= ? AND o.seq = (SELECT MIN(seq)"
+        " FROM outbox WHERE key = o.key AND target = o.target AND delivered_at IS NULL)"
+        " ORDER BY o.seq LIMIT 100",
+        (target, now),
     ).fetchall()
     return [(r[0], r[1], r[2]) for r in rows]
 
 
-def next_attempt(conn: Any) -> int | None:
-    row = conn.execute("SELECT MIN(next_at) FROM outbox WHERE delivered_at IS NULL").fetchone()
+def next_attempt(conn: Any, target: str) -> int | None:
+    row = conn.execute(
+        "SELECT MIN(next_at) FROM outbox WHERE target = ? AND delivered_at IS NULL", (target,)
+    ).fetchone()
     return None if row is None else row[0]
 
 
-def mark_delivered(conn: Any, event_id: str, now: int) -> None:
-    conn.execute("UPDATE outbox SET delivered_at = ? WHERE id = ?", (now, event_id))
+def mark_delivered(conn: Any, target: str, event_id: str, now: int) -> None:
+    conn.execute(
+        "UPDATE outbox SET delivered_at = ? WHERE id = ? AND target = ?", (now, event_id, target)
+    )
     key, n = event_id.rsplit("#", 1)
     if n == "1":  # the `requested` event: the request's history says people were told
         conn.execute(
             "INSERT INTO approval_history (key, at, event, reason) VALUES (?, ?, 'notified', ?)",
-            (key, now, "webhook"),
+            (key, now, target),
         )
 
 
-def mark_failed(conn: Any, event_id: str, error: str, next_at: int) -> None:
+def mark_failed(conn: Any, target: str, event_id: str, error: str, next_at: int) -> None:
     conn.execute(
-        "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_at = ? WHERE id = ?",
-        (error, next_at, event_id),
+        "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_at = ?"
+        " WHERE id = ? AND target = ?",
+        (error, next_at, event_id, target),
     )

@@ -11,9 +11,16 @@ import importlib.util
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 from tako._records import LoadError, Registry, WorkflowInfo
-from worker_runtime.registry import ATTR, WorkflowDef
+from worker_runtime.registry import (
+    ATTR,
+    NOTIFIER_ATTR,
+    NOTIFY_WORKFLOW,
+    WorkflowDef,
+    notify_workflow,
+)
 
 
 def load_app(app_dir: Path) -> tuple[dict[str, WorkflowDef], list[LoadError]]:
@@ -26,13 +33,18 @@ def load_app(app_dir: Path) -> tuple[dict[str, WorkflowDef], list[LoadError]]:
     if not folder.is_dir():
         errors.append(LoadError(file=str(folder), line=None, message="no workflows/ folder here"))
         return found, errors
+    notifiers: list[Any] = []
+    first_notifier_file = ""
     for path in sorted(folder.rglob("*.py")):
         rel = path.relative_to(app_dir)
         try:
-            defs = _import(path, rel)
+            defs, found_notifiers = _import(path, rel)
         except BaseException as exc:  # a user file may raise anything, even SystemExit
             errors.append(_load_error(path, rel, exc))
             continue
+        if found_notifiers and not notifiers:
+            first_notifier_file = str(path)
+        notifiers += found_notifiers
         for wf in defs:
             first = found.get(wf.name)
             if first is not None:
@@ -46,6 +58,8 @@ def load_app(app_dir: Path) -> tuple[dict[str, WorkflowDef], list[LoadError]]:
                 )
                 continue
             found[wf.name] = wf
+    if notifiers:
+        found[NOTIFY_WORKFLOW] = notify_workflow(notifiers, first_notifier_file)
     return found, errors
 
 
@@ -65,7 +79,7 @@ def describe(app_dir: Path) -> Registry:
     )
 
 
-def _import(path: Path, rel: Path) -> list[WorkflowDef]:
+def _import(path: Path, rel: Path) -> tuple[list[WorkflowDef], list[Any]]:
     module_name = "tako_app." + ".".join(rel.with_suffix("").parts)
     spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec is not None and spec.loader is not None
@@ -77,11 +91,15 @@ def _import(path: Path, rel: Path) -> list[WorkflowDef]:
         sys.modules.pop(module_name, None)
         raise
     seen: list[WorkflowDef] = []
+    notifiers: list[Any] = []
     for value in vars(module).values():
         wf = getattr(value, ATTR, None)
         if isinstance(wf, WorkflowDef) and wf.file == str(path) and wf not in seen:
             seen.append(wf)
-    return seen
+        code = getattr(value, "__code__", None)
+        if getattr(value, NOTIFIER_ATTR, False) and code and code.co_filename == str(path):
+            notifiers.append(value)
+    return seen, notifiers
 
 
 def _load_error(path: Path, rel: Path, exc: BaseException) -> LoadError:

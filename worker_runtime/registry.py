@@ -37,6 +37,34 @@ class WorkflowDef:
         return self.retries + 1
 
 
+NOTIFIER_ATTR = "__tako_notifier__"
+NOTIFY_WORKFLOW = "tako.notify"  # the built-in workflow that delivers events to notifiers
+N = TypeVar("N", bound=Callable[..., Any])
+
+
+def notifier(fn: N) -> N:
+    """Mark `fn(event: tako.ApprovalEvent)` (sync or async) to receive approval events.
+
+    Each event reaches every notifier at least once, in order per request, as a
+    step of a run of the built-in `tako.notify` workflow: a notifier that raises
+    is retried with backoff, and never blocks or fails the run that asked."""
+    setattr(fn, NOTIFIER_ATTR, True)
+    return fn
+
+
+def notify_workflow(notifiers: list[Callable[..., Any]], file: str) -> WorkflowDef:
+    """The built-in workflow whose runs deliver one approval event to every notifier."""
+    from tako._records import ApprovalEvent
+
+    async def deliver(payload: Any, step: Any) -> None:
+        event = msgspec.convert(payload, ApprovalEvent, strict=False)
+        for fn in notifiers:
+            name = f"{fn.__module__.removeprefix('tako_app.')}.{fn.__qualname__}"
+            await step.run(name, lambda fn=fn: fn(event), retries=2)
+
+    return WorkflowDef(name=NOTIFY_WORKFLOW, fn=deliver, retries=5, timeout=None, file=file, line=0)
+
+
 @overload
 def workflow(name: F, /) -> F: ...
 @overload

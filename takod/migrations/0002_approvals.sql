@@ -45,17 +45,19 @@ CREATE TABLE approval_history (
 
 CREATE INDEX approval_history_key ON approval_history (key, id);
 
--- Approval events waiting for delivery to the webhook: a durable outbox, delivered
--- at least once, in order per request, retried with backoff.
+-- Approval events waiting for delivery to the webhook and to the app's notifiers (the
+-- targets): a durable outbox, delivered at least once, in order per request and target.
 CREATE TABLE outbox (
-    id           TEXT PRIMARY KEY,
+    id           TEXT NOT NULL,
+    target       TEXT NOT NULL,
     seq          INTEGER NOT NULL UNIQUE,
     key          TEXT NOT NULL,
     body         BLOB NOT NULL,
     attempts     INTEGER NOT NULL DEFAULT 0,
     next_at      INTEGER NOT NULL,
     last_error   TEXT,
-    delivered_at INTEGER
+    delivered_at INTEGER,
+    PRIMARY KEY (id, target)
 ) STRICT;
 
 CREATE INDEX outbox_due ON outbox (next_at) WHERE delivered_at IS NULL;

@@ -422,3 +422,49 @@ async def test_an_edit_restarts_the_count_toward_a_quorum(app: App) -> None:
         done = await client.approve(key, by="c")
         assert (done.status, done.approved_by) == ("edited", ["b", "c"])
         assert (await client.result(run_id, timeout=15))["value"]["amount"] == 80
+
+
+async def test_notifiers_get_every_event_in_order_and_a_failing_one_is_retried(app: App) -> None:
+    app.write("approvals.py", APPROVALS)
+    app.write(
+        "notify.py",
+        """
+        import tako
+
+        def effect(line):
+            with open(EFFECTS, "a") as f:
+                f.write(line + "\\n")
+
+        calls = {"n": 0}
+
+        @tako.notifier
+        def to_chat(event: tako.ApprovalEvent) -> None:
+            effect(f"chat:{event.id}:{event.type}:{event.status}")
+
+        @tako.notifier
+        async def flaky_pager(event: tako.ApprovalEvent) -> None:
+            import os
+            marker = EFFECTS + ".pager-" + event.id.replace("#", "-").replace(":", "-")
+            if not os.path.exists(marker):  # fails once per event, then works
+                open(marker, "w").close()
+                raise ConnectionError("pager down")
+            effect(f"pager:{event.id}:{event.type}")
+        """,
+    )
+    async with running(app):
+        client = app.client()
+        run_id = await client.start("refund", {"order": 70, "amount": 4})
+        key = await parked_key(client, run_id)
+        await client.approve(key, by="alice")
+        assert (await client.result(run_id, timeout=15))["status"] == "approved"  # not blocked
+        await eventually(
+            lambda: sum(line.startswith("pager:") for line in app.effects()) == 2,
+            timeout=30,
+            what="both events at the pager",
+        )
+        shown = await client.get_approval(key)
+    chat = [line for line in app.effects() if line.startswith("chat:")]
+    pager = [line for line in app.effects() if line.startswith("pager:")]
+    assert chat == [f"chat:{key}#1:requested:pending", f"chat:{key}#2:resolved:approved"]
+    assert pager == [f"pager:{key}#1:requested", f"pager:{key}#2:resolved"]
+    assert "notified" in [h.event for h in shown.history or []]
