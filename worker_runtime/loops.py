@@ -14,6 +14,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 
+class ProcessExhausted(MemoryError):
+    """The worker process itself ran out of a resource (memory, threads): not the step's
+    fault. Handled like a MemoryError: the worker exits and takod recovers its runs."""
+
+
 class Waiter(Protocol):
     """A one-shot slot: one task waits for the value another sets."""
 
@@ -34,7 +39,11 @@ class AsyncioLoop:
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="step")
 
     async def in_thread(self, fn: Callable[[], Any]) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        except RuntimeError as exc:  # no thread could be started: the process is exhausted
+            raise ProcessExhausted(str(exc)) from exc
+        return await future
 
     def waiter(self) -> Waiter:
         return _FutureWaiter(asyncio.get_running_loop().create_future())
