@@ -1,4 +1,4 @@
-"""The client commands: run, signal, runs (list, show, cancel, retry), status, workflows.
+"""The client commands: run, signal, runs (list, show, cancel, retry, prune), status, workflows.
 
 Each is thin (STYLE.md): parse, call the supervisor, print. Replies are used
 as the supervisor sent them (`Client.request`), so `--json` prints its
@@ -270,6 +270,26 @@ def retry_cmd(ctx: click.Context, run_id: str, as_json: bool) -> None:
     else:
         kept = sum(1 for s in run.get("steps") or [] if s["status"] == "completed")
         click.echo(f"run {run_id} re-queued ({run['status']}); {kept} finished step(s) kept")
+
+
+@runs_group.command("prune", short_help="Delete finished runs older than the retention.")
+@click.option(
+    "--older-than",
+    type=DURATION,
+    help="Delete runs finished longer ago than this (default: [runs] retention, 7d).",
+)
+@json_option
+@global_options
+@click.pass_context
+def prune_cmd(ctx: click.Context, older_than: float | None, as_json: bool) -> None:
+    """Delete finished runs (with their steps and approval requests) older than a duration.
+
+    takod also does this by itself every hour, with `[runs] retention`."""
+    pruned = connect().request("prune", older_than=older_than)["pruned"]
+    if inherited(ctx, "as_json", as_json):
+        emit_json({"pruned": pruned})
+    else:
+        click.echo(f"pruned {pruned} finished run(s)")
 
 
 @click.command("status", short_help="Is the supervisor up; runs per status.")
