@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from worker_runtime.loops import Loop
 
 T = TypeVar("T")
+ParkKind = Literal["sleep", "wait", "retry", "approval"]
 builtins_type = type  # `type` is a parameter name in the API below
 MAX_NAME = 256
 _logger = logging.getLogger("tako.run")
@@ -170,18 +171,13 @@ class Step:
             if attempt <= retries:
                 wake = now_ms() + int(backoff_seconds(attempt) * 1000)
                 await self._park(
-                    Park(
-                        run_id=self.run_id,
-                        token=self._token,
-                        key=key,
-                        seq=self._seqs[key],
-                        name=name,
-                        kind="retry",
-                        wake_at=wake,
-                        attempts=attempt,
-                        error=error,
-                        started_at=started,
-                    )
+                    key,
+                    name,
+                    "retry",
+                    wake_at=wake,
+                    attempts=attempt,
+                    error=error,
+                    started_at=started,
                 )
                 raise Parked from None
             await self._checkpoint(key, name, "failed", b"null", error, attempt, started)
@@ -212,17 +208,7 @@ class Step:
     async def _sleep(self, key: str, name: str, wake: int) -> None:
         if key in self._memo:
             return
-        park = Park(
-            run_id=self.run_id,
-            token=self._token,
-            key=key,
-            seq=self._seqs[key],
-            name=name,
-            kind="sleep",
-            wake_at=wake,
-            started_at=now_ms(),
-        )
-        if await self._park(park) is None:
+        if await self._park(key, name, "sleep", wake_at=wake) is None:
             raise Parked
 
     async def wait_for(
@@ -235,19 +221,7 @@ class Step:
             return _decode_optional(bytes(memo.result), type)
         wake = now_ms() + int(parse_duration(timeout) * 1000) if timeout is not None else None
         schema = msgspec.Raw(msgspec.json.encode(msgspec.json.schema(type) if type else None))
-        park = Park(
-            run_id=self.run_id,
-            token=self._token,
-            key=key,
-            seq=self._seqs[key],
-            name=event,
-            kind="wait",
-            wake_at=wake,
-            event=event,
-            schema=schema,
-            started_at=now_ms(),
-        )
-        raw = await self._park(park)
+        raw = await self._park(key, event, "wait", wake_at=wake, event=event, schema=schema)
         if raw is None:
             raise Parked
         return _decode_optional(raw, type)
@@ -291,9 +265,7 @@ class Step:
             escalate_to=list(escalate_to) if escalate_to is not None else None,
             schema=msgspec.Raw(msgspec.json.encode(msgspec.json.schema(type) if type else None)),
         )
-        park = Park(run_id=self.run_id, token=self._token, key=key, seq=self._seqs[key],
-                    name=name, kind="approval", approval=spec, started_at=now_ms())  # fmt: skip
-        raw = await self._park(park)
+        raw = await self._park(key, name, "approval", approval=spec)
         if raw is None:
             self.log.info("waiting for approval %s:%s", self.run_id, key)
             raise Parked
@@ -375,7 +347,14 @@ class Step:
         )
         _check_reply(reply)
 
-    async def _park(self, park: Park) -> bytes | None:
+    async def _park(self, key: str, name: str, kind: ParkKind, **fields: Any) -> bytes | None:
+        """Ask takod to park the run; returns the step's result instead when nothing needs
+        waiting for (a sleep already due, a kept signal, a request already decided)."""
+        fields.setdefault("started_at", now_ms())
+        park = Park(
+            run_id=self.run_id, token=self._token, key=key, seq=self._seqs[key], name=name,
+            kind=kind, **fields,
+        )  # fmt: skip
         reply = await self._channel.persist(park)
         _check_reply(reply)
         return None if reply.parked else bytes(reply.result)
