@@ -24,7 +24,7 @@ from anyio.abc import TaskGroup, UNIXSocketStream
 
 from tako._errors import NonRetryable
 from tako._protocol import Assign, Beat, Finish, Hello, Leaving
-from worker_runtime.channel import Channel
+from worker_runtime.channel import AsyncioChannel, Channel
 from worker_runtime.loader import load_app
 from worker_runtime.loops import for_runtime
 from worker_runtime.registry import WorkflowDef
@@ -184,9 +184,15 @@ async def _main(
     app_dir: Path, fd: int, runtime: str, idle_timeout: float, max_payload: int, lease: float
 ) -> None:
     workflows, _errors = load_app(app_dir)
-    stream = await UNIXSocketStream.from_socket(socket.socket(fileno=fd))
+    loop = for_runtime(runtime, threads=128)
+    sock = socket.socket(fileno=fd)
+    channel: Channel
+    if runtime == "asyncio":
+        channel = await AsyncioChannel.open(sock, loop)
+    else:
+        channel = Channel(await UNIXSocketStream.from_socket(sock), loop)
     worker = Worker(
-        Channel(stream, for_runtime(runtime, threads=128)),
+        channel,
         workflows,
         runtime=runtime,
         idle_timeout=idle_timeout,
