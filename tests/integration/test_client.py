@@ -1,0 +1,80 @@
+"""The client API of SPEC §6 as application code uses it: module functions, errors, timeouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+import tako
+from tests.conftest import App, running
+from worker_runtime.registry import ATTR
+
+
+@pytest.fixture
+def runtime() -> str:
+    return "asyncio"
+
+
+def test_workflow_decorator_forms() -> None:
+    @tako.workflow
+    async def bare_name(payload: object, step: tako.Step) -> None: ...
+
+    @tako.workflow()
+    async def empty_call(payload: object, step: tako.Step) -> None: ...
+
+    @tako.workflow("custom-name", retries=0, timeout="1h")
+    async def named(payload: object, step: tako.Step) -> None: ...
+
+    assert getattr(bare_name, ATTR).name == "bare-name"
+    assert getattr(empty_call, ATTR).name == "empty-call"
+    wf = getattr(named, ATTR)
+    assert (wf.name, wf.retries, wf.max_attempts, wf.timeout) == ("custom-name", 0, 1, 3600.0)
+    with pytest.raises(TypeError, match="async def"):
+        tako.workflow(lambda payload, step: None)  # type: ignore[arg-type]
+
+
+def test_an_unreachable_supervisor_is_named_in_the_error(tmp_path: Path) -> None:
+    client = tako.Client(tmp_path / "nowhere.sock")
+    with pytest.raises(tako.SupervisorUnavailable) as info:
+        client.status()
+    assert info.value.socket_path == str(tmp_path / "nowhere.sock")
+    assert "tako dev" in str(info.value)
+
+
+async def test_module_functions_find_the_socket_from_the_environment(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app.write(
+        "echo.py",
+        """
+        from tako import workflow
+
+        @workflow
+        async def echo(payload, step):
+            return await step.run("echo", lambda: payload)
+
+        @workflow
+        async def parked(payload, step):
+            return await step.wait_for("go")
+        """,
+    )
+    monkeypatch.setenv("TAKO_SOCKET", str(app.socket))
+
+    def as_an_app_would() -> None:
+        run_id = tako.start("echo", {"n": 1})
+        assert tako.result(run_id, timeout=15) == {"n": 1}
+        assert tako.get_run(run_id).status == "completed"
+        assert [r.run_id for r in tako.list_runs(workflow="echo")] == [run_id]
+        waiting = tako.start("parked")
+        with pytest.raises(TimeoutError):
+            tako.result(waiting, timeout=0.3)  # its own timeout passes first
+        assert tako.cancel(waiting).status in ("cancelled", "running")
+        with pytest.raises(tako.RunCancelled):
+            tako.result(waiting, timeout=15)
+        with pytest.raises(tako.RunNotFound):
+            tako.get_run("no-such-run")
+
+    async with running(app):
+        await trio.to_thread.run_sync(as_an_app_would)
