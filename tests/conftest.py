@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -122,22 +121,6 @@ async def eventually(
 async def status_of(client: tako.AsyncClient, run_id: str, *statuses: str) -> tako.Run | None:
     run = await client.get_run(run_id)
     return run if run.status in statuses else None
-
-
-def worker_pids(app_dir: Path) -> list[int]:
-    """Worker processes of this app, read from the OS process table (not takod's count)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = (Path("/proc") / entry / "cmdline").read_bytes().split(b"\0")
-            state = (Path("/proc") / entry / "stat").read_text().split(") ")[-1][:1]
-        except OSError:
-            continue
-        if b"worker_runtime" in cmdline and str(app_dir).encode() in cmdline and state != "Z":
-            pids.append(int(entry))
-    return pids
 
 
 class TakodProcess:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import tako
+from tests.procs import worker_pids
 
 T = TypeVar("T")
 _SCRIPT = Path(sys.executable).with_name("tako")
@@ -122,22 +123,6 @@ def make_app(root: Path, files: dict[str, str], *, name: str = "shop") -> Path:
     for file, source in files.items():
         (root / "workflows" / file).write_text(textwrap.dedent(source))
     return root
-
-
-def worker_pids(app_dir: Path) -> list[int]:
-    """Worker processes of this app, from the OS process table."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path("/proc", entry, "cmdline").read_bytes().split(b"\0")
-            state = Path("/proc", entry, "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if b"worker_runtime" in cmdline and str(app_dir).encode() in cmdline and state != "Z":
-            pids.append(int(entry))
-    return pids
 
 
 class DevServer:

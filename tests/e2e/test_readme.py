@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from tests.procs import worker_pids
+
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
 BIN = Path(sys.executable).parent  # the venv's bin/, where pip put the `tako` script
@@ -140,22 +142,6 @@ class Dev:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError(f"tako dev did not stop on SIGTERM:\n{self.output()}") from None
-
-
-def worker_pids(app: Path) -> list[int]:
-    """Live worker processes of this app, from the OS process table."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path("/proc", entry, "cmdline").read_bytes().split(b"\0")
-            state = Path("/proc", entry, "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if b"worker_runtime" in cmdline and str(app).encode() in cmdline and state != "Z":
-            pids.append(int(entry))
-    return pids
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from collections import defaultdict
 import pytest
 import trio
 
-from tests.conftest import App, TakodProcess, eventually, running, worker_pids
+from tests.conftest import App, TakodProcess, eventually, running
+from tests.procs import worker_pids
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,8 @@ import pytest
 import trio
 
 import tako
-from tests.conftest import App, TakodProcess, eventually, running, status_of, worker_pids
+from tests.conftest import App, TakodProcess, eventually, running, status_of
+from tests.procs import worker_pids
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,8 @@ import signal
 import pytest
 
 import tako
-from tests.conftest import App, eventually, running, worker_pids
+from tests.conftest import App, eventually, running
+from tests.procs import worker_pids
 
 SLOW = """
     import os, time
