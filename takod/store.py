@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -32,6 +33,21 @@ from takod.transitions import (
 )
 
 STEP_SAVED, STEP_CANCELLED, STEP_RELEASED = "saved", "cancelled", "released"
+_STEP_COLUMNS = (
+    "run_id, key, name, kind, status, result, error, attempts, seq, started_at, finished_at,"
+    " wake_at"
+)
+_STEP_CONFLICT = (
+    " ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status,"
+    " result = excluded.result, error = excluded.error, attempts = excluded.attempts,"
+    " finished_at = excluded.finished_at, wake_at = excluded.wake_at"
+)
+# A checkpoint from the worker that holds the run, of a run nobody asked to cancel.
+_SAVE_STEP_IF_HELD = (
+    f"INSERT INTO steps ({_STEP_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL"
+    " WHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND claim_token = ?"
+    " AND status = 'running' AND cancel_requested = 0)" + _STEP_CONFLICT
+)
 CANCELLED = b"cancelled"  # park()'s answer for a run whose cancel was requested (not JSON)
 SQLITE_HEADER = b"SQLite format 3\x00"
 APPLICATION_ID = 0x74616B6F  # "tako": marks a file as ours, so we never write to a stranger's
@@ -181,28 +197,51 @@ class Store:
     def save_step(self, msg: StepDone, now: int, release: bool = False) -> str:
         """Checkpoint a finished step. Returns STEP_SAVED, or STEP_CANCELLED when the run
         was cancelled meanwhile, or STEP_RELEASED when `release` (the supervisor is
-        stopping) gave the run back to the queue: either way the worker stops it here."""
-        cancel = self._check_claim(msg.run_id, msg.token)
-        self._upsert_step(
-            msg,
-            msg.kind,
-            msg.status,
-            bytes(msg.result),
-            msg.error,
-            msg.attempts,
-            msg.started_at or now,
-            msg.finished_at or now,
-            None,
-        )
-        if cancel:
-            self._finish_run(
-                msg.run_id, RunStatus.CANCELLED, now, error=self._cancel_reason(msg.run_id)
-            )
-            return STEP_CANCELLED
-        if release:
-            self.release(msg.run_id, msg.token, now)
-            return STEP_RELEASED
-        return STEP_SAVED
+        stopping) gave the run back to the queue: either way the worker stops it here.
+
+        Atomic by itself, so the committer runs it without a savepoint of its own
+        (this is the hottest write): the common case is one statement that saves
+        the step only if the worker still holds the run; anything else runs in a
+        savepoint here."""
+        started, finished = msg.started_at or now, msg.finished_at or now
+        if not release:
+            saved = self.conn.execute(
+                _SAVE_STEP_IF_HELD,
+                (
+                    msg.run_id, msg.key, msg.name, msg.kind, msg.status, bytes(msg.result),
+                    msg.error, msg.attempts, msg.seq, started, finished, msg.run_id, msg.token,
+                ),
+            )  # fmt: skip
+            if saved.rowcount == 1:
+                return STEP_SAVED
+        with self.savepoint():
+            cancel = self._check_claim(msg.run_id, msg.token)
+            self._upsert_step(
+                msg, msg.kind, msg.status, bytes(msg.result), msg.error, msg.attempts,
+                started, finished, None,
+            )  # fmt: skip
+            if cancel:
+                reason = self._cancel_reason(msg.run_id)
+                self._finish_run(msg.run_id, RunStatus.CANCELLED, now, error=reason)
+                return STEP_CANCELLED
+            if release:
+                self.release(msg.run_id, msg.token, now)
+                return STEP_RELEASED
+            return STEP_SAVED
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Undo everything inside if it raises (unless SQLite already rolled the whole
+        transaction back, as on a full disk: then the error says so to the committer)."""
+        self.conn.execute("SAVEPOINT inner")
+        try:
+            yield
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK TO inner")
+                self.conn.execute("RELEASE inner")
+            raise
+        self.conn.execute("RELEASE inner")
 
     def park(self, msg: Park, now: int, check: SchemaCheck) -> bytes | None:
         """Park a run on a sleep, a retry backoff or a signal, in one transaction.
@@ -590,11 +629,8 @@ class Store:
         wake_at: int | None,
     ) -> None:
         self.conn.execute(
-            "INSERT INTO steps (run_id, key, name, kind, status, result, error, attempts, seq,"
-            " started_at, finished_at, wake_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status,"
-            " result = excluded.result, error = excluded.error, attempts = excluded.attempts,"
-            " finished_at = excluded.finished_at, wake_at = excluded.wake_at",
+            f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            + _STEP_CONFLICT,
             (
                 msg.run_id,
                 msg.key,

@@ -17,7 +17,7 @@ import struct
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 import trio
@@ -32,6 +32,7 @@ from tako._errors import (
 )
 from tako._protocol import (
     Approve,
+    Assign,
     Cancel,
     CancelApproval,
     GetApproval,
@@ -67,7 +68,7 @@ from takod.server import DataDirLock, open_listener
 from takod.transitions import FINISHED, RunStatus
 from takod.webhook import Webhook
 from takod.worker_link import WorkerLink
-from takod.workers import WorkerPool
+from takod.workers import Slots, WorkerPool
 from worker_runtime.registry import NOTIFY_WORKFLOW
 
 T = TypeVar("T")
@@ -83,6 +84,31 @@ def peer_uid(stream: trio.SocketStream) -> int:
     creds = stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
     return int(uid)
+
+
+class Woken(NamedTuple):
+    """What `Supervisor.write_waking` claimed, and what it left for the queue."""
+
+    slots: Slots | None
+    assigns: list[Assign]
+    rest: list[str]
+
+
+def _first(result: tuple[list[str], Any]) -> list[str]:
+    return result[0]
+
+
+def _one(run_id: str | None) -> list[str]:
+    return [] if run_id is None else [run_id]
+
+
+def _delayed(_result: tuple[str, str, bool]) -> list[str]:
+    return []  # the scheduler wakes it
+
+
+def _started(result: tuple[str, str, bool]) -> list[str]:
+    run_id, _status, dedup = result
+    return [] if dedup else [run_id]
 
 
 class Supervisor:
@@ -336,7 +362,9 @@ class Supervisor:
             raise UnknownWorkflow(f"no workflow named {req.workflow!r} (known: {known})")
         payload = bytes(req.payload)
         self.check_payload("payload", payload)
-        run_id, status, dedup = await self._write(
+        (run_id, status, dedup), woken = await self.write_waking(
+            0 if req.delay else 1,
+            _delayed if req.delay else _started,
             self.store.create_run,
             workflow=req.workflow,
             payload=payload,
@@ -352,15 +380,16 @@ class Supervisor:
                 self.scheduler.note(self.clock.now_ms() + int(wf.timeout * 1000))
             if req.delay:
                 self.scheduler.note(self.clock.now_ms() + int(req.delay * 1000))
-            else:
-                self.pool.enqueue([run_id])
+        self.hand_over(woken)
         return ok(req.id, run_id=run_id, status=status, deduplicated=dedup)
 
     async def signal(self, req: Signal) -> bytes:
         payload = bytes(req.payload)
         self.check_payload("signal payload", payload)
         ttl = req.ttl if req.ttl is not None else self.config.runs.signal_ttl
-        woken, kept = await self._write(
+        (woken, kept), claimed = await self.write_waking(
+            1 if req.run_id is not None else self.config.workers.concurrency,
+            _first,
             self.store.signal,
             req.event,
             payload,
@@ -371,7 +400,7 @@ class Supervisor:
         )
         for rid in woken:
             self.emit("woke", run_id=rid, by=req.event)
-        self.pool.enqueue(woken)
+        self.hand_over(claimed)
         return ok(req.id, delivered=len(woken), kept=kept)
 
     async def decide(self, req: Approve | Reject | CancelApproval) -> bytes:
@@ -388,15 +417,18 @@ class Supervisor:
                 action, reason = "reject", req.reason
             case CancelApproval():
                 action, reason = "cancel", req.reason
-        run_id = await self._write(
-            self.store.approvals.decide, action, req.key, by=req.by, now=self.clock.now_ms(),
-            check=self.check, value=value, reason=reason, decision_id=req.decision_id,
+        run_id, woken = await self.write_waking(
+            1, _one, self.store.approvals.decide, action, req.key, by=req.by,
+            now=self.clock.now_ms(), check=self.check, value=value, reason=reason,
+            decision_id=req.decision_id,
         )  # fmt: skip
-        approval = await self._read(read_approval, req.key)
-        self.approvals_changed()
-        if run_id is not None:
-            self.emit("woke", run_id=run_id, by=f"approval {req.key} {approval['status']}")
-            self.pool.enqueue([run_id])
+        try:
+            approval = await self._read(read_approval, req.key)
+            if run_id is not None:
+                self.emit("woke", run_id=run_id, by=f"approval {req.key} {approval['status']}")
+        finally:  # the woken run is claimed: it must reach its worker whatever happens here
+            self.approvals_changed()
+            self.hand_over(woken)
         return ok(req.id, approval=approval)
 
     async def wait(self, req_id: Any, run_id: str, timeout: float | None) -> bytes:
@@ -459,6 +491,53 @@ class Supervisor:
     async def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await self.committer.write(functools.partial(fn, *args, **kwargs))
 
+    async def write_waking(
+        self,
+        want: int,
+        ready_of: Callable[[T], list[str]],
+        fn: Callable[..., T],
+        *args: Any,
+        **kwargs: Any,
+    ) -> tuple[T, Woken]:
+        """A write that makes runs ready (`ready_of(result)` names them), with as many of
+        them as a warm worker has room for (up to `want`) claimed in the same transaction.
+
+        This is the resume path: a signal, a decision, a timer or a start commits
+        once, and the assignment goes out with that commit, instead of a second
+        transaction (and fsync) for the claim. Pass the result's `Woken` to
+        `hand_over` once the caller's own events are out."""
+        slots = self.pool.reserve(want)
+        if slots is None:
+            result = await self._write(fn, *args, **kwargs)
+            return result, Woken(None, [], ready_of(result))
+        isolated = self.pool.isolated
+        now = self.clock.now_ms()
+
+        def write_and_claim() -> tuple[T, list[Assign], list[str]]:
+            result = fn(*args, **kwargs)
+            ready = ready_of(result)
+            take = [rid for rid in ready if rid not in isolated][: slots.count]
+            assigns = self.store.claim(take, now, self._held_because) if take else []
+            return result, assigns, [rid for rid in ready if rid not in take]
+
+        try:
+            result, assigns, rest = await self.committer.write(write_and_claim)
+        except BaseException:
+            self.pool.unreserve(slots)
+            raise
+        return result, Woken(slots, assigns, rest)
+
+    def hand_over(self, woken: Woken) -> None:
+        """Send the runs claimed by `write_waking` to their worker; queue the rest."""
+        self._emit_running(woken.assigns)
+        if woken.slots is not None:
+            self.pool.hand_over(woken.slots, woken.assigns)
+        self.pool.enqueue(woken.rest)
+
+    def _emit_running(self, assigns: list[Assign]) -> None:
+        for a in assigns:
+            self.emit("running", run_id=a.run_id, workflow=a.workflow, attempt=a.attempt)
+
     async def _read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         call = functools.partial(fn, self.store.reader, *args, **kwargs)
         return await trio.to_thread.run_sync(call, limiter=self._read_limiter)
@@ -503,8 +582,7 @@ class Supervisor:
         assigns = await self._write(
             self.store.claim, run_ids, self.clock.now_ms(), self._held_because
         )
-        for a in assigns:
-            self.emit("running", run_id=a.run_id, workflow=a.workflow, attempt=a.attempt)
+        self._emit_running(assigns)
         return assigns
 
     async def _crashed(self, run_ids: list[str], alone: bool, reason: str) -> list[str]:
@@ -531,14 +609,16 @@ class Supervisor:
             await trio.sleep(3600)
 
     async def _wake_due(self, now: int) -> None:
-        ready, timed_out = await self._write(self.store.wake_due, now)
+        (_ready, timed_out), woken = await self.write_waking(
+            self.config.workers.concurrency, _first, self.store.wake_due, now
+        )
         self.approvals_changed()
         for rid, error in timed_out:
             for worker in self.pool.workers.values():
                 if rid in worker.in_flight:
                     self.pool.finished(worker, rid)
             self.run_finished(rid, "failed", error=error)
-        self.pool.enqueue(ready)
+        self.hand_over(woken)
 
     def run_finished(self, run_id: str, status: str = "", error: str | None = None) -> None:
         for event in self._watchers.get(run_id, ()):

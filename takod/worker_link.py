@@ -76,6 +76,7 @@ class WorkerLink:
                     sup.store.save_step,
                     (req, now, release),
                     self._reply(worker, req, self._stepped),
+                    atomic=True,
                 )
             case Park():
                 sup.committer.submit(
@@ -93,7 +94,7 @@ class WorkerLink:
                 sup.pool.kick()
                 worker.conn.send(ok(req.id))
             case Leaving():
-                if worker.in_flight:
+                if worker.in_flight or worker.reserved:
                     raise NotAllowed("runs are assigned to this worker")
                 worker.leaving = True
                 worker.conn.send(ok(req.id))

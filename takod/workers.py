@@ -51,6 +51,7 @@ class WorkerProc:
         self.conn = conn
         self.capacity = capacity
         self.in_flight: dict[str, int] = {}  # run id -> claim token
+        self.reserved = 0  # places held for runs a write is about to wake (Slots)
         self.ready = False  # said hello
         self.leaving = False
         self.exclusive = False  # running one suspect run alone
@@ -62,7 +63,18 @@ class WorkerProc:
     def free(self) -> int:
         if not self.ready or self.leaving or self.exclusive or self.retired or self.expired:
             return 0
-        return self.capacity - len(self.in_flight)
+        return self.capacity - len(self.in_flight) - self.reserved
+
+
+class Slots:
+    """Free places on a warm worker, held while a write that wakes runs commits, so the
+    runs it wakes are claimed in that same transaction (see `Supervisor.write_waking`)."""
+
+    __slots__ = ("count", "worker")
+
+    def __init__(self, worker: WorkerProc, count: int) -> None:
+        self.worker = worker
+        self.count = count
 
 
 Claim = Callable[[list[str]], Awaitable[list[Assign]]]
@@ -110,6 +122,48 @@ class WorkerPool:
 
     def kick(self) -> None:
         self._kick.set()
+
+    def reserve(self, want: int) -> Slots | None:
+        """Hold up to `want` places on the warm worker with the most room, or None when
+        there is none (or runs are already queued: they go first)."""
+        if self.paused or self._queue or want <= 0:
+            return None
+        worker = max(self.workers.values(), key=lambda w: w.free, default=None)
+        if worker is None or worker.free <= 0:
+            return None
+        slots = Slots(worker, min(want, worker.free))
+        worker.reserved += slots.count
+        return slots
+
+    def unreserve(self, slots: Slots) -> None:
+        slots.worker.reserved -= slots.count
+        slots.count = 0
+        if self._queue:
+            self._kick.set()
+
+    @property
+    def isolated(self) -> frozenset[str]:
+        """Runs that must run alone: never claimed into reserved places."""
+        return frozenset(self._isolate)
+
+    def hand_over(self, slots: Slots, assigns: list[Assign]) -> None:
+        """Send runs claimed into `slots` to their worker, and free the rest of the places.
+        Synchronous, so a cancelled caller cannot strand a claimed run."""
+        worker = slots.worker
+        self.unreserve(slots)
+        if not assigns:
+            return
+        if worker.conn.closed or worker.id not in self.workers:
+            run_ids = [a.run_id for a in assigns]
+            assert self._nursery is not None
+            self._nursery.start_soon(self._requeue_lost, run_ids)
+            return
+        for a in assigns:
+            worker.in_flight[a.run_id] = a.token
+            worker.conn.send(encode(a) + b"\n")
+
+    async def _requeue_lost(self, run_ids: list[str]) -> None:
+        self.enqueue(await self._crashed(run_ids, False, "worker exited"))
 
     @property
     def live(self) -> int:
@@ -171,7 +225,8 @@ class WorkerPool:
             worker = max(current, key=lambda w: w.free, default=None)
             if worker is None or worker.free == 0:
                 booting = any(not w.ready for w in current)
-                if not booting and len(current) < self.config.workers.max_workers:
+                held = any(w.reserved for w in current)  # about to be given back: wait
+                if not (booting or held) and len(current) < self.config.workers.max_workers:
                     await self._spawn()
                 return
             batch: list[str] = []
