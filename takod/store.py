@@ -33,6 +33,7 @@ from takod.transitions import (
 )
 
 STEP_SAVED, STEP_CANCELLED, STEP_RELEASED = "saved", "cancelled", "released"
+WAKE_BATCH = 2000  # sleepers woken per transaction
 _STEP_COLUMNS = (
     "run_id, key, name, kind, status, result, error, attempts, seq, started_at, finished_at,"
     " wake_at"
@@ -540,10 +541,16 @@ class Store:
         """The earliest moment anything is due: a wake-up, a wait timeout, a deadline."""
         return read_next_wake(self.conn)
 
-    def wake_due(self, now: int) -> tuple[list[str], list[tuple[str, str]]]:
-        """Move every due run on: sleeps end, waits time out with None, deadlines fail.
+    def wake_due(
+        self, now: int, limit: int = WAKE_BATCH
+    ) -> tuple[list[str], list[tuple[str, str]]]:
+        """Move due runs on: sleeps end, waits time out with None, deadlines fail.
 
-        Returns (runs now ready, (run, error) for runs that failed)."""
+        Returns (runs now ready, (run, error) for runs that failed). At most `limit`
+        sleepers at a time, earliest first, so that a crowd due at one instant is
+        woken in transactions short enough for its first runs to get going (and
+        other writes to get in) while the rest are woken; the scheduler calls
+        again while anything is due."""
         expired = [
             r[0]
             for r in self.conn.execute(
@@ -558,7 +565,9 @@ class Store:
             self._finish_run(rid, RunStatus.FAILED, now, error=error)
         failures += failed
         for rid, status in self.conn.execute(
-            "SELECT id, status FROM runs WHERE wake_at IS NOT NULL AND wake_at <= ?", (now,)
+            "SELECT id, status FROM runs WHERE wake_at IS NOT NULL AND wake_at <= ?"
+            " ORDER BY wake_at LIMIT ?",
+            (now, limit),
         ).fetchall():
             if status == RunStatus.SLEEPING:
                 self.conn.execute(

@@ -57,7 +57,7 @@ from tako._protocol import (
 from tako._records import LoadError, Registry
 from takod import store as db
 from takod.approvals import read_approval, read_approvals
-from takod.committer import Committer
+from takod.committer import Committer, Pending
 from takod.config import AppConfig
 from takod.connection import Connection
 from takod.notifiers import TARGET as NOTIFIERS_TARGET
@@ -92,6 +92,14 @@ class Woken(NamedTuple):
     slots: Slots | None
     assigns: list[Assign]
     rest: list[str]
+
+
+def _as_error(req: Request, exc: Exception) -> TakoError:
+    """What a client is told when its request failed: a bug is logged, not explained."""
+    if isinstance(exc, TakoError):
+        return exc
+    log.error("request %r failed", req, exc_info=exc)
+    return TakoError(f"internal error: {type(exc).__name__}: {exc}")
 
 
 def _first(result: tuple[list[str], Any]) -> list[str]:
@@ -280,7 +288,10 @@ class Supervisor:
                         conn.send(fail(exc.req_id, exc.error))
                         continue
                     await in_progress.acquire()
-                    requests.start_soon(self._answer, conn, req, in_progress)
+                    if isinstance(req, Start):  # no task of its own: see start()
+                        self._start_from(conn, req, in_progress)
+                    else:
+                        requests.start_soon(self._answer, conn, req, in_progress)
                 if conn.closed:
                     requests.cancel_scope.cancel()
             conn.finish()
@@ -294,18 +305,23 @@ class Supervisor:
     async def _answer_one(self, conn: Connection, req: Request) -> None:
         try:
             conn.send(await self._client_op(req))
-        except TakoError as exc:
-            conn.send(fail(req.id, exc))
-        except Exception as exc:  # a bug must not take the supervisor down
-            log.exception("request %r failed", req)
-            conn.send(fail(req.id, TakoError(f"internal error: {type(exc).__name__}: {exc}")))
+        except Exception as exc:
+            conn.send(fail(req.id, _as_error(req, exc)))
+
+    def _start_from(self, conn: Connection, req: Start, in_progress: trio.Semaphore) -> None:
+        def reply(line: bytes) -> None:
+            in_progress.release()
+            conn.send(line)
+
+        try:
+            self.start(req, reply)
+        except Exception as exc:
+            reply(fail(req.id, _as_error(req, exc)))
 
     # -- client operations ------------------------------------------------------------
 
     async def _client_op(self, req: Request) -> bytes:
         match req:
-            case Start():
-                return await self.start(req)
             case Signal():
                 return await self.signal(req)
             case GetRun(run_id=run_id):
@@ -355,33 +371,44 @@ class Supervisor:
             case _:
                 raise InvalidRequest(f"op {op_name(req)!r} is for worker processes only")
 
-    async def start(self, req: Start) -> bytes:
+    def start(self, req: Start, reply: Callable[[bytes], None]) -> None:
+        """Create a run; `reply` gets the answer once it is committed.
+
+        Answered from the commit callback with no task of its own, as worker
+        requests are: starts arrive pipelined by the thousand, and a task, a
+        cancel scope and an event per start were most of their cost."""
         wf = self._workflows.get(req.workflow)
         if wf is None:
             known = ", ".join(sorted(self._workflows)) or "none"
             raise UnknownWorkflow(f"no workflow named {req.workflow!r} (known: {known})")
         payload = bytes(req.payload)
         self.check_payload("payload", payload)
-        (run_id, status, dedup), woken = await self.write_waking(
-            0 if req.delay else 1,
-            _delayed if req.delay else _started,
-            self.store.create_run,
-            workflow=req.workflow,
-            payload=payload,
-            max_attempts=wf.retries + 1,
-            now=self.clock.now_ms(),
-            run_id=req.run_id,
-            delay_ms=int(req.delay * 1000) if req.delay else None,
-            timeout_ms=int(wf.timeout * 1000) if wf.timeout else None,
+        now = self.clock.now_ms()
+        timeout_ms = int(wf.timeout * 1000) if wf.timeout else None
+        delay_ms = int(req.delay * 1000) if req.delay else None
+        create = functools.partial(
+            self.store.create_run, workflow=req.workflow, payload=payload,
+            max_attempts=wf.retries + 1, now=now, run_id=req.run_id, delay_ms=delay_ms,
+            timeout_ms=timeout_ms,
+        )  # fmt: skip
+
+        def created(result: tuple[str, str, bool] | BaseException, woken: Woken) -> None:
+            try:
+                if isinstance(result, BaseException):
+                    raise result
+                run_id, status, dedup = result
+                if not dedup:
+                    self.emit("started", run_id=run_id, workflow=req.workflow)
+                    for due in (timeout_ms, delay_ms):
+                        self.scheduler.note(now + due if due else None)
+                self.hand_over(woken)
+                reply(ok(req.id, run_id=run_id, status=status, deduplicated=dedup))
+            except Exception as exc:
+                reply(fail(req.id, _as_error(req, exc)))
+
+        self.submit_waking(
+            0 if delay_ms else 1, _delayed if delay_ms else _started, create, created
         )
-        if not dedup:
-            self.emit("started", run_id=run_id, workflow=req.workflow)
-            if wf.timeout:
-                self.scheduler.note(self.clock.now_ms() + int(wf.timeout * 1000))
-            if req.delay:
-                self.scheduler.note(self.clock.now_ms() + int(req.delay * 1000))
-        self.hand_over(woken)
-        return ok(req.id, run_id=run_id, status=status, deduplicated=dedup)
 
     async def signal(self, req: Signal) -> bytes:
         payload = bytes(req.payload)
@@ -491,6 +518,44 @@ class Supervisor:
     async def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await self.committer.write(functools.partial(fn, *args, **kwargs))
 
+    def submit_waking(
+        self,
+        want: int,
+        ready_of: Callable[[T], list[str]],
+        write: Callable[[], T],
+        then: Callable[[T | BaseException, Woken], None],
+    ) -> None:
+        """Queue a write that makes runs ready (`ready_of(result)` names them), with as
+        many of them as a warm worker has room for (up to `want`) claimed in the same
+        transaction; `then(result or error, woken)` runs once it is committed.
+
+        This is the resume path: a signal, a decision, a timer or a start commits
+        once, and the assignment goes out with that commit, instead of a second
+        transaction (and fsync) for the claim. `then` passes `woken` to `hand_over`
+        once its own events are out."""
+        slots = self.pool.reserve(want)
+        isolated = self.pool.isolated if slots is not None else frozenset()
+        room = slots.count if slots is not None else 0
+        now = self.clock.now_ms()
+
+        def write_and_claim() -> tuple[T, list[Assign], list[str]]:
+            result = write()
+            ready = ready_of(result)
+            take = [rid for rid in ready if rid not in isolated][:room]
+            assigns = self.store.claim(take, now, self._held_because) if take else []
+            return result, assigns, [rid for rid in ready if rid not in take]
+
+        def done(item: Pending) -> None:
+            if item.error is not None:
+                if slots is not None:
+                    self.pool.unreserve(slots)
+                then(item.error, Woken(None, [], []))
+                return
+            result, assigns, rest = item.result
+            then(result, Woken(slots, assigns, rest))
+
+        self.committer.submit(write_and_claim, (), done)
+
     async def write_waking(
         self,
         want: int,
@@ -499,33 +564,23 @@ class Supervisor:
         *args: Any,
         **kwargs: Any,
     ) -> tuple[T, Woken]:
-        """A write that makes runs ready (`ready_of(result)` names them), with as many of
-        them as a warm worker has room for (up to `want`) claimed in the same transaction.
+        """`submit_waking`, awaited: returns once committed (the wait cannot be cancelled,
+        as for every write; see `Committer.write`)."""
+        done = trio.Event()
+        out: list[tuple[T | BaseException, Woken]] = []
 
-        This is the resume path: a signal, a decision, a timer or a start commits
-        once, and the assignment goes out with that commit, instead of a second
-        transaction (and fsync) for the claim. Pass the result's `Woken` to
-        `hand_over` once the caller's own events are out."""
-        slots = self.pool.reserve(want)
-        if slots is None:
-            result = await self._write(fn, *args, **kwargs)
-            return result, Woken(None, [], ready_of(result))
-        isolated = self.pool.isolated
-        now = self.clock.now_ms()
+        def then(result: T | BaseException, woken: Woken) -> None:
+            out.append((result, woken))
+            done.set()
 
-        def write_and_claim() -> tuple[T, list[Assign], list[str]]:
-            result = fn(*args, **kwargs)
-            ready = ready_of(result)
-            take = [rid for rid in ready if rid not in isolated][: slots.count]
-            assigns = self.store.claim(take, now, self._held_because) if take else []
-            return result, assigns, [rid for rid in ready if rid not in take]
-
-        try:
-            result, assigns, rest = await self.committer.write(write_and_claim)
-        except BaseException:
-            self.pool.unreserve(slots)
-            raise
-        return result, Woken(slots, assigns, rest)
+        self.submit_waking(want, ready_of, functools.partial(fn, *args, **kwargs), then)
+        with trio.CancelScope(shield=True):
+            await done.wait()
+        result, woken = out[0]
+        if isinstance(result, BaseException):
+            await trio.lowlevel.checkpoint_if_cancelled()  # stopping: say Cancelled, not why
+            raise result
+        return result, woken
 
     def hand_over(self, woken: Woken) -> None:
         """Send the runs claimed by `write_waking` to their worker; queue the rest."""

@@ -244,3 +244,46 @@ async def test_restart_resumes_sleeping_and_waiting_runs(app: App) -> None:
         await client.signal("wake-up", "now")
         assert await client.result(waiting, timeout=15) == "now"
         assert await client.result(long, timeout=15) == "rested"
+
+
+CROWD = """
+    import time
+    from tako import workflow
+
+    @workflow
+    async def crowd(payload, step):
+        if payload["by"] == "signal":
+            got = await step.wait_for("all-at-once")
+        else:
+            got = await step.sleep_until("together", payload["at"])
+        await step.run("after", lambda: None)
+        return got
+"""
+
+
+async def test_runs_woken_together_beyond_the_workers_room_all_complete(app: App) -> None:
+    """A wake-up claims what the warm worker has room for in its own transaction; the
+    others wait in the queue for room, whether a signal or a timer woke them."""
+    app.write("crowd.py", CROWD)
+    app.configure(workers={"concurrency": 3, "max_workers": 1})
+    async with running(app):
+        client = app.client()
+        warm = await client.start("crowd", {"by": "signal"})
+        await eventually(lambda: status_of(client, warm, "waiting"))
+        waiters = [await client.start("crowd", {"by": "signal"}) for _ in range(9)]
+        at = time.time() + 2
+        sleepers = [await client.start("crowd", {"by": "timer", "at": at}) for _ in range(10)]
+        for rid in waiters + sleepers:
+            await eventually(lambda rid=rid: status_of(client, rid, "waiting", "sleeping"))
+        assert worker_pids(app.dir)  # warm: it has room for 3
+        sent = await client.signal("all-at-once", "go")
+        assert sent.delivered == 10
+        for rid in [warm, *waiters]:
+            assert await client.result(rid, timeout=15) == "go"
+        for rid in sleepers:
+            assert await client.result(rid, timeout=15) is None
+            run = await client.get_run(rid)
+            assert [(s.key, s.status) for s in run.steps or []] == [
+                ("together", "completed"),
+                ("after", "completed"),
+            ]

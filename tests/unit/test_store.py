@@ -610,6 +610,19 @@ def test_wake_due_ends_a_sleep(store: Store) -> None:
     assert [(m.key, m.status) for m in b.memo] == [("nap", "completed")]
 
 
+def test_wake_due_wakes_a_crowd_in_batches_earliest_first(store: Store) -> None:
+    sleepers = [started(store) for _ in range(5)]
+    for i, a in enumerate(sleepers):
+        tx(store, store.park, park(a, "nap", "sleep", wake_at=NOW + 100 - i), NOW, check)
+    order = [a.run_id for a in reversed(sleepers)]  # the last one is due first
+    assert tx(store, store.wake_due, NOW + 100, limit=2) == (order[:2], [])
+    assert tx(store, store.wake_due, NOW + 100, limit=2) == (order[2:4], [])
+    assert tx(store, store.next_wake) == NOW + 100  # the scheduler calls again at once
+    assert tx(store, store.wake_due, NOW + 100, limit=2) == (order[4:], [])
+    assert tx(store, store.next_wake) is None
+    assert {status(store, rid) for rid in order} == {"pending"}
+
+
 def test_wake_due_times_out_a_wait_with_null(store: Store) -> None:
     a = started(store)
     wait_on(store, a, "approval", timeout_at=NOW + 5000)
