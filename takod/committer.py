@@ -178,9 +178,8 @@ class Committer:
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            error = _storage_error(exc)
-            for item in batch:
-                item.error = error
+            for item in batch:  # an error each: each caller raises its own
+                item.error = _storage_error(exc)
 
 
 def _done(item: Pending) -> None:

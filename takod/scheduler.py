@@ -8,12 +8,16 @@ not memory or tasks.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import trio
 
+from tako._errors import StorageError
+
+log = logging.getLogger("takod")
 SAFETY_SWEEP = 60.0  # seconds: re-read the next due time at least this often
 
 
@@ -67,7 +71,12 @@ class Scheduler:
         while True:
             now = self.clock.now_ms()
             if self.target_ms is not None and self.target_ms <= now:
-                await self._wake_due(now)
+                try:
+                    await self._wake_due(now)
+                except StorageError as exc:  # a full disk: nothing was moved; try again soon
+                    log.warning("could not wake due runs (%s); retrying in 1s", exc)
+                    await trio.sleep(1)
+                    continue
             self._noted = None  # notes that arrive while we read still count
             found = await self._next_wake()
             due = [t for t in (found, self._noted) if t is not None]

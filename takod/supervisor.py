@@ -27,6 +27,7 @@ from tako._errors import (
     InvalidRequest,
     LineTooLarge,
     PayloadTooLarge,
+    StorageError,
     TakoError,
     UnknownWorkflow,
 )
@@ -657,8 +658,13 @@ class Supervisor:
         while True:
             now = self.clock.now_ms()
             retention_ms = int(self.config.runs.retention * 1000)
-            pruned = await self._write(self.store.prune, now - retention_ms)
-            await self._write(self.store.expire_signals, now)
+            try:
+                pruned = await self._write(self.store.prune, now - retention_ms)
+                await self._write(self.store.expire_signals, now)
+            except StorageError as exc:  # a full disk: nothing to lose here, try later
+                log.warning("housekeeping could not write (%s); retrying in a minute", exc)
+                await trio.sleep(60)
+                continue
             if pruned:
                 self.emit("pruned", runs=pruned)
             await trio.sleep(3600)

@@ -10,6 +10,7 @@ charged an attempt, so innocent neighbours never pay for a poison run.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -20,10 +21,12 @@ from pathlib import Path
 
 import trio
 
+from tako._errors import StorageError
 from tako._protocol import Assign, encode
 from takod.config import AppConfig
 from takod.connection import Connection
 
+log = logging.getLogger("takod")
 _MAX_LINE = 64 * 1024 * 1024
 EXIT_OUT_OF_MEMORY = 86  # worker_runtime.step.EXIT_OUT_OF_MEMORY (not imported: user-code side)
 
@@ -242,10 +245,22 @@ class WorkerPool:
                     batch.append(self._take())
             for rid in batch:  # reserve the slots now: a worker asking to leave is refused
                 worker.in_flight[rid] = 0
-            assigns = await self._claim(batch)
+            try:
+                assigns = await self._claim(batch)
+            except StorageError as exc:
+                refused: StorageError | None = exc
+                assigns = []
+            else:
+                refused = None
             for rid in batch:
                 if worker.in_flight.get(rid) == 0:
                     del worker.in_flight[rid]
+            if refused is not None:  # a full disk: keep the runs queued, try again soon
+                log.warning("could not claim ready runs (%s); retrying in 1s", refused)
+                self._queue.extendleft(reversed(batch))
+                self._queued.update(batch)
+                self._retry_soon()
+                return
             if worker.conn.closed or worker.id not in self.workers:
                 requeued = await self._crashed([a.run_id for a in assigns], False, "worker exited")
                 self.enqueue(requeued)
@@ -255,6 +270,14 @@ class WorkerPool:
                 worker.conn.send(encode(a) + b"\n")
             if not assigns and worker.exclusive:
                 worker.exclusive = False
+
+    def _retry_soon(self) -> None:
+        async def later() -> None:
+            await trio.sleep(1)
+            self._kick.set()
+
+        assert self._nursery is not None
+        self._nursery.start_soon(later)
 
     def _take(self) -> str:
         rid = self._queue.popleft()

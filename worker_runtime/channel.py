@@ -142,8 +142,7 @@ class AsyncioChannel(Channel, asyncio.Protocol):
         return channel
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
 
     def data_received(self, data: bytes) -> None:
         if self._on_assign is None:  # not reading yet: keep it for read_loop

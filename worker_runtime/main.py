@@ -9,6 +9,7 @@ its runs are resumed by the next supervisor.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import socket
@@ -224,6 +225,15 @@ def _configure_logging() -> None:
     logger.propagate = False
 
 
+def _has_uvloop() -> bool:
+    """uvloop (a dependency, except on Windows) runs the asyncio runtime: its loop spends
+    less per wake-up, which every checkpoint pays twice (about 20 % of a sequential
+    step, docs/performance.md). TAKO_NO_UVLOOP=1 keeps the standard loop."""
+    if os.environ.get("TAKO_NO_UVLOOP"):
+        return False
+    return importlib.util.find_spec("uvloop") is not None
+
+
 def run_worker(
     app_dir: Path,
     *,
@@ -234,7 +244,11 @@ def run_worker(
     lease: float = 30.0,
 ) -> None:
     _configure_logging()
-    anyio.run(_main, app_dir, fd, runtime, idle_timeout, max_payload, lease, backend=runtime)
+    options = {"use_uvloop": _has_uvloop()} if runtime == "asyncio" else {}
+    anyio.run(
+        _main, app_dir, fd, runtime, idle_timeout, max_payload, lease,
+        backend=runtime, backend_options=options,
+    )  # fmt: skip
     # A step's thread may still be blocked in user code; its result could no longer be
     # checkpointed anyway (takod said goodbye or we said we were leaving), so don't wait for it.
     sys.stdout.flush()

@@ -305,3 +305,37 @@ async def test_a_socket_path_too_long_for_the_os_is_refused_with_advice(app: App
         for path in sorted(root.rglob("*"), reverse=True):
             path.rmdir() if path.is_dir() else path.unlink()
         root.rmdir()
+
+
+NAPPER = """
+    from tako import workflow
+
+    @workflow
+    async def napper(payload, step):
+        await step.sleep("nap", "300ms")
+        return "rested"
+"""
+
+
+@pytest.mark.parametrize("write", ["wake_due", "claim"])
+async def test_a_timer_or_claim_refused_by_a_full_disk_is_retried(app: App, write: str) -> None:
+    """The scheduler's and the pool's own writes meet a full disk: takod stays up, and
+    the run resumes once a retry gets through (the first attempt is refused here)."""
+    app.write("napper.py", NAPPER)
+    async with running(app) as sup:
+        client = app.client()
+        run_id = await client.start("napper")
+        await eventually(lambda: all_status(client, [run_id], "sleeping"), what="the nap")
+        real = getattr(sup.store, write)
+        refused: list[str] = []
+
+        def full_once(*args: Any, **kwargs: Any) -> Any:
+            if not refused:
+                refused.append(write)
+                raise tako.StorageError("the disk holding runs.db is full (simulated)")
+            return real(*args, **kwargs)
+
+        setattr(sup.store, write, full_once)
+        assert await client.result(run_id, timeout=15) == "rested"
+        assert refused == [write]
+        assert (await client.status())["supervisor"] == "running"

@@ -287,3 +287,32 @@ async def test_runs_woken_together_beyond_the_workers_room_all_complete(app: App
                 ("together", "completed"),
                 ("after", "completed"),
             ]
+
+
+LOOP = """
+    import asyncio
+    from tako import workflow
+
+    async def loop_module():
+        return type(asyncio.get_running_loop()).__module__
+
+    @workflow
+    async def which_loop(payload, step):
+        return await step.run("loop", loop_module)
+"""
+
+
+@pytest.mark.parametrize("plain", [False, True])
+async def test_asyncio_workers_run_on_uvloop_unless_told_not_to(
+    app: App, plain: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if app.runtime != "asyncio":
+        pytest.skip("the trio runtime has one loop")
+    if plain:
+        monkeypatch.setenv("TAKO_NO_UVLOOP", "1")  # takod's environment is its workers'
+    app.write("loop.py", LOOP)
+    async with running(app):
+        client = app.client()
+        rid = await client.start("which-loop")
+        module = await client.result(rid, timeout=15)
+    assert module.startswith("asyncio" if plain else "uvloop")
