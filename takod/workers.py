@@ -156,7 +156,7 @@ class WorkerPool:
         self.unreserve(slots)
         if not assigns:
             return
-        if worker.conn.closed or worker.id not in self.workers:
+        if worker.conn.closed or worker.expired or worker.id not in self.workers:
             run_ids = [a.run_id for a in assigns]
             assert self._nursery is not None
             self._nursery.start_soon(self._requeue_lost, run_ids)
@@ -166,7 +166,13 @@ class WorkerPool:
             worker.conn.send(encode(a) + b"\n")
 
     async def _requeue_lost(self, run_ids: list[str]) -> None:
-        self.enqueue(await self._crashed(run_ids, False, "worker exited"))
+        while True:
+            try:
+                self.enqueue(await self._crashed(run_ids, False, "worker exited"))
+                return
+            except StorageError as exc:  # a full disk: the runs stay claimed until it passes
+                log.warning("could not requeue runs of a lost worker (%s); retrying", exc)
+                await trio.sleep(1)
 
     @property
     def live(self) -> int:
@@ -257,6 +263,7 @@ class WorkerPool:
                     del worker.in_flight[rid]
             if refused is not None:  # a full disk: keep the runs queued, try again soon
                 log.warning("could not claim ready runs (%s); retrying in 1s", refused)
+                worker.exclusive = worker.exclusive and bool(worker.in_flight)
                 self._queue.extendleft(reversed(batch))
                 self._queued.update(batch)
                 self._retry_soon()
