@@ -15,7 +15,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -25,10 +25,19 @@ T = TypeVar("T")
 log = logging.getLogger("takod")
 
 
+class Sink(Protocol):
+    """Where an early answer is written from the writer thread (a worker's connection)."""
+
+    def send_threadsafe(self, data: bytes) -> None: ...
+
+
+Early = Callable[["Pending"], tuple[Sink, bytes] | None]
+
+
 class Pending:
     """One write: what to run, then (after the commit) its result or error for `on_done`."""
 
-    __slots__ = ("args", "error", "fn", "guarded", "on_done", "result")
+    __slots__ = ("answered", "args", "early", "error", "fn", "guarded", "on_done", "result")
 
     def __init__(
         self,
@@ -36,11 +45,14 @@ class Pending:
         args: tuple[Any, ...],
         on_done: Callable[[Pending], None],
         guarded: bool = True,
+        early: Early | None = None,
     ) -> None:
         self.fn = fn
         self.args = args
         self.on_done = on_done
         self.guarded = guarded  # run inside a savepoint (False: fn is atomic by itself)
+        self.early = early  # runs on the writer thread right after COMMIT (see submit)
+        self.answered = False  # `early` answered already
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -87,14 +99,20 @@ class Committer:
         on_done: Callable[[Pending], None],
         *,
         atomic: bool = False,
+        early: Early | None = None,
     ) -> Pending:
         """Queue `fn(*args)` for the next transaction; `on_done(item)` runs in trio after
         the commit. `atomic=True` promises that `fn` leaves nothing half-written when it
         raises (one statement, or its own savepoint), which saves it a savepoint here.
+        `early(item)`, if given, runs on the writer thread as soon as the write is
+        committed, before trio hears of it: thread-safe work only. It may return
+        `(sink, bytes)` to answer now (then `item.answered` is set); the batch's
+        answers go out in one `sink.send_threadsafe` per sink. A checkpoint's
+        acknowledgement is written to the worker's socket this way.
 
         The hot path (a worker's checkpoints) uses this directly: no task and no
         event per write, just a callback that sends the reply."""
-        item = Pending(fn, args, on_done, guarded=not atomic)
+        item = Pending(fn, args, on_done, guarded=not atomic, early=early)
         if self._closed:
             item.error = StorageError("the supervisor is stopping; nothing was written")
             on_done(item)
@@ -143,6 +161,7 @@ class Committer:
                         self._conn.execute("ROLLBACK")
                     for item in batch:
                         item.error = _storage_error(exc)
+                _answer_early(batch)
                 token.run_sync_soon(self._deliver, batch)
         token.run_sync_soon(finished.set)
 
@@ -187,6 +206,25 @@ def _done(item: Pending) -> None:
         item.on_done(item)
     except Exception:  # one caller's bug must not stop the others' replies
         log.exception("a write's completion failed")
+
+
+def _answer_early(batch: list[Pending]) -> None:
+    """Run the batch's `early` hooks; what they answer goes out in one write per sink."""
+    out: dict[Sink, list[bytes]] = {}
+    for item in batch:
+        if item.early is None or item.error is not None:
+            continue
+        try:
+            answer = item.early(item)
+        except Exception:  # on_done still runs, in trio
+            log.exception("a write's early completion failed")
+            continue
+        if answer is not None:
+            sink, data = answer
+            out.setdefault(sink, []).append(data)
+            item.answered = True
+    for sink, parts in out.items():
+        sink.send_threadsafe(b"".join(parts))
 
 
 def _storage_error(exc: BaseException) -> TakoError:

@@ -4,10 +4,16 @@ Replies are queued and written by one task, so replies to requests that
 finish in the same pass go out in one write. A line over the size limit is
 answered with `too_large` and the rest of it is discarded; the connection
 stays usable.
+
+The writer thread may also write a worker's acknowledgements straight to the
+socket (`send_threadsafe`), so a checkpoint's reply does not wait for trio
+to wake up: one lock orders those writes with the write loop's.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import AsyncIterator
 
 import trio
@@ -28,8 +34,16 @@ class Connection:
         self._finishing = False
         self._abort = trio.CancelScope()
         self.closed = False
+        self._lock = threading.Lock()  # the outbox, `_writing` and `closed`, across threads
+        self._writing = False  # the write loop has bytes in flight: others queue behind
+        self._token = trio.lowlevel.current_trio_token()
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
 
     def send(self, data: bytes) -> None:
+        with self._lock:
+            self._queue(data)
+
+    def _queue(self, data: bytes) -> None:
         if self.closed:
             return
         self._outbox.append(data)
@@ -39,6 +53,30 @@ class Connection:
             self.closed = True
             self._outbox.clear()
             self._abort.cancel()
+
+    def send_threadsafe(self, data: bytes) -> None:
+        """From another thread: write now if nothing is queued ahead and the socket takes
+        it all without blocking; otherwise queue it for the write loop (in trio)."""
+        with self._lock:
+            if self.closed:
+                return
+            if not (self._outbox or self._writing or self._fd < 0):
+                try:
+                    sent = os.write(self._fd, data)  # non-blocking: trio set the socket so
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    return  # the peer is gone; the reader side sees it and cleans up
+                if sent == len(data):
+                    return
+                data = data[sent:]
+            self._outbox.append(data)  # in order: anything sent after this queues behind it
+            self._queued += len(data)
+        self._token.run_sync_soon(self._wake_write_loop)
+
+    def _wake_write_loop(self) -> None:
+        with self._lock:
+            self._queue(b"")  # sets the kick; cuts off a peer past the backlog limit
 
     def finish(self) -> None:
         """Let the write loop end once everything queued has been written."""
@@ -55,22 +93,29 @@ class Connection:
             await self._write_loop()
         if self.closed:
             with trio.CancelScope(shield=True):
-                await self.stream.aclose()
+                await self.aclose()
 
     async def _write_loop(self) -> None:
         try:
             while True:
                 await self._kick.wait()
-                self._kick = trio.Event()
-                data = b"".join(self._outbox)
-                self._outbox.clear()
-                self._queued = 0
+                with self._lock:
+                    self._kick = trio.Event()
+                    data = b"".join(self._outbox)
+                    self._outbox.clear()
+                    self._queued = 0
+                    self._writing = bool(data)
                 if data:
-                    await self.stream.send_all(data)
+                    try:
+                        await self.stream.send_all(data)
+                    finally:
+                        with self._lock:
+                            self._writing = False
                 if self._finishing and not self._outbox:
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.closed = True
+            with self._lock:
+                self.closed = True
 
     async def lines(self) -> AsyncIterator[bytes | LineTooLarge]:
         """Yield each complete line, or a LineTooLarge for a line over the limit."""
@@ -110,5 +155,6 @@ class Connection:
                 start = nl + 1
 
     async def aclose(self) -> None:
-        self.closed = True
+        with self._lock:  # no thread writes to the socket's fd once it may be reused
+            self.closed = True
         await self.stream.aclose()

@@ -9,6 +9,7 @@ event) followed by one queued reply line.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from tako._protocol import (
     Hello,
     Leaving,
     Park,
+    ReqId,
     Request,
     RequestError,
     StepDone,
@@ -33,7 +35,7 @@ from tako._protocol import (
 )
 from takod import store as db
 from takod.approvals import first_timer
-from takod.committer import Pending
+from takod.committer import Pending, Sink
 from takod.transitions import Outcome, RunStatus
 from takod.workers import WorkerProc
 
@@ -42,6 +44,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("takod")
 Handler = Callable[[WorkerProc, Any, Any], bytes]  # (worker, request, write's result) -> reply
+
+
+def _ack_saved(worker: WorkerProc, req_id: ReqId, item: Pending) -> tuple[Sink, bytes] | None:
+    """On the writer thread, right after COMMIT: a saved checkpoint's acknowledgement goes
+    to the worker at once, instead of after a wake-up of trio (the rest of the
+    bookkeeping, an event for `tako dev`, follows in trio)."""
+    if item.result == db.STEP_SAVED:
+        return worker.conn, ok(req_id)
+    return None
 
 
 class WorkerLink:
@@ -77,6 +88,7 @@ class WorkerLink:
                     (req, now, release),
                     self._reply(worker, req, self._stepped),
                     atomic=True,
+                    early=functools.partial(_ack_saved, worker, req.id),
                 )
             case Park():
                 sup.committer.submit(
@@ -108,7 +120,9 @@ class WorkerLink:
 
         def done(item: Pending) -> None:
             if item.error is None:
-                worker.conn.send(then(worker, req, item.result))
+                reply = then(worker, req, item.result)
+                if not item.answered:
+                    worker.conn.send(reply)
                 return
             error = item.error
             if not isinstance(error, TakoError):
