@@ -75,7 +75,7 @@ from worker_runtime.registry import NOTIFY_WORKFLOW
 T = TypeVar("T")
 log = logging.getLogger("takod")
 DEFAULT_MAX_LINE = 4 * 1024 * 1024
-MAX_IN_PROGRESS = 64  # requests of one client connection being worked on at once
+MAX_IN_PROGRESS = 512  # requests of one client connection being worked on at once
 MAX_WAIT = 300.0  # one `wait` request holds at most this long; clients ask again
 EventHook = Callable[[str, dict[str, Any]], None]
 
@@ -288,7 +288,10 @@ class Supervisor:
                     except RequestError as exc:
                         conn.send(fail(exc.req_id, exc.error))
                         continue
-                    await in_progress.acquire()
+                    try:  # no yield per request while under the limit: pipelines stay cheap
+                        in_progress.acquire_nowait()
+                    except trio.WouldBlock:
+                        await in_progress.acquire()
                     if isinstance(req, Start):  # no task of its own: see start()
                         self._start_from(conn, req, in_progress)
                     else:
@@ -525,6 +528,8 @@ class Supervisor:
         ready_of: Callable[[T], list[str]],
         write: Callable[[], T],
         then: Callable[[T | BaseException, Woken], None],
+        *,
+        atomic: bool = False,
     ) -> None:
         """Queue a write that makes runs ready (`ready_of(result)` names them), with as
         many of them as a warm worker has room for (up to `want`) claimed in the same
@@ -533,7 +538,8 @@ class Supervisor:
         This is the resume path: a signal, a decision, a timer or a start commits
         once, and the assignment goes out with that commit, instead of a second
         transaction (and fsync) for the claim. `then` passes `woken` to `hand_over`
-        once its own events are out."""
+        once its own events are out. `atomic`: `write` is atomic by itself (see
+        `Committer.submit`), which spares it a savepoint when nothing is claimed."""
         slots = self.pool.reserve(want)
         isolated = self.pool.isolated if slots is not None else frozenset()
         room = slots.count if slots is not None else 0
@@ -555,7 +561,7 @@ class Supervisor:
             result, assigns, rest = item.result
             then(result, Woken(slots, assigns, rest))
 
-        self.committer.submit(write_and_claim, (), done)
+        self.committer.submit(write_and_claim, (), done, atomic=atomic and not room)
 
     async def write_waking(
         self,
