@@ -401,11 +401,13 @@ class Supervisor:
                 if isinstance(result, BaseException):
                     raise result
                 run_id, status, dedup = result
-                if not dedup:
-                    self.emit("started", run_id=run_id, workflow=req.workflow)
-                    for due in (timeout_ms, delay_ms):
-                        self.scheduler.note(now + due if due else None)
-                self.hand_over(woken)
+                try:
+                    if not dedup:
+                        self.emit("started", run_id=run_id, workflow=req.workflow)
+                        for due in (timeout_ms, delay_ms):
+                            self.scheduler.note(now + due if due else None)
+                finally:  # a claimed run must reach its worker whatever happens here
+                    self.hand_over(woken)
                 reply(ok(req.id, run_id=run_id, status=status, deduplicated=dedup))
             except Exception as exc:
                 reply(fail(req.id, _as_error(req, exc)))
@@ -429,9 +431,11 @@ class Supervisor:
             now=self.clock.now_ms(),
             check=self.check,
         )
-        for rid in woken:
-            self.emit("woke", run_id=rid, by=req.event)
-        self.hand_over(claimed)
+        try:
+            for rid in woken:
+                self.emit("woke", run_id=rid, by=req.event)
+        finally:
+            self.hand_over(claimed)
         return ok(req.id, delivered=len(woken), kept=kept)
 
     async def decide(self, req: Approve | Reject | CancelApproval) -> bytes:
@@ -679,13 +683,15 @@ class Supervisor:
         (_ready, timed_out), woken = await self.write_waking(
             self.config.workers.concurrency, _first, self.store.wake_due, now
         )
-        self.approvals_changed()
-        for rid, error in timed_out:
-            for worker in self.pool.workers.values():
-                if rid in worker.in_flight:
-                    self.pool.finished(worker, rid)
-            self.run_finished(rid, "failed", error=error)
-        self.hand_over(woken)
+        try:
+            self.approvals_changed()
+            for rid, error in timed_out:
+                for worker in self.pool.workers.values():
+                    if rid in worker.in_flight:
+                        self.pool.finished(worker, rid)
+                self.run_finished(rid, "failed", error=error)
+        finally:
+            self.hand_over(woken)
 
     def run_finished(self, run_id: str, status: str = "", error: str | None = None) -> None:
         for event in self._watchers.get(run_id, ()):
