@@ -48,8 +48,13 @@ class Connection:
             return
         self._outbox.append(data)
         self._queued += len(data)
+        self._wake()
+
+    def _wake(self) -> None:
+        """In trio, under the lock: let the write loop run, or hang up on a peer that does
+        not read what we write."""
         self._kick.set()
-        if self._queued > MAX_BACKLOG:  # it does not read what we write: hang up on it
+        if self._queued > MAX_BACKLOG:
             self.closed = True
             self._outbox.clear()
             self._abort.cancel()
@@ -76,7 +81,8 @@ class Connection:
 
     def _wake_write_loop(self) -> None:
         with self._lock:
-            self._queue(b"")  # sets the kick; cuts off a peer past the backlog limit
+            if not self.closed:
+                self._wake()
 
     def finish(self) -> None:
         """Let the write loop end once everything queued has been written."""

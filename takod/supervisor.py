@@ -544,6 +544,44 @@ class Supervisor:
         transaction (and fsync) for the claim. `then` passes `woken` to `hand_over`
         once its own events are out. `atomic`: `write` is atomic by itself (see
         `Committer.submit`), which spares it a savepoint when nothing is claimed."""
+        slots, write_and_claim = self._claiming(want, ready_of, write)
+
+        def done(item: Pending) -> None:
+            if item.error is not None:
+                if slots is not None:
+                    self.pool.unreserve(slots)
+                then(item.error, Woken(None, [], []))
+                return
+            result, assigns, rest = item.result
+            then(result, Woken(slots, assigns, rest))
+
+        atomic = atomic and slots is None
+        self.committer.submit(write_and_claim, (), done, atomic=atomic)
+
+    async def write_waking(
+        self,
+        want: int,
+        ready_of: Callable[[T], list[str]],
+        fn: Callable[..., T],
+        *args: Any,
+        **kwargs: Any,
+    ) -> tuple[T, Woken]:
+        """`submit_waking`, awaited: returns once committed (see `Committer.write`)."""
+        write = functools.partial(fn, *args, **kwargs)
+        slots, write_and_claim = self._claiming(want, ready_of, write)
+        try:
+            result, assigns, rest = await self.committer.write(write_and_claim)
+        except BaseException:
+            if slots is not None:
+                self.pool.unreserve(slots)
+            raise
+        return result, Woken(slots, assigns, rest)
+
+    def _claiming(
+        self, want: int, ready_of: Callable[[T], list[str]], write: Callable[[], T]
+    ) -> tuple[Slots | None, Callable[[], tuple[T, list[Assign], list[str]]]]:
+        """Hold places for up to `want` runs, and wrap `write` so that it claims the runs
+        it makes ready into them; returns (the places or None, the wrapped write)."""
         slots = self.pool.reserve(want)
         isolated = self.pool.isolated if slots is not None else frozenset()
         room = slots.count if slots is not None else 0
@@ -556,42 +594,7 @@ class Supervisor:
             assigns = self.store.claim(take, now, self._held_because) if take else []
             return result, assigns, [rid for rid in ready if rid not in take]
 
-        def done(item: Pending) -> None:
-            if item.error is not None:
-                if slots is not None:
-                    self.pool.unreserve(slots)
-                then(item.error, Woken(None, [], []))
-                return
-            result, assigns, rest = item.result
-            then(result, Woken(slots, assigns, rest))
-
-        self.committer.submit(write_and_claim, (), done, atomic=atomic and not room)
-
-    async def write_waking(
-        self,
-        want: int,
-        ready_of: Callable[[T], list[str]],
-        fn: Callable[..., T],
-        *args: Any,
-        **kwargs: Any,
-    ) -> tuple[T, Woken]:
-        """`submit_waking`, awaited: returns once committed (the wait cannot be cancelled,
-        as for every write; see `Committer.write`)."""
-        done = trio.Event()
-        out: list[tuple[T | BaseException, Woken]] = []
-
-        def then(result: T | BaseException, woken: Woken) -> None:
-            out.append((result, woken))
-            done.set()
-
-        self.submit_waking(want, ready_of, functools.partial(fn, *args, **kwargs), then)
-        with trio.CancelScope(shield=True):
-            await done.wait()
-        result, woken = out[0]
-        if isinstance(result, BaseException):
-            await trio.lowlevel.checkpoint_if_cancelled()  # stopping: say Cancelled, not why
-            raise result
-        return result, woken
+        return slots, write_and_claim
 
     def hand_over(self, woken: Woken) -> None:
         """Send the runs claimed by `write_waking` to their worker; queue the rest."""

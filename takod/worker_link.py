@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     from takod.supervisor import Supervisor
 
 log = logging.getLogger("takod")
-Handler = Callable[[WorkerProc, Any, Any], bytes]  # (worker, request, write's result) -> reply
+# (worker, request, write's result) -> the reply, or None for a plain `ok`
+Handler = Callable[[WorkerProc, Any, Any], bytes | None]
 
 
 def _ack_saved(worker: WorkerProc, req_id: ReqId, item: Pending) -> tuple[Sink, bytes] | None:
@@ -121,8 +122,8 @@ class WorkerLink:
         def done(item: Pending) -> None:
             if item.error is None:
                 reply = then(worker, req, item.result)
-                if not item.answered:
-                    worker.conn.send(reply)
+                if not item.answered:  # the writer thread may have sent it already
+                    worker.conn.send(ok(req.id) if reply is None else reply)
                 return
             error = item.error
             if not isinstance(error, TakoError):
@@ -134,7 +135,7 @@ class WorkerLink:
 
         return done
 
-    def _stepped(self, worker: WorkerProc, req: StepDone, outcome: str) -> bytes:
+    def _stepped(self, worker: WorkerProc, req: StepDone, outcome: str) -> bytes | None:
         sup = self.sup
         if outcome == db.STEP_SAVED:
             sup.emit(
@@ -145,7 +146,7 @@ class WorkerLink:
                 ms=req.finished_at - req.started_at,
                 error=req.error,
             )
-            return ok(req.id)
+            return None
         sup.pool.finished(worker, req.run_id)
         if outcome == db.STEP_RELEASED:
             sup.emit("released", run_id=req.run_id, key=req.key)
@@ -177,7 +178,7 @@ class WorkerLink:
         )
         return ok(req.id, parked=True)
 
-    def _finished(self, worker: WorkerProc, req: Finish, outcome: Outcome) -> bytes:
+    def _finished(self, worker: WorkerProc, req: Finish, outcome: Outcome) -> bytes | None:
         sup = self.sup
         sup.pool.finished(worker, req.run_id)
         if outcome.status == RunStatus.PENDING:
@@ -185,4 +186,4 @@ class WorkerLink:
             sup.scheduler.note(outcome.wake_at)
         else:
             sup.run_finished(req.run_id, outcome.status, error=req.error)
-        return ok(req.id)
+        return None
