@@ -103,6 +103,16 @@ def _as_error(req: Request, exc: Exception) -> TakoError:
     return TakoError(f"internal error: {type(exc).__name__}: {exc}")
 
 
+async def _all_answered(in_progress: trio.Semaphore) -> None:
+    """Wait until every request read from a connection has been answered.
+
+    A client may send its requests and then shut its writing side (`printf ... | socat`):
+    starts are answered from the commit callback, not from a task, so the end of input
+    alone does not mean their replies are out yet."""
+    for _ in range(MAX_IN_PROGRESS):
+        await in_progress.acquire()
+
+
 def _first(result: tuple[list[str], Any]) -> list[str]:
     return result[0]
 
@@ -298,6 +308,8 @@ class Supervisor:
                         requests.start_soon(self._answer, conn, req, in_progress)
                 if conn.closed:
                     requests.cancel_scope.cancel()
+            if not conn.closed:
+                await _all_answered(in_progress)
             conn.finish()
 
     async def _answer(self, conn: Connection, req: Request, in_progress: trio.Semaphore) -> None:

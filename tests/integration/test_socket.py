@@ -92,3 +92,22 @@ async def test_socket_is_private(app: App) -> None:
     async with running(app):
         assert stat.S_IMODE(os.stat(app.socket).st_mode) == 0o600
         assert stat.S_IMODE(os.stat(app.data_dir).st_mode) == 0o700
+
+
+async def test_a_client_that_shuts_its_writing_side_gets_every_reply(app: App) -> None:
+    """`printf ... | socat`: the requests are read, then EOF; each must still be answered."""
+    app.write("w.py", "from tako import workflow\n\n@workflow\nasync def w(p, s):\n    return p\n")
+    async with running(app):
+        conn = await connect(app)
+        lines = b"".join(
+            json.dumps({"id": n, "op": op, "workflow": "w", "payload": n}).encode() + b"\n"
+            for n, op in enumerate(["start", "start", "start", "status"])
+        )
+        await conn.send(lines)
+        await conn.stream.send_eof()
+        replies = [await conn.reply() for _ in range(4)]
+        assert sorted(r["id"] for r in replies) == [0, 1, 2, 3]  # type: ignore[type-var]
+        assert all(r["ok"] for r in replies), replies
+        assert await conn.stream.receive_some(1) == b""  # then the supervisor hangs up
+        runs = await app.client().list_runs()
+        assert len(runs) == 3
