@@ -485,23 +485,28 @@ class Supervisor:
         return ok(req_id, finished=finished, run=await self._read(db.read_run, run_id))
 
     async def finished_run(self, run_id: str, limit: float) -> dict[str, Any] | None:
-        """The run object once the run is finished, or None after `limit` seconds."""
-        with trio.move_on_after(limit):
-            while True:
-                event = trio.Event()
-                self._watchers.setdefault(run_id, set()).add(event)
-                try:
-                    run = await self._read(db.read_run, run_id, steps=False)
-                    if run["status"] in FINISHED:
-                        return run
+        """The run object once the run is finished, or None after `limit` seconds.
+
+        The run is always read once, even with a limit of 0: a finished run is
+        finished, however little the caller is willing to wait."""
+        deadline = trio.current_time() + limit
+        while True:
+            event = trio.Event()
+            self._watchers.setdefault(run_id, set()).add(event)
+            try:
+                run = await self._read(db.read_run, run_id, steps=False)
+                if run["status"] in FINISHED:
+                    return run
+                with trio.move_on_at(deadline):
                     await event.wait()
-                finally:
-                    watchers = self._watchers.get(run_id)
-                    if watchers is not None:
-                        watchers.discard(event)
-                        if not watchers:
-                            del self._watchers[run_id]
-        return None
+                if not event.is_set():
+                    return None
+            finally:
+                watchers = self._watchers.get(run_id)
+                if watchers is not None:
+                    watchers.discard(event)
+                    if not watchers:
+                        del self._watchers[run_id]
 
     async def run_internal(self, workflow: str, payload: bytes, run_id: str) -> dict[str, Any]:
         """Start (or retry) a run of a built-in workflow and wait for it to finish."""

@@ -65,11 +65,14 @@ async def test_module_functions_find_the_socket_from_the_environment(
     def as_an_app_would() -> None:
         run_id = tako.start("echo", {"n": 1})
         assert tako.result(run_id, timeout=15) == {"n": 1}
+        assert tako.result(run_id, timeout=0) == {"n": 1}  # finished: no wait needed at all
         assert tako.get_run(run_id).status == "completed"
         assert [r.run_id for r in tako.list_runs(workflow="echo")] == [run_id]
         waiting = tako.start("parked")
         with pytest.raises(TimeoutError):
             tako.result(waiting, timeout=0.3)  # its own timeout passes first
+        with pytest.raises(TimeoutError):
+            tako.result(waiting, timeout=0)
         assert tako.cancel(waiting).status in ("cancelled", "running")
         with pytest.raises(tako.RunCancelled):
             tako.result(waiting, timeout=15)

@@ -111,3 +111,17 @@ async def test_a_client_that_shuts_its_writing_side_gets_every_reply(app: App) -
         assert await conn.stream.receive_some(1) == b""  # then the supervisor hangs up
         runs = await app.client().list_runs()
         assert len(runs) == 3
+
+
+async def test_wait_with_timeout_zero_answers_a_finished_run(app: App) -> None:
+    app.write("w.py", "from tako import workflow\n\n@workflow\nasync def w(p, s):\n    return p\n")
+    async with running(app):
+        run_id = await app.client().start("w", 5)
+        assert (await app.client().result(run_id, timeout=15)) == 5
+        conn = await connect(app)
+        await conn.send(
+            json.dumps({"id": 1, "op": "wait", "run_id": run_id, "timeout": 0}).encode()
+        )
+        await conn.send(b"\n")
+        reply = await conn.reply()
+        assert (reply["finished"], reply["run"]["result"]) == (True, 5)  # type: ignore[index]
