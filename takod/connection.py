@@ -12,7 +12,10 @@ to wake up: one lock orders those writes with the write loop's.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import struct
+import termios
 import threading
 from collections.abc import AsyncIterator
 
@@ -88,6 +91,19 @@ class Connection:
         """Let the write loop end once everything queued has been written."""
         self._finishing = True
         self._kick.set()
+
+    def unread(self) -> int:
+        """Bytes the peer has sent that nobody has read yet (FIONREAD).
+
+        A supervisor that was frozen (SIGSTOP, swap, a long pause) has not read
+        what its workers said meanwhile: their heartbeats are here, not lost."""
+        if self._fd < 0 or self.closed:
+            return 0
+        try:
+            raw = fcntl.ioctl(self._fd, termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return 0
+        return int(struct.unpack("i", raw)[0])
 
     @property
     def backlog(self) -> int:

@@ -214,13 +214,18 @@ class WorkerPool:
         """A worker that holds runs but has said nothing for a lease loses them.
 
         Its runs go back to the queue under new claim tokens, so whatever it
-        writes if it ever wakes up (SIGSTOP, a frozen VM) is refused."""
+        writes if it ever wakes up (SIGSTOP, a frozen VM) is refused. What it
+        sent that we have not read yet counts as heard: when takod itself was
+        the one frozen, its workers' heartbeats wait in their sockets."""
         lease = self.config.workers.lease
         while True:
             await trio.sleep(lease / 4)
-            deadline = trio.current_time() - lease
+            now = trio.current_time()
             for worker in list(self.workers.values()):
-                if worker.in_flight and not worker.expired and worker.last_seen < deadline:
+                if worker.in_flight and not worker.expired and worker.last_seen < now - lease:
+                    if worker.conn.unread():
+                        worker.last_seen = now
+                        continue
                     worker.expired = True
                     held = [rid for rid, token in worker.in_flight.items() if token]
                     worker.in_flight.clear()

@@ -115,6 +115,50 @@ async def test_a_frozen_worker_is_fenced_and_its_late_writes_refused(app: App) -
     assert app.effects() == [f"start:{first}", f"start:{second}"]
 
 
+async def test_a_frozen_supervisor_does_not_fence_workers_that_kept_beating(app: App) -> None:
+    """takod stopped for longer than the lease (SIGSTOP, a long pause, swap): its workers'
+    heartbeats wait unread in their sockets, so none is called silent on waking up, and
+    no step body runs a second time beside the first."""
+    app.configure(workers={"lease": "1s"})
+    app.write(
+        "held.py",
+        """
+        import os, time
+        from tako import workflow
+
+        def work():
+            with open(EFFECTS, "a") as f:
+                f.write(f"start:{os.getpid()}\\n")
+            while not os.path.exists(EFFECTS + ".go"):  # held here until the test says go
+                time.sleep(0.01)
+            return os.getpid()
+
+        @workflow
+        async def held(payload, step):
+            return await step.run("work", work)
+        """,
+    )
+    takod = TakodProcess(app)
+    try:
+        await takod.start()
+        client = app.client()
+        run_id = await client.start("held")
+        await eventually(lambda: app.effects(), what="the step to start")
+        (worker,) = worker_pids(app.dir)
+        takod.kill(signal.SIGSTOP)
+        try:
+            await trio.sleep(3.0)  # the stall itself (three leases), not a wait for anything
+        finally:
+            takod.kill(signal.SIGCONT)
+        await client.status()  # awake again; a wrongly fenced run would now start anew
+        (app.dir / "effects.log.go").write_text("")
+        assert await client.result(run_id, timeout=30) == worker
+        assert app.effects() == [f"start:{worker}"]
+        assert (await client.get_run(run_id)).attempts == 1
+    finally:
+        takod.stop()
+
+
 async def test_sigterm_lets_the_step_in_flight_finish_and_a_restart_resumes(app: App) -> None:
     app.write(
         "graceful.py",
