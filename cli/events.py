@@ -127,10 +127,14 @@ class EventFormatter:
                 return p(f"⚠ {f.get('reason')} ({f.get('runs')} run(s) in flight)", "red")
             case "pruned":
                 return p.dim(f"pruned {f.get('runs')} finished run(s) past retention")
+            case "released":
+                return p.dim(
+                    f"⏏ paused after step {f.get('key')}: resumes when tako dev starts again"
+                )
             case "reloaded":
                 return None  # `tako dev` prints the reloaded workflows itself
             case _:
-                return f"{kind} {dict(f)}"
+                return " ".join([kind, *(f"{k}={v}" for k, v in f.items() if k != "run_id")])
 
     def _parked(self, f: Mapping[str, Any], now: datetime, error: str) -> str:
         p = self.paint

@@ -352,8 +352,8 @@ class Supervisor:
             case Cancel(run_id=run_id, reason=reason):
                 status = await self._write(self.store.cancel, run_id, reason, self.clock.now_ms())
                 self.approvals_changed()
-                if status in FINISHED:
-                    self.run_finished(run_id)
+                if status in FINISHED:  # a running run says so when its step ends
+                    self.run_finished(run_id, status, error=reason or "cancelled")
                 return ok(req.id, run=await self._read(db.read_run, run_id))
             case Retry(run_id=run_id):
                 now = self.clock.now_ms()

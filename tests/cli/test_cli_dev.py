@@ -156,3 +156,23 @@ def test_a_kept_socket_file_of_a_dead_supervisor_still_means_down(
     eventually(lambda: worker_pids(app) == [], what="workers to notice")
     result = tako_cmd("run", "greet", "--data-dir", data_dir)
     assert result.code == 3 and "tako dev" in result.err
+
+
+def test_cancelling_a_parked_run_prints_a_line(tmp_path: Path, data_dir: Path) -> None:
+    parked = """
+        from tako import Step, workflow
+
+        @workflow
+        async def parked(payload, step: Step):
+            await step.wait_for("never")
+    """
+    app = make_app(tmp_path / "parkapp", {"parked.py": parked})
+    server = DevServer(app, data_dir)
+    try:
+        run_id = server.client().start("parked")
+        server.wait_status(run_id, "waiting")
+        server.client().cancel(run_id, reason="changed my mind")
+        server.wait_for_log(f"{run_id} parked  ⊘ cancelled: changed my mind")
+        assert server.stop() == 0
+    finally:
+        server.kill()

@@ -305,6 +305,8 @@ def test_event_lines() -> None:
         fmt.line("retrying", {"run_id": "r1", "wake_at": ms, "error": "E: x"}, NOW),
         fmt.line("completed", {"run_id": "r1", "error": None}, NOW),
         fmt.line("worker_lost", {"reason": "worker crashed: killed by SIGKILL", "runs": 2}, NOW),
+        fmt.line("released", {"run_id": "r2", "key": "pay"}, NOW),
+        fmt.line("future_event", {"run_id": "r2", "n": 3}, NOW),
     ]
     assert lines == [
         "05:45:00  r1 greet  ▶ started",
@@ -316,6 +318,8 @@ def test_event_lines() -> None:
         "05:45:00  r1 greet  ↻ attempt failed: E: x; retrying in 10m",
         "05:45:00  r1 greet  ✔ completed",
         "05:45:00  ⚠ worker crashed: killed by SIGKILL (2 run(s) in flight)",
+        "05:45:00  r2 ?  ⏏ paused after step pay: resumes when tako dev starts again",
+        "05:45:00  r2 ?  future_event n=3",
     ]
     assert fmt.line("reloaded", {"workflows": 1, "errors": 0}, NOW) is None
 
