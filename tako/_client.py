@@ -369,6 +369,15 @@ class AsyncClient:
     def close(self) -> None:
         self.sync.close()
 
+    async def aclose(self) -> None:
+        self.sync.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.sync.close()
+
 
 async def _in_thread(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     import anyio.to_thread  # imported here: a worker that never uses AsyncClient skips it

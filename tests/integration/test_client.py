@@ -1,8 +1,11 @@
-"""The client API of SPEC §6 as application code uses it: module functions, errors, timeouts."""
+"""The client API as application code uses it: module functions, errors, timeouts."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -81,3 +84,21 @@ async def test_module_functions_find_the_socket_from_the_environment(
 
     async with running(app):
         await trio.to_thread.run_sync(as_an_app_would)
+
+
+async def test_async_client_is_an_async_context_manager_under_trio_and_asyncio(app: App) -> None:
+    app.write(
+        "echo.py", "from tako import workflow\n\n@workflow\nasync def echo(p, s):\n    return p\n"
+    )
+
+    async def use(client_of: Callable[[], tako.AsyncClient]) -> Any:
+        async with client_of() as client:
+            run_id = await client.start("echo", {"n": 2})
+            result = await client.result(run_id, timeout=15)
+        assert client.sync._idle == []  # its pooled connections are closed on exit
+        return result
+
+    async with running(app):
+        assert await use(app.client) == {"n": 2}
+        in_asyncio = await trio.to_thread.run_sync(asyncio.run, use(app.client))
+        assert in_asyncio == {"n": 2}
