@@ -26,9 +26,10 @@ import click
 from cli.payloads import PayloadError, read_payload
 from tako._durations import parse_duration
 from tako._paths import resolve_data_dir, resolve_socket
+from tako._protocol import RUN_ID_RULE
 
 F = TypeVar("F", bound=Callable[..., Any])
-RUN_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+RUN_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 STATUSES = ("pending", "running", "sleeping", "waiting", "completed", "failed", "cancelled")
 
 # Exit codes of SPEC §7. Click's own usage errors already exit with 2.
@@ -129,7 +130,7 @@ def app_option(fn: F) -> F:
 
 
 class RunIdType(StrParam):
-    """A run id as SPEC §4 allows: `[A-Za-z0-9._:-]`, 1 to 128 characters."""
+    """A run id: 1 to 128 of `[A-Za-z0-9._:@-]` (ids sort and print safely anywhere)."""
 
     name = "RUN_ID"
 
@@ -137,7 +138,7 @@ class RunIdType(StrParam):
         text = str(value)
         if not RUN_ID.fullmatch(text):
             self.fail(
-                f"{text!r} is not a run id: use 1 to 128 of the characters A-Z a-z 0-9 . _ : -",
+                f"{text!r} is not a run id: use {RUN_ID_RULE}",
                 param,
                 ctx,
             )

@@ -18,7 +18,7 @@ from tako._errors import BadJson, InvalidRequest, TakoError, UnknownOp
 
 NULL = msgspec.Raw(b"null")
 ABSENT = msgspec.Raw(b"")  # a Raw field that was not sent at all (null is a value)
-RUN_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}(?!\n)$"  # `$` alone would allow a final newline
+RUN_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}(?!\n)$"  # `$` alone would allow a final newline
 RunId = Annotated[str, msgspec.Meta(pattern=RUN_ID_PATTERN)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=100 * 365 * 86400)]  # up to a century
@@ -312,12 +312,20 @@ def decode_request(line: bytes) -> Request:
         if isinstance(env.op, str) and env.op not in OPS:
             err = UnknownOp(f"unknown op {env.op!r}; see docs/protocol.md for the list")
         else:
-            err = InvalidRequest(str(exc))
+            err = InvalidRequest(_readable(str(exc)))
         raise RequestError(env.id, err) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise RequestError(None, BadJson(f"invalid JSON: {exc}")) from None
     except RecursionError:
         raise RequestError(None, InvalidRequest("JSON nested too deeply")) from None
+
+
+RUN_ID_RULE = "1 to 128 of the characters A-Z a-z 0-9 . _ : @ -"
+
+
+def _readable(message: str) -> str:
+    """msgspec's message, with our run id pattern said in words instead of as a regex."""
+    return message.replace(f"`str` matching regex {RUN_ID_PATTERN!r}", f"a run id ({RUN_ID_RULE})")
 
 
 def op_name(req: Request) -> str:

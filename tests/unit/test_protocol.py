@@ -393,3 +393,24 @@ def test_arbitrary_request_objects_decode_or_raise_request_error(
     else:
         assert op in OPS
         assert req.id == fields.get("id")
+
+
+def test_a_bad_run_id_is_explained_in_words_not_as_a_regex() -> None:
+    with pytest.raises(RequestError) as info:
+        decode_request(line(id=1, op="start", workflow="w", run_id="order 42"))
+    message = info.value.error.message
+    assert message == (
+        "Expected a run id (1 to 128 of the characters A-Z a-z 0-9 . _ : @ -) - at `$.run_id`"
+    )
+
+
+@pytest.mark.parametrize("run_id", ["a", "nightly-report@2026-11-30T09:00:00Z", "x" * 128])
+def test_run_ids_take_at_signs_colons_and_up_to_128_characters(run_id: str) -> None:
+    req = decode_request(line(id=1, op="start", workflow="w", run_id=run_id))
+    assert isinstance(req, Start) and req.run_id == run_id
+
+
+@pytest.mark.parametrize("run_id", ["", "x" * 129, "a b", "a\n", "é"])
+def test_run_ids_outside_the_rule_are_invalid(run_id: str) -> None:
+    with pytest.raises(RequestError):
+        decode_request(line(id=1, op="start", workflow="w", run_id=run_id))
