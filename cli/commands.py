@@ -34,6 +34,7 @@ from cli.options import (
 from cli.render import render_run, render_runs, render_status, render_workflows
 from cli.text import duration_text, use_colour
 from tako import Client, SupervisorUnavailable, TakoError
+from tako._paths import find_app_dir
 
 T = TypeVar("T")
 FINISHED = ("completed", "failed", "cancelled")
@@ -348,7 +349,7 @@ def workflows_cmd(as_json: bool) -> None:
     try:
         registry = reply_fields(connect().request("workflows"))
     except SupervisorUnavailable as exc:
-        here = Path.cwd()
+        here = find_app_dir()
         if not (here / "workflows").is_dir():
             raise Unreachable(
                 f"{exc.message}\n(and {here} has no workflows/ folder to read instead)"

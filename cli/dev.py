@@ -28,7 +28,7 @@ import click
 import msgspec
 
 from cli.events import EventFormatter, banner, hints
-from cli.options import BadInput, Refused, global_options, settings
+from cli.options import BadInput, Refused, server_options, settings
 from cli.render import render_workflows
 from cli.text import Paint, use_colour
 
@@ -71,7 +71,7 @@ class DevConsole:
     default=".",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
 )
-@global_options
+@server_options
 def dev_cmd(app_dir: Path) -> None:
     """Run the supervisor for the app in APP_DIR (default: here) in the foreground."""
     import trio  # imported here: only `tako dev` needs trio and takod, the client commands not

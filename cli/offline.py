@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from cli.options import BadInput, Unreachable
+from tako._paths import find_app_dir
 
 T = TypeVar("T")
 DESCRIBE_TIMEOUT = 60.0
@@ -48,7 +49,7 @@ def find_database(data_dir: Path, app: str | None, down: Unreachable) -> Path:
                 f"{down.message}\n(and there is no database for app {app!r} at {path})"
             )
         return path
-    here = apps / app_name(Path.cwd()) / "runs.db"
+    here = apps / app_name(find_app_dir()) / "runs.db"
     if here.exists():
         return here
     found = sorted(p.parent.name for p in apps.glob("*/runs.db")) if apps.is_dir() else []

@@ -25,7 +25,7 @@ import click
 
 from cli.payloads import PayloadError, read_payload
 from tako._durations import parse_duration
-from tako._paths import resolve_data_dir, resolve_socket
+from tako._paths import find_app_dir, resolve_data_dir, resolve_socket
 from tako._protocol import RUN_ID_RULE
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -72,8 +72,8 @@ class Settings:
     socket: str | None = None
 
     def data_path(self) -> Path:
-        """`--data-dir`, else `$TAKO_DATA_DIR`, else `.tako` in the current folder (SPEC §2)."""
-        return resolve_data_dir(Path.cwd(), self.data_dir)
+        """`--data-dir`, else `$TAKO_DATA_DIR`, else `.tako` in the app we are in."""
+        return resolve_data_dir(find_app_dir(), self.data_dir)
 
     def socket_path(self) -> Path:
         """`--socket`, else `$TAKO_SOCKET` (unless `--data-dir` was given), else the data dir's."""
@@ -96,23 +96,39 @@ def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], None]
     return callback
 
 
-def global_options(fn: F) -> F:
+CLIENT_HELP = (
+    "Where runs.db and the socket live (default: $TAKO_DATA_DIR, else .tako in this "
+    "folder or the nearest folder above it that is an app).",
+    "The supervisor's socket (default: $TAKO_SOCKET, else DATA_DIR/tako.sock).",
+)
+SERVER_HELP = (
+    "Where runs.db and the socket live (default: $TAKO_DATA_DIR, else APP_DIR/.tako).",
+    "Where to listen (default: DATA_DIR/tako.sock).",
+)
+
+
+def global_options(fn: F, *, helps: tuple[str, str] = CLIENT_HELP) -> F:
     """`--data-dir` and `--socket`, accepted on the group and on every command."""
     fn = click.option(
         "--socket",
         metavar="PATH",
         expose_value=False,
         callback=_remember("socket"),
-        help="The supervisor's socket (default: $TAKO_SOCKET, else DATA_DIR/tako.sock).",
+        help=helps[1],
     )(fn)
     fn = click.option(
         "--data-dir",
         metavar="DIR",
         expose_value=False,
         callback=_remember("data_dir"),
-        help="Where runs.db and the socket live (default: $TAKO_DATA_DIR, else ./.tako).",
+        help=helps[0],
     )(fn)
     return fn
+
+
+def server_options(fn: F) -> F:
+    """`--data-dir` and `--socket` as a supervisor reads them: it listens, it does not look."""
+    return global_options(fn, helps=SERVER_HELP)
 
 
 def json_option(fn: F) -> F:

@@ -176,3 +176,11 @@ def test_cancelling_a_parked_run_prints_a_line(tmp_path: Path, data_dir: Path) -
         assert server.stop() == 0
     finally:
         server.kill()
+
+
+def test_dev_help_names_the_defaults_it_uses() -> None:
+    text = " ".join(tako_cmd("dev", "--help").out.split())  # as one line, however wrapped
+    assert "APP_DIR/.tako" in text and "DATA_DIR/tako.sock" in text
+    assert "$TAKO_SOCKET" not in text and "./.tako" not in text  # a supervisor does not look
+    client_help = " ".join(tako_cmd("runs", "--help").out.split())
+    assert "$TAKO_SOCKET" in client_help and "nearest folder above" in client_help

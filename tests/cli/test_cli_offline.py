@@ -133,3 +133,25 @@ def test_a_database_that_cannot_be_read_is_reported(tmp_path: Path) -> None:
         assert "cannot be read" in result.err and "Traceback" not in result.err
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_commands_in_a_folder_below_the_app_find_its_data_as_git_finds_dot_git() -> None:
+    root = short_data_dir()
+    try:
+        app = make_app(root / "app", {"flows.py": FLOWS})
+        deep = app / "src" / "deep"
+        deep.mkdir(parents=True)
+        server = DevServer(app, app / ".tako")  # the default data dir: APP/.tako
+        try:
+            ran = tako_cmd("run", "echo", '{"n": 1}', "--wait", "--json", cwd=deep)
+            assert (ran.code, ran.json()["result"]) == (0, {"n": 1}), ran.err
+            assert server.stop() == 0
+        finally:
+            server.kill()
+        listed = tako_cmd("runs", "--json", cwd=deep)  # down: read from APP/.tako's runs.db
+        assert listed.code == 0, listed.err
+        assert [r["workflow"] for r in listed.json()] == ["echo"]
+        elsewhere = tako_cmd("runs", cwd=root)  # not inside the app: nothing to find
+        assert elsewhere.code == 3
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
