@@ -180,11 +180,16 @@ def runs_group(
     def from_db(database: Path) -> list[dict[str, Any]]:
         from takod import store
 
-        rows = offline.read(
-            database, store.read_runs, status=status, workflow=workflow, limit=limit
-        )
-        result: list[dict[str, Any]] = offline.plain(rows)
-        return result
+        rows = [
+            run
+            for stored in offline.offline_status(status)
+            for run in offline.read(
+                database, store.read_runs, status=stored, workflow=workflow, limit=limit
+            )
+        ]
+        rows.sort(key=lambda r: (r["created_at"], r["run_id"]), reverse=True)
+        result: list[dict[str, Any]] = offline.plain(rows[:limit])
+        return [offline.interrupted(run) for run in result]
 
     runs = read(ask, from_db, app)
     if as_json:
@@ -219,7 +224,7 @@ def show_cmd(ctx: click.Context, run_id: str, app: str | None, as_json: bool) ->
             return run, _open_approvals(run, lambda k: read_approval(conn, k))
 
         run, approvals = offline.plain(offline.read(database, both))
-        return run, approvals
+        return offline.interrupted(run), approvals
 
     run, approvals = read(ask, from_db, inherited(ctx, "app", app))
     if as_json:
@@ -336,7 +341,7 @@ def _status_down(app: str | None, exc: SupervisorUnavailable) -> tuple[dict[str,
         database = offline.find_database(data_dir, app, Unreachable(exc.message))
     except Unreachable:
         return status, message
-    status["runs"] = offline.read(database, store.read_counts)
+    status["runs"] = offline.offline_counts(offline.read(database, store.read_counts))
     status["next_wake_at"] = store.iso(offline.read(database, store.read_next_wake))
     return status, message
 

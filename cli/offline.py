@@ -72,6 +72,34 @@ def read(database: Path, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         conn.close()
 
 
+def interrupted(run: dict[str, Any]) -> dict[str, Any]:
+    """With no supervisor, nothing runs: a run the store still calls `running` was
+    interrupted, and a supervisor puts it back in the queue first thing when it starts.
+    So it reads as what it is, `pending`."""
+    if run.get("status") == "running":
+        run["status"] = "pending"
+    return run
+
+
+def offline_status(status: str | None) -> list[str | None]:
+    """The stored statuses behind a `--status` filter, read while the supervisor is down."""
+    match status:
+        case "running":
+            return []
+        case "pending":
+            return ["pending", "running"]
+        case _:
+            return [status]
+
+
+def offline_counts(counts: dict[str, int]) -> dict[str, int]:
+    """Runs per status as they stand while the supervisor is down (see `interrupted`)."""
+    counts = dict(counts)
+    if "running" in counts:
+        counts["pending"] = counts.get("pending", 0) + counts.pop("running")
+    return counts
+
+
 def plain(value: Any) -> Any:
     """Store dicts hold msgspec.Raw JSON; round-trip them into plain values, as a reply is."""
     return msgspec.json.decode(msgspec.json.encode(value))

@@ -155,3 +155,36 @@ def test_commands_in_a_folder_below_the_app_find_its_data_as_git_finds_dot_git()
         assert elsewhere.code == 3
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_run_interrupted_by_a_dead_supervisor_reads_pending_not_running(tmp_path: Path) -> None:
+    blocked = """
+        import os, time
+        from tako import Step, workflow
+
+        def block(mark):
+            open(mark, "w").close()
+            time.sleep(60)
+
+        @workflow
+        async def blocked(payload, step: Step):
+            await step.run("block", lambda: block(payload["mark"]))
+    """
+    app = make_app(tmp_path / "killed", {"blocked.py": blocked})
+    data_dir = short_data_dir()
+    server = DevServer(app, data_dir)
+    try:
+        mark = tmp_path / "in-step"
+        run_id = server.client().start("blocked", {"mark": str(mark)})
+        server.wait_for(mark.exists, what="the step to start")
+        server.kill()  # kill -9: the store still says running
+        shown = server.tako("runs", "show", run_id, "--json")
+        assert (shown.code, shown.json()["status"]) == (0, "pending"), shown.err
+        assert server.tako("runs", "--status", "running", "--json").json() == []
+        pending = server.tako("runs", "--status", "pending", "--json").json()
+        assert [r["run_id"] for r in pending] == [run_id]
+        status = server.tako("status", "--json").json()
+        assert status["runs"] == {"pending": 1}
+    finally:
+        server.kill()
+        shutil.rmtree(data_dir, ignore_errors=True)
