@@ -266,8 +266,7 @@ class Step:
             schema=msgspec.Raw(msgspec.json.encode(msgspec.json.schema(type) if type else None)),
         )
         raw = await self._park(key, name, "approval", approval=spec)
-        if raw is None:
-            self.log.info("waiting for approval %s:%s", self.run_id, key)
+        if raw is None:  # `tako dev` prints the parked event: step.log stays the user's
             raise Parked
         return _decision(raw, type)
 

@@ -277,6 +277,7 @@ def test_runs_show_draws_the_approval_chain(shop: DevServer) -> None:
 
     log = shop.log()
     assert f"⏸ waiting for approval {first} (tako approve {first} --by <you>)" in log
+    assert log.count(f"waiting for approval {first}") == 1  # no step.log line beside it
     assert f"◄ approval {first} approved" in log
 
 
