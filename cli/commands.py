@@ -8,6 +8,7 @@ when the supervisor is down (`cli/offline.py`).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from cli.options import (
     PAYLOAD,
     RUN_ID_TYPE,
     STATUSES,
+    BadInput,
     Unreachable,
     app_option,
     emit_json,
@@ -90,6 +92,11 @@ def now() -> datetime:
 @click.option("--id", "run_id", type=RUN_ID_TYPE, help="Your own run id (idempotent start).")
 @click.option("--delay", type=DURATION, help="Start later: 30s, 10m, 1h30m, 2d ...")
 @click.option("--wait", is_flag=True, help="Wait for the run to finish and print its result.")
+@click.option(
+    "--until-parked",
+    is_flag=True,
+    help="Wait until the run sleeps, waits or finishes, then print where it stands.",
+)
 @json_option
 @global_options
 def run_cmd(
@@ -98,11 +105,22 @@ def run_cmd(
     run_id: str | None,
     delay: float | None,
     wait: bool,
+    until_parked: bool,
     as_json: bool,
 ) -> None:
     """Start a run of WORKFLOW with PAYLOAD (JSON text, @file.json, or - for stdin)."""
+    if wait and until_parked:
+        raise BadInput("--wait and --until-parked do not go together: pick one")
     client = connect()
     started = client.start_run(workflow, payload, run_id=run_id, delay=delay)
+    if until_parked:
+        run = _settled(client, started.run_id, "parked")
+        if as_json:
+            emit_json(run)
+        else:
+            click.echo(f"run {started.run_id} ({workflow}) {_where(run)}")
+            click.echo(f"  tako runs show {started.run_id}")
+        return
     if not wait:
         if as_json:
             emit_json({f: getattr(started, f) for f in started.__struct_fields__})
@@ -115,11 +133,7 @@ def run_cmd(
         return
     if not as_json:
         click.echo(f"run {started.run_id} ({workflow}) started; waiting for it to finish", err=True)
-    while True:  # each wait is held at most 300 s by takod; ask again until it is finished
-        reply = client.request("wait", run_id=started.run_id, timeout=None)
-        if reply["finished"]:
-            break
-    run = reply["run"]
+    run = _settled(client, started.run_id, "finished")
     if as_json:
         emit_json(run)
     elif run["status"] == "completed":
@@ -127,6 +141,29 @@ def run_cmd(
     if run["status"] != "completed":
         click.echo(f"Error: run {run['run_id']} {run['status']}: {run['error']}", err=True)
         click.get_current_context().exit(EXIT_REFUSED)
+
+
+def _settled(client: Client, run_id: str, until: str) -> dict[str, Any]:
+    """The run object (as takod sends it) once it is finished, or with until="parked"
+    once it sleeps or waits too."""
+    while True:  # each wait is held at most 300 s by takod; ask again until it is done
+        reply = client.request("wait", run_id=run_id, timeout=None, until=until)
+        if reply["finished"]:
+            run: dict[str, Any] = reply["run"]
+            return run
+
+
+def _where(run: dict[str, Any]) -> str:
+    """One line on where a settled run stands: what it waits for, or how it ended."""
+    match run["status"]:
+        case "waiting":
+            return f'waiting for "{run["waiting_for"]}"'
+        case "sleeping":
+            return "sleeping"
+        case "completed":
+            return f"completed → {json.dumps(run['result'], ensure_ascii=False)}"
+        case status:
+            return f"{status}: {run['error']}"
 
 
 @click.command("signal", short_help="Send a signal to waiting runs.")

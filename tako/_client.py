@@ -118,12 +118,16 @@ class Client:
     def retry(self, run_id: str) -> Run:
         return msgspec.convert(self.request("retry", run_id=run_id)["run"], Run)
 
-    def wait(self, run_id: str, *, timeout: Duration | None = None) -> Run:
-        """The run once it is finished; TimeoutError if `timeout` passes first."""
+    def wait(self, run_id: str, *, timeout: Duration | None = None, parked: bool = False) -> Run:
+        """The run once it is finished (with `parked=True`: or sleeping or waiting);
+        TimeoutError if `timeout` passes first."""
         deadline = None if timeout is None else time.monotonic() + parse_duration(timeout)
+        until = "parked" if parked else "finished"
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            reply = msgspec.convert(self.request("wait", run_id=run_id, timeout=left), _WaitReply)
+            reply = msgspec.convert(
+                self.request("wait", run_id=run_id, timeout=left, until=until), _WaitReply
+            )
             if reply.finished:
                 return reply.run
             if deadline is not None and time.monotonic() >= deadline:
@@ -320,8 +324,10 @@ class AsyncClient:
     async def retry(self, run_id: str) -> Run:
         return await _in_thread(self.sync.retry, run_id)
 
-    async def wait(self, run_id: str, *, timeout: Duration | None = None) -> Run:
-        return await _in_thread(self.sync.wait, run_id, timeout=timeout)
+    async def wait(
+        self, run_id: str, *, timeout: Duration | None = None, parked: bool = False
+    ) -> Run:
+        return await _in_thread(self.sync.wait, run_id, timeout=timeout, parked=parked)
 
     async def result(self, run_id: str, *, timeout: Duration | None = None) -> Any:
         return await _in_thread(self.sync.result, run_id, timeout=timeout)

@@ -108,10 +108,12 @@ class GetApproval(_Req, tag="get_approval"):
 
 
 class Wait(_Req, tag="wait"):
-    """Reply once the run is finished, or with `finished: false` after `timeout`."""
+    """Reply once the run is finished (with `until="parked"`: or sleeping or waiting),
+    or with `finished: false` after `timeout`."""
 
     run_id: str
     timeout: Seconds | None = None
+    until: Literal["finished", "parked"] = "finished"
 
 
 # -- worker operations (on a worker's private connection) ----------------------

@@ -66,7 +66,7 @@ from takod.notifiers import Notifiers
 from takod.scheduler import Clock, Scheduler, SystemClock
 from takod.schema_check import check as check_schema
 from takod.server import DataDirLock, open_listener
-from takod.transitions import FINISHED, RunStatus
+from takod.transitions import FINISHED, PARKED, RunStatus
 from takod.webhook import Webhook
 from takod.worker_link import WorkerLink
 from takod.workers import Slots, WorkerPool
@@ -364,8 +364,9 @@ class Supervisor:
                 self.scheduler.note(now + timeout_ms if timeout_ms else None)
                 self.pool.enqueue([run_id])
                 return ok(req.id, run=await self._read(db.read_run, run_id))
-            case Wait(run_id=run_id, timeout=timeout):
-                return await self.wait(req.id, run_id, timeout)
+            case Wait(run_id=run_id, timeout=timeout, until=until):
+                settled = FINISHED | PARKED if until == "parked" else FINISHED
+                return await self.wait(req.id, run_id, timeout, settled)
             case Status():
                 return await self.status(req)
             case Workflows():
@@ -478,14 +479,20 @@ class Supervisor:
             self.hand_over(woken)
         return ok(req.id, approval=approval)
 
-    async def wait(self, req_id: Any, run_id: str, timeout: float | None) -> bytes:
-        """Reply when the run is finished, or after `timeout` with `finished: false`."""
+    async def wait(
+        self, req_id: Any, run_id: str, timeout: float | None, until: frozenset[str] = FINISHED
+    ) -> bytes:
+        """Reply when the run's status is one of `until`, or after `timeout` with
+        `finished: false`."""
         limit = min(timeout if timeout is not None else MAX_WAIT, MAX_WAIT)
-        finished = await self.finished_run(run_id, limit) is not None
+        finished = await self.finished_run(run_id, limit, until) is not None
         return ok(req_id, finished=finished, run=await self._read(db.read_run, run_id))
 
-    async def finished_run(self, run_id: str, limit: float) -> dict[str, Any] | None:
-        """The run object once the run is finished, or None after `limit` seconds.
+    async def finished_run(
+        self, run_id: str, limit: float, until: frozenset[str] = FINISHED
+    ) -> dict[str, Any] | None:
+        """The run object once the run is finished (its status one of `until`), or None
+        after `limit` seconds.
 
         The run is always read once, even with a limit of 0: a finished run is
         finished, however little the caller is willing to wait."""
@@ -495,7 +502,7 @@ class Supervisor:
             self._watchers.setdefault(run_id, set()).add(event)
             try:
                 run = await self._read(db.read_run, run_id, steps=False)
-                if run["status"] in FINISHED:
+                if run["status"] in until:
                     return run
                 with trio.move_on_at(deadline):
                     await event.wait()
@@ -714,10 +721,14 @@ class Supervisor:
             self.hand_over(woken)
 
     def run_finished(self, run_id: str, status: str = "", error: str | None = None) -> None:
-        for event in self._watchers.get(run_id, ()):
-            event.set()
+        self.run_changed(run_id)
         if status:
             self.emit(status, run_id=run_id, error=error)
+
+    def run_changed(self, run_id: str) -> None:
+        """Wake whoever waits on this run (`wait`): it finished, or it parked."""
+        for event in self._watchers.get(run_id, ()):
+            event.set()
 
     def approvals_changed(self) -> None:
         """Approval events may wait in the outbox: wake their deliveries."""

@@ -167,6 +167,7 @@ class WorkerLink:
         if req.approval is not None:
             sup.scheduler.note(first_timer(req.approval, req.started_at or sup.clock.now_ms()))
             sup.approvals_changed()
+        sup.run_changed(req.run_id)
         sup.emit(
             "parked",
             run_id=req.run_id,

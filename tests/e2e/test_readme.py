@@ -253,8 +253,10 @@ def test_the_readme_walkthrough(app: Path, dev: Dev, term: Terminal) -> None:
 
 
 def test_admin_approve_script_rejects_and_approves(app: Path, term: Terminal) -> None:
-    rejected = term.json("""tako run fulfill-order '{"order_id": 42}'""")["run_id"]
-    term.wait_for_status(rejected, "waiting")
+    # typed back to back: --until-parked returns once the run waits for the decision
+    parked = term.json("""tako run fulfill-order '{"order_id": 42}' --until-parked""")
+    assert (parked["status"], parked["waiting_for"]) == ("waiting", "approval:order-42")
+    rejected = parked["run_id"]
     done = term.run("python admin_approve.py 42 --by bob --reject")
     assert done.stdout.strip() == "SignalResult(delivered=1, kept=False)"
     run = term.wait_for_status(rejected, "completed", "failed", "cancelled")
@@ -285,9 +287,13 @@ def test_small_orders_ship_without_approval_and_unknown_orders_fail(term: Termin
 
 
 def test_approve_and_act_is_approved_by_a_run_targeted_signal(app: Path, term: Terminal) -> None:
-    command = """tako run approve-and-act '{"action": "rotate the staging database password"}'"""
-    run_id = term.json(command)["run_id"]
-    term.wait_for_status(run_id, "waiting")
+    command = (
+        """tako run approve-and-act '{"action": "rotate the staging database password"}' """
+        "--until-parked"
+    )
+    said = term.run(command).stdout  # as a person reads it, then straight on to `cat`
+    run_id = said.split()[1]
+    assert said.startswith(f'run {run_id} (approve-and-act) waiting for "decision"\n'), said
     assert term.run("cat .tako/outbox/slack.txt").stdout == (
         "#ops: Approve “rotate the staging database password”? To approve, run: "
         f"""tako signal decision '{{"kind": "approved"}}' --run {run_id}\n"""

@@ -102,3 +102,30 @@ async def test_async_client_is_an_async_context_manager_under_trio_and_asyncio(a
         assert await use(app.client) == {"n": 2}
         in_asyncio = await trio.to_thread.run_sync(asyncio.run, use(app.client))
         assert in_asyncio == {"n": 2}
+
+
+async def test_wait_until_parked_returns_once_the_run_waits_or_finishes(app: App) -> None:
+    app.write(
+        "flows.py",
+        """
+        from tako import workflow
+
+        @workflow
+        async def asks(payload, step):
+            await step.run("before", lambda: 1)
+            return await step.wait_for("answer")
+
+        @workflow
+        async def quick(payload, step):
+            return await step.run("only", lambda: 2)
+        """,
+    )
+    async with running(app):
+        client = app.client()
+        asks = await client.start("asks")
+        run = await client.wait(asks, parked=True, timeout=15)
+        assert (run.status, run.waiting_for) == ("waiting", "answer")
+        with pytest.raises(TimeoutError):
+            await client.wait(asks, timeout=0.2)  # not finished, still
+        quick = await client.start("quick")
+        assert (await client.wait(quick, parked=True, timeout=15)).status == "completed"
