@@ -253,13 +253,15 @@ class Supervisor:
                 self.emit("output", file=file, text=text)
         else:
             message = proc.stderr.decode(errors="replace").strip().splitlines()
+            reason = message[-1] if message else f"exit code {proc.returncode}"
+            if proc.returncode == 0:
+                reason += " (a workflow file exited while imported?)"
             self.registry = Registry(
                 errors=[
                     LoadError(
                         file=str(self.app_dir / "workflows"),
                         line=None,
-                        message="the worker failed to load the app: "
-                        + (message[-1] if message else f"exit code {proc.returncode}"),
+                        message=f"the worker failed to load the app: {reason}",
                     )
                 ]
             )

@@ -135,3 +135,13 @@ async def test_starting_a_workflow_of_a_broken_file_names_the_file_and_its_error
         "no workflow named 'broken' (known: good-one); workflows/broken.py failed to load: "
         "line 3: NameError: name 'undefined_name' is not defined"
     )
+
+
+async def test_a_file_that_ends_the_process_while_imported_is_reported(app: App) -> None:
+    app.write("good.py", GOOD)
+    app.write("quits.py", "import os\nos._exit(0)\n")
+    async with running(app) as supervisor:
+        [error] = supervisor.registry.errors
+    assert error.message == (
+        "the worker failed to load the app: exit code 0 (a workflow file exited while imported?)"
+    )
