@@ -187,7 +187,7 @@ def _captured(output: dict[str, str] | None, label: str) -> Iterator[None]:
             sink.seek(0)
             text = sink.read().decode(errors="replace")
             if text:
-                output[label] = output.get(label, "") + text[-MAX_OUTPUT:]
+                output[label] = text[-MAX_OUTPUT:]
 
 
 def _flush() -> None:
