@@ -122,6 +122,8 @@ class WorkflowInfo(msgspec.Struct, kw_only=True):
     file: str
     retries: int
     timeout: float | None = None
+    # a payload its handler accepts, from its payload type; left out when it has none
+    payload_example: Any | msgspec.UnsetType = msgspec.UNSET
 
 
 class LoadError(msgspec.Struct, kw_only=True):
@@ -131,10 +133,12 @@ class LoadError(msgspec.Struct, kw_only=True):
 
 
 class Registry(msgspec.Struct, kw_only=True):
-    """What `worker_runtime --describe` prints: the app's workflows and its broken files."""
+    """What `worker_runtime --describe` reports: the app's workflows, its broken files, and
+    what each file printed while it was imported (file -> text)."""
 
     workflows: list[WorkflowInfo] = []
     errors: list[LoadError] = []
+    output: dict[str, str] = {}
 
 
 def ms_to_datetime(ms: int | None) -> datetime | None:

@@ -8,6 +8,7 @@ something falls due later, the scheduler is told.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -249,19 +250,28 @@ class Supervisor:
 
     async def load_registry(self) -> Registry:
         """Learn the app's workflows from a `--describe` worker: user code never loads here."""
-        argv = [sys.executable, "-m", "worker_runtime", str(self.app_dir), "--describe"]
+        # -P: the current folder must not shadow installed packages (a `tako/` clone here)
+        argv = [sys.executable, "-P", "-m", "worker_runtime", str(self.app_dir), "--describe"]
         proc = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+        registry = None
         if proc.returncode == 0:
-            self.registry = msgspec.json.decode(proc.stdout, type=Registry)
+            with contextlib.suppress(msgspec.DecodeError):  # it exited early (os._exit?)
+                registry = msgspec.json.decode(proc.stdout, type=Registry)
+        if registry is not None:
+            self.registry = registry
+            for file, text in registry.output.items():
+                self.emit("output", file=file, text=text)
         else:
             message = proc.stderr.decode(errors="replace").strip().splitlines()
+            reason = message[-1] if message else f"exit code {proc.returncode}"
+            if proc.returncode == 0:
+                reason += " (a workflow file exited while imported?)"
             self.registry = Registry(
                 errors=[
                     LoadError(
                         file=str(self.app_dir / "workflows"),
                         line=None,
-                        message="the worker failed to load the app: "
-                        + (message[-1] if message else f"exit code {proc.returncode}"),
+                        message=f"the worker failed to load the app: {reason}",
                     )
                 ]
             )
@@ -397,7 +407,11 @@ class Supervisor:
         wf = self._workflows.get(req.workflow)
         if wf is None:
             known = ", ".join(sorted(self._workflows)) or "none"
-            raise UnknownWorkflow(f"no workflow named {req.workflow!r} (known: {known})")
+            broken = "".join(
+                f"; {e.file} failed to load: line {e.line or '?'}: {e.message}"
+                for e in self.registry.errors
+            )
+            raise UnknownWorkflow(f"no workflow named {req.workflow!r} (known: {known}){broken}")
         payload = bytes(req.payload)
         self.check_payload("payload", payload)
         now = self.clock.now_ms()

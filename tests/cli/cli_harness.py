@@ -128,8 +128,11 @@ def make_app(root: Path, files: dict[str, str], *, name: str = "shop") -> Path:
 class DevServer:
     """`tako dev APP --data-dir D` as a subprocess, its output in a log file."""
 
-    def __init__(self, app_dir: Path, data_dir: Path, *, from_app_dir: bool = False) -> None:
-        """`from_app_dir`: run `tako dev` in the app folder without naming it (the default)."""
+    def __init__(
+        self, app_dir: Path, data_dir: Path, *, from_app_dir: bool = False, cwd: Path | None = None
+    ) -> None:
+        """`from_app_dir`: run `tako dev` in the app folder without naming it (the default);
+        `cwd`: the folder to run it in, naming the app."""
         self.app_dir = app_dir
         self.data_dir = data_dir
         self.log_path = app_dir.parent / f"dev-{app_dir.name}.log"
@@ -137,7 +140,7 @@ class DevServer:
         where = [] if from_app_dir else [str(app_dir)]
         self.proc = subprocess.Popen(
             [TAKO, "dev", *where, "--data-dir", str(data_dir)],
-            cwd=app_dir if from_app_dir else None,
+            cwd=app_dir if from_app_dir else cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=clean_env(),
