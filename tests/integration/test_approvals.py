@@ -291,8 +291,16 @@ async def test_a_retried_run_does_not_ask_again(app: App) -> None:
         (app.dir / "effects.log.ok").write_text("ok")
         await client.retry(run_id)
         assert await client.result(run_id, timeout=15) == "paid"
-        assert await client.list_approvals(status=None) == await client.list_approvals(status=None)
-        assert len(await client.list_approvals(status=None)) == 2  # no new requests
+        after = await client.list_approvals(status=None)
+        shown = [await client.get_approval(a.key) for a in after]
+    # the two decisions made before the failure stand, untouched: no new requests
+    assert [(a.key, a.status, a.approved_by) for a in after] == [
+        (f"{run_id}:manager", "approved", ["alice"]),
+        (f"{run_id}:finance", "approved", ["bob"]),
+    ]
+    assert [[h.event for h in a.history or []] for a in shown] == [["created", "approved"]] * 2
+    # the body ran twice (failed, then retried) past the cached decisions
+    assert app.effects() == ["after-approvals:approved:approved"] * 2
 
 
 async def test_an_escalation_pending_across_a_restart_still_happens_on_time(app: App) -> None:
