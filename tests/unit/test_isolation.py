@@ -98,10 +98,8 @@ async def pool(tmp_path: Path, concurrency: int) -> AsyncIterator[tuple[WorkerPo
 def holding(p: WorkerPool, *run_ids: str) -> WorkerProc | None:
     """The one live worker, once it holds exactly these runs (claimed and sent)."""
     live = [w for w in p.workers.values() if w.process.returncode is None]
-    if len(live) == 1 and sorted(live[0].in_flight) == sorted(run_ids):
-        if all(live[0].in_flight.values()):
-            return live[0]
-    return None
+    held = live[0].in_flight if len(live) == 1 else {}
+    return live[0] if sorted(held) == sorted(run_ids) and all(held.values()) else None
 
 
 async def crash(p: WorkerPool, store: Store, *run_ids: str) -> None:
