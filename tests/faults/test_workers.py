@@ -6,10 +6,9 @@ import os
 import signal
 
 import pytest
-import trio
 
 import tako
-from tests.conftest import App, TakodProcess, eventually, running, status_of
+from tests.conftest import App, TakodProcess, clock_past, eventually, running, status_of
 from tests.procs import worker_pids
 
 pytestmark = pytest.mark.slow
@@ -85,8 +84,8 @@ async def test_a_frozen_worker_is_fenced_and_its_late_writes_refused(app: App) -
         def work():
             with open(EFFECTS, "a") as f:
                 f.write(f"start:{os.getpid()}\\n")
-            if not os.path.exists(EFFECTS + ".second"):
-                time.sleep(1.0)  # the first worker is frozen in here
+            while not os.path.exists(EFFECTS + ".second"):
+                time.sleep(0.01)  # the first worker is frozen in here
             return os.getpid()
 
         @workflow
@@ -210,7 +209,7 @@ async def test_prune_deletes_finished_runs_past_retention(app: App) -> None:
         waiting = await client.start("parked")
         await eventually(lambda: status_of(client, waiting, "waiting"))
         assert await client.prune(older_than="1h") == 0  # all too recent
-        await trio.sleep(0.05)
+        await clock_past(max([(await client.get_run(rid)).updated_at for rid in done]))
         assert await client.prune(older_than=0) == 3
         for rid in done:
             with pytest.raises(tako.RunNotFound):

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 import tako
-from tests.conftest import App, eventually, running
+from tests.conftest import App, clock_past, eventually, running
 
 APPROVALS = """
     from typing import Literal
@@ -399,7 +399,7 @@ async def test_retrying_a_cancelled_run_asks_again_and_pruning_forgets(app: App)
         await eventually(lambda: _pending(client, key), what="a new request")
         await client.approve(key, by="alice")
         assert (await client.result(run_id, timeout=15))["status"] == "approved"
-        await trio.sleep(0.01)
+        await clock_past((await client.get_run(run_id)).updated_at)
         assert await client.prune(older_than=0) == 1
         with pytest.raises(tako.ApprovalNotFound):
             await client.get_approval(key)

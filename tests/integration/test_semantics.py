@@ -110,15 +110,20 @@ async def test_cancel_a_waiting_run_and_a_running_one_at_its_next_step(app: App)
         "cancel.py",
         EFFECT
         + """
-    import time
+    import os, time
 
     @workflow
     async def parked(payload, step):
         return await step.wait_for("never")
 
+    def slow():
+        effect("slow-started")
+        while not os.path.exists(EFFECTS + ".release"):  # in flight until the test says
+            time.sleep(0.01)
+
     @workflow
     async def busy(payload, step):
-        await step.run("slow", lambda: (effect("slow-started"), time.sleep(1.0)))
+        await step.run("slow", slow)
         await step.run("after", lambda: effect("after"))
         return "done"
     """,
@@ -136,6 +141,7 @@ async def test_cancel_a_waiting_run_and_a_running_one_at_its_next_step(app: App)
         await eventually(lambda: "slow-started" in app.effects(), what="the slow step")
         run = await client.cancel(busy)
         assert (run.status, run.cancel_requested) == ("running", True)
+        (app.dir / "effects.log.release").write_text("")  # the step in flight ends
         with pytest.raises(tako.RunCancelled):
             await client.result(busy, timeout=15)
         run = await client.get_run(busy)
