@@ -167,9 +167,11 @@ async def test_runs_of_a_broken_workflow_wait_and_resume_once_it_is_fixed(app: A
     app.write("report.py", good)
     async with running(app) as supervisor:
         client = app.client()
-        parked = await client.start("report", 1, delay="300ms")
+        # due only after the reload below, even on a slow machine
+        parked = await client.start("report", 1, delay="2s")
         app.write("report.py", "from tako import workflow\nraise RuntimeError('typo')\n")
         await supervisor.reload()
+        assert (await client.get_run(parked)).status == "pending", "due before the reload"
         held = await eventually(lambda: _error_of(client, parked), what="the reason to show")
         assert "report.py:2" in held and "typo" in held and "resumes once the file is fixed" in held
         assert (await client.get_run(parked)).status == "pending"

@@ -226,13 +226,13 @@ async def test_timeouts_reject_or_fail_and_escalation_adds_approvers(app: App) -
         escalating = await client.start(
             "refund",
             {
-                "order": 22, "amount": 1, "approvers": ["alice"], "escalate_after": "300ms",
+                "order": 22, "amount": 1, "approvers": ["alice"], "escalate_after": "2s",
                 "escalate_to": ["carol"], "remind_every": "200ms",
             },
         )  # fmt: skip
         key = await parked_key(client, escalating)
         with pytest.raises(tako.NotAllowed):
-            await client.approve(key, by="carol")  # not yet
+            await client.approve(key, by="carol")  # not yet (2 s leave room for a slow machine)
         await eventually(
             lambda: _has_event(client, key, "escalated"), what="the escalation to happen"
         )
