@@ -6,6 +6,7 @@ import os
 import signal
 
 import pytest
+import trio
 
 import tako
 from tests.conftest import App, TakodProcess, clock_past, eventually, running, status_of
