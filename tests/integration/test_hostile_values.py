@@ -136,7 +136,9 @@ CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("workflow", "error", "step", "step_error"), CASES)
+@pytest.mark.parametrize(
+    ("workflow", "error", "step", "step_error"), CASES, ids=[c[0] for c in CASES]
+)
 async def test_a_hostile_run_fails_alone_naming_its_step(
     app: App, workflow: str, error: str, step: str | None, step_error: str
 ) -> None:
