@@ -82,27 +82,25 @@ def _from_user_code(stack: traceback.StackSummary) -> traceback.StackSummary:
     return stack
 
 
-def encode_value(what: str, value: Any, max_payload: int) -> bytes:
-    """The JSON of a step's or a workflow's result; Unencodable (naming `what` and the
-    type) when JSON cannot hold it faithfully: an unsupported type, text with lone
-    surrogates, NaN or infinity (which would silently become null), or too many bytes."""
-    kind = safe_text(type(value).__name__)
+def encode_value(what: str, name: str, value: Any, max_payload: int) -> bytes:
+    """The JSON of a step's or a workflow's result; Unencodable (naming `what`, `name`
+    and the type) when JSON cannot hold it faithfully: an unsupported type, text with
+    lone surrogates, NaN or infinity (which would silently become null), or too many
+    bytes. On the hot path: nothing but the encoding unless something is wrong."""
     try:
         raw = msgspec.json.encode(value)
     except (TypeError, ValueError, msgspec.EncodeError) as exc:  # ValueError: surrogates
-        raise Unencodable(
-            f"{what} returned a {kind}, which JSON cannot encode: {describe(exc)}"
-        ) from None
+        problem = f", which JSON cannot encode: {describe(exc)}"
     except RecursionError:
-        raise Unencodable(f"{what} returned a {kind} nested too deeply for JSON") from None
-    if b"null" in raw and non_finite(value):
-        raise Unencodable(
-            f"{what} returned a {kind} holding NaN or infinity, which JSON cannot encode "
-            "(it would be stored as null)"
-        )
-    if len(raw) > max_payload:
-        raise Unencodable(
-            f"{what} returned {len(raw)} bytes of JSON, over the "
-            f"{max_payload}-byte limit ([runs] max_payload in tako.toml)"
-        )
-    return raw
+        problem = " nested too deeply for JSON"
+    else:
+        if len(raw) > max_payload:
+            raise Unencodable(
+                f"{what} {name!r} returned {len(raw)} bytes of JSON, over the "
+                f"{max_payload}-byte limit ([runs] max_payload in tako.toml)"
+            )
+        if b"null" not in raw or not non_finite(value):
+            return raw
+        problem = " holding NaN or infinity, which JSON cannot encode (it would be stored as null)"
+    kind = safe_text(type(value).__name__)
+    raise Unencodable(f"{what} {name!r} returned a {kind}{problem}")

@@ -154,7 +154,7 @@ class Worker:
             await self._finish(a, "fatal", error=unawaited)
             return
         try:
-            result = encode_value(f"workflow {a.workflow!r}", value, self.max_payload)
+            result = encode_value("workflow", a.workflow, value, self.max_payload)
         except Unencodable as exc:
             await self._finish(a, "fatal", error=str(exc))
             return

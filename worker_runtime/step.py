@@ -214,7 +214,7 @@ class Step:
                 f"step {key!r} failed after {attempt} attempt(s): {error}", step=key
             ) from exc
         try:
-            raw = encode_value(f"step {key!r}", value, self._max_payload)
+            raw = encode_value("step", key, value, self._max_payload)
         except Unencodable as exc:  # the step's fault, and a retry would return the same
             await self._checkpoint(key, name, "failed", b"null", str(exc), attempt, started)
             raise NonRetryable(str(exc)) from None
@@ -324,7 +324,7 @@ class Step:
             )
         spec = ApprovalSpec(
             summary=str(summary),
-            data=msgspec.Raw(self._encode(f"approval {key!r}", data)),
+            data=msgspec.Raw(self._encode("approval", key, data)),
             approvers=list(approvers) if approvers is not None else None,
             required=required,
             timeout=parse_duration(timeout) if timeout is not None else None,
@@ -375,9 +375,9 @@ class Step:
 
     # -- talking to takod --------------------------------------------------------
 
-    def _encode(self, what: str, value: Any) -> bytes:
+    def _encode(self, what: str, name: str, value: Any) -> bytes:
         try:
-            return encode_value(what, value, self._max_payload)
+            return encode_value(what, name, value, self._max_payload)
         except Unencodable as exc:
             raise NonRetryable(str(exc)) from None
 

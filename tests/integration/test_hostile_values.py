@@ -88,6 +88,10 @@ FLOWS = """
         step.approval("ok", summary="fine?")
 
     @workflow(retries=0)
+    async def asks(payload, step):
+        return (await step.approval("ok", summary="fine?")).value
+
+    @workflow(retries=0)
     async def all_awaited(payload, step):
         first = step.run("a", lambda: 1)
         second = step.run("b", lambda: 2)
@@ -247,6 +251,20 @@ async def test_a_number_out_of_range_is_refused_as_invalid(app: App, line: bytes
         assert reply.error["code"] == "invalid", reply
         assert "payload cannot be stored: Number out of range" in reply.error["message"]
         assert await app.client().list_runs() == []
+
+
+async def test_an_edited_value_out_of_range_is_refused_as_invalid(app: App) -> None:
+    app.write("flows.py", FLOWS)
+    async with running(app):
+        client = app.client()
+        run_id = await client.start("asks")
+        await eventually(lambda: status_of(client, run_id, "waiting"))
+        key = f"{run_id}:ok".encode()
+        line = b'{"id":1,"op":"approve","key":"%s","by":"al","value":[1e400]}' % key
+        reply = await ask(app, line)
+        assert not reply.ok and reply.error is not None and reply.error["code"] == "invalid"
+        assert "edited value cannot be stored: Number out of range" in reply.error["message"]
+        assert (await client.get_run(run_id)).status == "waiting"
 
 
 async def test_rows_readers_cannot_decode_are_listed_marked(app: App) -> None:

@@ -98,14 +98,16 @@ def test_describe_and_traceback_of_any_exception_are_utf8(
         assert "Hostile" in out
 
 
-@given(st.sampled_from(["step 'a'", "workflow 'w'"]), values)
-def test_encode_value_gives_json_that_reads_back_or_a_clear_refusal(what: str, value: Any) -> None:
+@given(st.sampled_from(["step", "workflow"]), text, values)
+def test_encode_value_gives_json_that_reads_back_or_a_clear_refusal(
+    what: str, name: str, value: Any
+) -> None:
     try:
-        raw = encode_value(what, value, 1 << 20)
+        raw = encode_value(what, name, value, 1 << 20)
     except Unencodable as exc:
         message = str(exc)
         message.encode("utf-8")
-        assert message.startswith(what), message
+        assert message.startswith(f"{what} {name!r} returned"), message
         return
     assert valid_json(raw) == value  # faithful: nothing turned into null on the way
 
@@ -113,7 +115,7 @@ def test_encode_value_gives_json_that_reads_back_or_a_clear_refusal(what: str, v
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_nan_and_infinity_are_refused_not_stored_as_null(value: float) -> None:
     with pytest.raises(Unencodable, match=r"step 'x' returned a list holding NaN or infinity"):
-        encode_value("step 'x'", [1, {"deep": value}], 1 << 20)
+        encode_value("step", "x", [1, {"deep": value}], 1 << 20)
 
 
 @given(text, text, text, text, values)
