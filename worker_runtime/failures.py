@@ -27,11 +27,12 @@ _INTERNAL = tuple(
     os.path.dirname(module.__file__ or "") + os.sep
     for module in (tako, worker_runtime, anyio, asyncio, concurrent.futures)
 )
-try:
+try:  # the trio runtime's thread hop goes through outcome
+    import outcome
     import trio
 
-    _INTERNAL += (os.path.dirname(trio.__file__ or "") + os.sep,)
-except ImportError:  # pragma: no cover - trio is a dependency
+    _INTERNAL += tuple(os.path.dirname(m.__file__ or "") + os.sep for m in (trio, outcome))
+except ImportError:  # pragma: no cover - both are dependencies
     pass
 
 

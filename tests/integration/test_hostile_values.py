@@ -99,11 +99,6 @@ FLOWS = """
 """
 
 
-@pytest.fixture
-def runtime() -> str:
-    return "asyncio"
-
-
 async def neighbour_in_flight(app: App, client: tako.AsyncClient) -> str:
     run_id = await client.start("neighbour")
     await eventually(lambda: "holding" in app.effects(), what="the neighbour's step to run")
