@@ -23,12 +23,14 @@ import msgspec
 
 from tako._durations import Duration, parse_duration
 from tako._errors import (
+    InvalidRequest,
     RunCancelled,
     RunFailed,
     SupervisorUnavailable,
     error_from_wire,
 )
 from tako._paths import resolve_socket
+from tako._protocol import non_finite
 from tako._records import Approval, Registry, Run, SignalResult
 
 T = TypeVar("T")
@@ -265,9 +267,14 @@ def _roundtrip(sock: _socket.socket, line: bytes) -> bytes:
 
 
 def _raw(payload: Any) -> msgspec.Raw:
+    """A value as JSON; NaN and infinity are refused as takod would (JSON has neither,
+    and msgspec would quietly send them as null)."""
     if isinstance(payload, timedelta):
         payload = payload.total_seconds()
-    return msgspec.Raw(_encode(payload))
+    raw = _encode(payload)
+    if b"null" in raw and non_finite(payload):
+        raise InvalidRequest("the value holds NaN or infinity, which JSON cannot encode")
+    return msgspec.Raw(raw)
 
 
 class AsyncClient:

@@ -10,6 +10,7 @@ milliseconds since the Unix epoch.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -293,6 +294,88 @@ class RequestError(Exception):
         self.error = error
 
 
+def safe_text(text: str) -> str:
+    """`text` as valid UTF-8: a lone surrogate (from an undecodable file name, say, via
+    `os.fsdecode`) becomes a visible `\\udcff` escape instead of failing the encoding."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
+def _clean(value: Any) -> Any:
+    """`value` with every string made `safe_text` (structs, lists and dicts walked)."""
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, msgspec.Struct):
+        fields = {f: _clean(getattr(value, f)) for f in value.__struct_fields__}
+        return msgspec.structs.replace(value, **fields)
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    return value
+
+
+def encode_safely(msg: Any) -> bytes:
+    """Encode a message whose text may hold lone surrogates (an error message, a
+    traceback, a name): valid UTF-8 JSON always. Costs nothing unless one does."""
+    try:
+        return encode(msg)
+    except UnicodeEncodeError:
+        return encode(_clean(msg))
+
+
+def non_finite(value: Any) -> bool:
+    """Whether `value` holds a NaN or an infinity, which JSON encoding turns into `null`."""
+    try:
+        stack = [msgspec.to_builtins(value)]
+    except (TypeError, ValueError):  # a msgspec.Raw or an unsupported type: not ours to judge
+        return False
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def check_json(what: str, data: bytes | msgspec.Raw) -> None:
+    """Refuse JSON text that parsed as a value but that readers cannot decode back:
+    invalid UTF-8 or a lone surrogate escape (`bad_json`), or a number out of range
+    of a 64-bit float such as `1e400` (`invalid`), which decoders refuse or read as
+    infinity. msgspec checks only the syntax of a Raw field, not these."""
+    try:
+        msgspec.json.decode(data)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(
+            f"{what} cannot be stored: {exc} (a number must fit a 64-bit float; "
+            "NaN and infinity are not JSON)"
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise BadJson(f"invalid JSON: {what} is not valid text: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest(f"{what} is JSON nested too deeply") from None
+
+
+def readable_json(stored: bytes | str) -> msgspec.Raw:
+    """A stored JSON value as it goes out to readers. One they could not decode (a
+    number out of range, invalid UTF-8: written by hand, or before takod refused such
+    values) goes out as `{"unreadable_json": "<its text>"}`, so that one bad row never
+    breaks a listing of all the others."""
+    try:
+        msgspec.json.decode(stored)
+    except (msgspec.MsgspecError, RecursionError):
+        text = stored.decode(errors="replace") if isinstance(stored, bytes) else stored
+        return msgspec.Raw(encode({"unreadable_json": safe_text(text)}))
+    return msgspec.Raw(stored)
+
+
 def decode_request(line: bytes) -> Request:
     """Decode one request line, or raise RequestError with the reply it deserves."""
     try:
@@ -340,4 +423,4 @@ def ok(req_id: ReqId, **fields: Any) -> bytes:
 
 def fail(req_id: ReqId, error: TakoError) -> bytes:
     reply = {"id": req_id, "ok": False, "error": {"code": error.code, "message": error.message}}
-    return encode(reply) + b"\n"
+    return encode_safely(reply) + b"\n"

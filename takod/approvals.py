@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 
 from tako._errors import ApprovalNotFound, InvalidRequest, NotAllowed
-from tako._protocol import ApprovalSpec
+from tako._protocol import ApprovalSpec, readable_json
 
 SchemaCheck = Callable[[str, bytes], str | None]
 DECIDED = ("approved", "edited", "rejected", "timed_out", "cancelled")
@@ -451,7 +451,7 @@ def approval_object(row: sqlite3.Row, history: list[sqlite3.Row] | None = None) 
         "step": row["step_key"],
         "status": row["status"],
         "summary": row["summary"],
-        "data": msgspec.Raw(row["data"]),
+        "data": readable_json(row["data"]),
         "approvers": json.loads(row["approvers"]) if row["approvers"] is not None else None,
         "required": row["required"],
         "approved_by": json.loads(row["approved_by"]),
@@ -465,8 +465,8 @@ def approval_object(row: sqlite3.Row, history: list[sqlite3.Row] | None = None) 
                 "at": iso(h["at"]),
                 "event": h["event"],
                 "actor": h["actor"],
-                "value": msgspec.Raw(h["value"]) if h["value"] is not None else None,
-                "original": msgspec.Raw(h["original"]) if h["original"] is not None else None,
+                "value": readable_json(h["value"]) if h["value"] is not None else None,
+                "original": readable_json(h["original"]) if h["original"] is not None else None,
                 "reason": h["reason"],
             }
             for h in history

@@ -24,7 +24,6 @@ import msgspec
 import trio
 
 from tako._errors import (
-    BadJson,
     InvalidRequest,
     LineTooLarge,
     PayloadTooLarge,
@@ -51,6 +50,7 @@ from tako._protocol import (
     Status,
     Wait,
     Workflows,
+    check_json,
     decode_request,
     fail,
     ok,
@@ -649,14 +649,12 @@ class Supervisor:
         call = functools.partial(fn, self.store.reader, *args, **kwargs)
         return await trio.to_thread.run_sync(call, limiter=self._read_limiter)
 
-    def check_payload(self, what: str, data: bytes) -> None:
-        """A client's JSON value: within the size limit, and valid UTF-8 (msgspec checks
-        the JSON syntax of a Raw field, not the text encoding of its strings)."""
+    def check_payload(self, what: str, data: bytes | msgspec.Raw) -> None:
+        """A JSON value from a client or a worker: within the size limit, and readable
+        back by every reader. msgspec checks only the syntax of a Raw field: not the
+        text encoding of its strings, nor that a number fits a float (`1e400`)."""
         self.check_size(what, data)
-        try:
-            data.decode()
-        except UnicodeDecodeError as exc:
-            raise BadJson(f"invalid JSON: {what} is not valid UTF-8 ({exc.reason})") from None
+        check_json(what, data)
 
     def check_size(self, what: str, data: bytes | msgspec.Raw) -> None:
         limit = self.config.runs.max_payload

@@ -82,7 +82,7 @@ class WorkerLink:
         now = sup.clock.now_ms()
         match req:
             case StepDone():
-                sup.check_size(f"result of step {req.key!r}", req.result)
+                sup.check_payload(f"result of step {req.key!r}", req.result)
                 release = sup.pool.paused  # stopping: the run waits for the restart
                 sup.committer.submit(
                     sup.store.save_step,
@@ -92,11 +92,13 @@ class WorkerLink:
                     early=functools.partial(_ack_saved, worker, req.id),
                 )
             case Park():
+                if req.approval is not None:
+                    sup.check_payload(f"data of approval {req.key!r}", req.approval.data)
                 sup.committer.submit(
                     sup.store.park, (req, now, sup.check), self._reply(worker, req, self._parked)
                 )
             case Finish():
-                sup.check_size("workflow result", req.result)
+                sup.check_payload("workflow result", req.result)
                 sup.committer.submit(
                     sup.store.finish, (req, now), self._reply(worker, req, self._finished)
                 )
