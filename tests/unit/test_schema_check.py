@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from takod.schema_check import check
+from worker_runtime.wait_schema import wait_schema
 
 # --- hand-written cases, one or more per keyword ---------------------------------------------
 
@@ -301,9 +302,11 @@ def msgspec_accepts(tp: Any, value: object) -> bool:
     return True
 
 
+@pytest.mark.parametrize("describe", [wait_schema, msgspec.json.schema])
 @pytest.mark.parametrize(("tp", "near"), CASES, ids=[repr(tp) for tp, _ in CASES])
-def test_check_agrees_with_msgspec(tp: Any, near: Any) -> None:
-    schema = msgspec.json.schema(tp)
+def test_check_agrees_with_msgspec(tp: Any, near: Any, describe: Any) -> None:
+    """Both the schemas workers send and msgspec's own (recorded by older workers) check alike."""
+    schema = describe(tp)
 
     @settings(max_examples=150, deadline=None, database=None)
     @given(near | json_values)
