@@ -107,12 +107,12 @@ class _Generator:
     def _dict(self, t: Any) -> dict[str, Any]:
         schema: dict[str, Any] = {"type": "object"}
         keys = self.schema(t.key_type)
-        if _is_text(keys, self.defs):
-            keys.pop("type", None)
+        if _is_number(keys, self.defs):
+            schema["x-keys"] = keys
+        else:
+            keys.pop("type", None)  # a key is a string anyway
             if keys:
                 schema["propertyNames"] = keys
-        else:
-            schema["x-keys"] = keys
         if not isinstance(t.value_type, mi.AnyType):
             schema["additionalProperties"] = self.schema(t.value_type)
         return _given(**schema, **_counts("Properties", t.min_length, t.max_length))
@@ -175,14 +175,14 @@ def _given(**keywords: Any) -> dict[str, Any]:
     return {key: value for key, value in keywords.items() if value is not None}
 
 
-def _is_text(schema: dict[str, Any], defs: dict[str, Any]) -> bool:
-    """Whether dict keys of this schema are plain JSON strings (else msgspec reads numbers)."""
+def _is_number(schema: dict[str, Any], defs: dict[str, Any]) -> bool:
+    """Whether msgspec reads dict keys of this schema as numbers, not as the key's text."""
     if "$ref" in schema:
         schema = defs[schema["$ref"].rsplit("/", 1)[1]]
     if "anyOf" in schema:
-        return any(_is_text(branch, defs) for branch in schema["anyOf"])
+        return all(_is_number(branch, defs) for branch in schema["anyOf"])
     if schema.get("format") == "decimal":
-        return False  # msgspec reads a Decimal key as a JSON number, unlike a Decimal value
+        return True  # a Decimal key is a JSON number, unlike a Decimal value
     if "enum" in schema:
-        return any(isinstance(v, str) for v in schema["enum"])
-    return "string" in schema.get("type", ())
+        return not any(isinstance(v, str) for v in schema["enum"])
+    return schema.get("type") in ("integer", "number", "boolean", "null")

@@ -189,6 +189,8 @@ CASES: list[tuple[Any, Any]] = [
     (dict[decimal.Decimal, int], dicts(keys)),
     (dict[bytes, int], dicts(keys)),
     (dict[int | str, int], dicts(keys)),
+    (dict[Any, int], dicts(keys)),
+    (dict[Level | None, int], dicts(keys)),
     (dict[Annotated[str, msgspec.Meta(pattern="^a", max_length=2)], int], dicts(keys)),
 ]
 
