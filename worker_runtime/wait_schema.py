@@ -26,6 +26,9 @@ _TZ_FORMATS = {
 _FORMATS = {mi.DateType: "date", mi.TimeDeltaType: "duration", mi.UUIDType: "uuid"}
 _NAMED = (mi.StructType, mi.DataclassType, mi.TypedDictType, mi.NamedTupleType, mi.EnumType)
 _BYTES = (mi.BytesType, mi.ByteArrayType, mi.MemoryViewType)
+# Only these keywords of extra_json_schema are kept: others would be checked by takod but not by
+# msgspec, refusing values the type accepts.
+_ANNOTATIONS = {"title", "description", "examples", "default", "deprecated", "$comment"}
 _DICTS = (mi.DictType, getattr(mi, "FrozenDictType", mi.DictType))
 
 
@@ -45,11 +48,10 @@ class _Generator:
 
     def schema(self, t: mi.Type) -> dict[str, Any]:
         extra: dict[str, Any] = {}
-        while isinstance(t, mi.Metadata):
-            extra.update(t.extra_json_schema or {})
+        while isinstance(t, mi.Metadata):  # Meta(title=..., extra_json_schema=...) and the like
+            notes = (t.extra_json_schema or {}).items()
+            extra.update((key, note) for key, note in notes if key in _ANNOTATIONS)
             t = t.type
-        if isinstance(t, mi.CustomType) and extra:
-            return extra  # a type the user described with Meta(extra_json_schema=...)
         if isinstance(t, _NAMED):
             return {**extra, "$ref": f"#/$defs/{self._define(t)}"}
         return {**extra, **self._inline(t)}

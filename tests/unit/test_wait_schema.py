@@ -176,6 +176,7 @@ CASES: list[tuple[Any, Any]] = [
     (Color | None, st.sampled_from(["red", "blue", None, 1])),
     (Annotated[str, msgspec.Meta(min_length=1, max_length=3, pattern="^[ab]")], keys),
     (Annotated[int, msgspec.Meta(gt=-5, lt=5, multiple_of=2)], st.integers(-7, 7)),
+    (Annotated[str, msgspec.Meta(extra_json_schema={"format": "uuid", "minLength": 9})], texts),
     (dict[int, int], dicts(int_keys)),
     (dict[Annotated[int, msgspec.Meta(ge=0, le=10**18)], int], dicts(int_keys)),
     (dict[float, int], dicts(float_keys)),
@@ -245,3 +246,12 @@ def test_bytes_limits_count_decoded_bytes() -> None:
 def test_types_without_a_json_form_are_refused_when_the_run_parks() -> None:
     with pytest.raises(TypeError):
         wait_schema(complex)
+
+
+def test_descriptions_are_kept_but_not_extra_checks() -> None:
+    note = msgspec.Meta(description="a ref", extra_json_schema={"format": "uuid", "title": "R"})
+    assert wait_schema(Annotated[str, note]) == {
+        "type": "string",
+        "description": "a ref",
+        "title": "R",
+    }
