@@ -30,6 +30,7 @@ from tako._errors import ApprovalRejected, NonRetryable, StaleClaim, StepFailed
 from tako._protocol import ApprovalSpec, MemoEntry, Park, StepDone
 from tako._records import Decision, ms_to_datetime
 from worker_runtime.failures import Unencodable, describe, encode_value
+from worker_runtime.wait_schema import wait_schema
 
 if TYPE_CHECKING:
     from worker_runtime.channel import Channel, Reply
@@ -265,7 +266,7 @@ class Step:
         if memo is not None:
             return _decode_optional(bytes(memo.result), type)
         wake = now_ms() + int(parse_duration(timeout) * 1000) if timeout is not None else None
-        schema = msgspec.Raw(msgspec.json.encode(msgspec.json.schema(type) if type else None))
+        schema = msgspec.Raw(msgspec.json.encode(wait_schema(type) if type else None))
         raw = await self._park(key, event, "wait", wake_at=wake, event=event, schema=schema)
         if raw is None:
             raise Parked
@@ -332,7 +333,7 @@ class Step:
             remind_every=parse_duration(remind_every) if remind_every is not None else None,
             escalate_after=parse_duration(escalate_after) if escalate_after is not None else None,
             escalate_to=list(escalate_to) if escalate_to is not None else None,
-            schema=msgspec.Raw(msgspec.json.encode(msgspec.json.schema(type) if type else None)),
+            schema=msgspec.Raw(msgspec.json.encode(wait_schema(type) if type else None)),
         )
         raw = await self._park(key, name, "approval", approval=spec)
         if raw is None:  # `tako dev` prints the parked event: step.log stays the user's
