@@ -9,6 +9,7 @@ stage. The renderers are also tested pure, with a fixed clock.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,8 @@ APPROVAL_KEYS = {
     "status",
     "summary",
     "data",
+    "value",
+    "digest",
     "approvers",
     "required",
     "approved_by",
@@ -124,7 +127,7 @@ def test_list_and_show_print_approval_objects(shop: DevServer) -> None:
     assert [a["key"] for a in mine] == [key, f"{second}:manager"]  # oldest first
     for approval in mine:
         assert_approval_object(approval, history=False)
-    assert mine[0] | {"created_at": "-", "deadline_at": "-"} == {
+    assert mine[0] | {"created_at": "-", "deadline_at": "-", "digest": "-"} == {
         "key": key,
         "run_id": first,
         "workflow": "refund",
@@ -132,6 +135,8 @@ def test_list_and_show_print_approval_objects(shop: DevServer) -> None:
         "status": "pending",
         "summary": "Refund $10 for order 1",
         "data": {"order": 1, "amount": 10},
+        "value": {"order": 1, "amount": 10},
+        "digest": "-",
         "approvers": ["alice", "bob"],
         "required": 1,
         "approved_by": [],
@@ -140,6 +145,7 @@ def test_list_and_show_print_approval_objects(shop: DevServer) -> None:
         "deadline_at": "-",
     }
     assert ISO_UTC.match(mine[0]["deadline_at"])
+    assert re.fullmatch(r"[0-9a-f]{64}", mine[0]["digest"])
     assert mine[1]["approvers"] is None  # anyone
 
     for_carol = shop.tako("approvals", "--approver", "carol", "--json").json()
