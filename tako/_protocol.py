@@ -81,6 +81,7 @@ class Approve(_Req, tag="approve"):
     by: Name
     value: msgspec.Raw = ABSENT
     decision_id: str | None = None
+    seen: str | None = None  # the `digest` the decider saw; another one: refused, `stale`
 
 
 class Reject(_Req, tag="reject"):
@@ -88,6 +89,7 @@ class Reject(_Req, tag="reject"):
     by: Name
     reason: Annotated[str, msgspec.Meta(min_length=1)]
     decision_id: str | None = None
+    seen: str | None = None
 
 
 class CancelApproval(_Req, tag="cancel_approval"):
@@ -95,6 +97,7 @@ class CancelApproval(_Req, tag="cancel_approval"):
     by: Name
     reason: str | None = None
     decision_id: str | None = None
+    seen: str | None = None
 
 
 class ListApprovals(_Req, tag="list_approvals"):
@@ -115,6 +118,51 @@ class Wait(_Req, tag="wait"):
     run_id: str
     timeout: Seconds | None = None
     until: Literal["finished", "parked"] = "finished"
+
+
+# -- the HTTP surface's operations: tokens, links, live changes -----------------
+
+Scope = Literal["read", "start", "signal", "decide", "admin"]
+
+
+class CreateToken(_Req, tag="create_token"):
+    name: Name
+    scopes: Annotated[list[Scope], msgspec.Meta(min_length=1)]
+
+
+class ListTokens(_Req, tag="list_tokens"):
+    pass
+
+
+class RevokeToken(_Req, tag="revoke_token"):
+    name: str
+
+
+class GetAccess(_Req, tag="access"):
+    """Who a token is and what it may do; with no token, how many tokens exist."""
+
+    token: str | None = None
+
+
+class ApprovalLinks(_Req, tag="approval_links"):
+    key: str
+
+
+class OpenLink(_Req, tag="open_link"):
+    token: str
+
+
+class Watch(_Req, tag="watch"):
+    """Reply once the run or approval (exactly one of `run_id`, `key`) differs from
+    `fingerprint`, or with `changed: false` after `timeout`."""
+
+    run_id: str | None = None
+    key: str | None = None
+    fingerprint: str | None = None
+    timeout: Seconds | None = None
+
+
+HTTP_OPS = (CreateToken, ListTokens, RevokeToken, GetAccess, ApprovalLinks, OpenLink, Watch)
 
 
 # -- worker operations (on a worker's private connection) ----------------------
@@ -222,6 +270,13 @@ Request = (
     | Leaving
     | Beat
     | Prune
+    | CreateToken
+    | ListTokens
+    | RevokeToken
+    | GetAccess
+    | ApprovalLinks
+    | OpenLink
+    | Watch
 )
 OPS = frozenset(
     cls.__struct_config__.tag
@@ -247,6 +302,7 @@ OPS = frozenset(
         Leaving,
         Beat,
         Prune,
+        *HTTP_OPS,
     )
 )
 

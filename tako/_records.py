@@ -80,6 +80,8 @@ class Approval(msgspec.Struct, kw_only=True):
     status: str
     summary: str
     data: Any = None
+    value: Any = None  # the value approvals count for: `data`, or the latest edit
+    digest: str = ""  # hex SHA-256 of `value`: pass it as `seen` to decide what you saw
     approvers: list[str] | None = None
     required: int = 1
     approved_by: list[str] = []
@@ -110,6 +112,24 @@ class ApprovalEvent(msgspec.Struct, kw_only=True):
     approved_by: list[str] = []
     decision: dict[str, Any] | None = None
     deadline_at: datetime | None = None
+    # signed approval links per approver ("*": anyone), for requested, reminder, escalated
+    links: dict[str, dict[str, str]] | None = None
+
+
+class TokenInfo(msgspec.Struct, kw_only=True):
+    """An API token as `tako tokens list` shows it (never the token itself)."""
+
+    name: str
+    scopes: list[str]
+    created_at: datetime
+
+
+class NewToken(msgspec.Struct, kw_only=True):
+    """A token just created: `token` is shown this once and never stored."""
+
+    name: str
+    token: str
+    scopes: list[str]
 
 
 class SignalResult(msgspec.Struct):

@@ -43,12 +43,20 @@ class ApprovalSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     webhook_secret: str | None = None  # or given here (prefer the variable)
 
 
+class HttpSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    listen: str = "127.0.0.1:8787"
+    public_url: str | None = None  # the base of every link; default: where HTTP is served
+    secret_env: str = "TAKO_HTTP_SECRET"  # the links' HMAC key; unset: <data_dir>/http.secret
+
+
 class AppConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str
     workers: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     runs: RunSettings = msgspec.field(default_factory=RunSettings)
     storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
     approvals: ApprovalSettings = msgspec.field(default_factory=ApprovalSettings)
+    http: HttpSettings = msgspec.field(default_factory=HttpSettings)
 
 
 _DURATIONS = {

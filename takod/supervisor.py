@@ -32,6 +32,7 @@ from tako._errors import (
     UnknownWorkflow,
 )
 from tako._protocol import (
+    HTTP_OPS,
     Approve,
     Assign,
     Cancel,
@@ -58,6 +59,7 @@ from tako._protocol import (
 )
 from tako._records import LoadError, Registry
 from takod import store as db
+from takod.access import Access
 from takod.approvals import read_approval, read_approvals
 from takod.committer import Committer, Pending
 from takod.config import AppConfig
@@ -160,6 +162,7 @@ class Supervisor:
         self.scheduler = Scheduler(self.clock, self._next_wake, self._wake_due)
         self.link = WorkerLink(self)
         self.notifiers = Notifiers(self)
+        self.access = Access(self)  # tokens, approval links, `watch`: the HTTP surface's ops
         settings = config.approvals
         self.webhook = (
             Webhook(
@@ -194,6 +197,7 @@ class Supervisor:
                 durability=self.config.storage.durability,
             )
             self.committer = Committer(self.store.conn)
+            self.store.approvals.links = self.access.links
             try:
                 await self._serve(task_status)
             finally:
@@ -347,6 +351,8 @@ class Supervisor:
     # -- client operations ------------------------------------------------------------
 
     async def _client_op(self, req: Request) -> bytes:
+        if isinstance(req, HTTP_OPS):
+            return await self.access.op(req)
         match req:
             case Signal():
                 return await self.signal(req)
@@ -362,6 +368,7 @@ class Supervisor:
             case Cancel(run_id=run_id, reason=reason):
                 status = await self._write(self.store.cancel, run_id, reason, self.clock.now_ms())
                 self.approvals_changed()
+                self.run_changed(run_id)
                 if status in FINISHED:  # a running run says so when its step ends
                     self.run_finished(run_id, status, error=reason or "cancelled")
                 return ok(req.id, run=await self._read(db.read_run, run_id))
@@ -373,6 +380,7 @@ class Supervisor:
                 await self._write(self.store.retry, run_id, now, timeout_ms)
                 self.scheduler.note(now + timeout_ms if timeout_ms else None)
                 self.pool.enqueue([run_id])
+                self.run_changed(run_id)
                 return ok(req.id, run=await self._read(db.read_run, run_id))
             case Wait(run_id=run_id, timeout=timeout, until=until):
                 settled = FINISHED | PARKED if until == "parked" else FINISHED
@@ -460,6 +468,7 @@ class Supervisor:
         )
         try:
             for rid in woken:
+                self.run_changed(rid)
                 self.emit("woke", run_id=rid, by=req.event)
         finally:
             self.hand_over(claimed)
@@ -482,11 +491,12 @@ class Supervisor:
         run_id, woken = await self.write_waking(
             1, _one, self.store.approvals.decide, action, req.key, by=req.by,
             now=self.clock.now_ms(), check=self.check, value=value, reason=reason,
-            decision_id=req.decision_id,
+            decision_id=req.decision_id, seen=req.seen,
         )  # fmt: skip
         try:
             approval = await self._read(read_approval, req.key)
             if run_id is not None:
+                self.run_changed(run_id)
                 self.emit("woke", run_id=run_id, by=f"approval {req.key} {approval['status']}")
         finally:  # the woken run is claimed: it must reach its worker whatever happens here
             self.approvals_changed()
@@ -643,6 +653,8 @@ class Supervisor:
 
     def _emit_running(self, assigns: list[Assign]) -> None:
         for a in assigns:
+            if self._watchers:
+                self.run_changed(a.run_id)
             self.emit("running", run_id=a.run_id, workflow=a.workflow, attempt=a.attempt)
 
     async def _read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -738,7 +750,7 @@ class Supervisor:
             self.emit(status, run_id=run_id, error=error)
 
     def run_changed(self, run_id: str) -> None:
-        """Wake whoever waits on this run (`wait`): it finished, or it parked."""
+        """Wake whoever waits on this run (`wait`, `watch`): it changed (a step, a park, an end)."""
         for event in self._watchers.get(run_id, ()):
             event.set()
 
@@ -747,6 +759,7 @@ class Supervisor:
         if self.webhook is not None:
             self.webhook.kick()
         self.notifiers.kick()
+        self.access.approvals_changed()
 
     def emit(self, what: str, **fields: Any) -> None:
         if self.on_event is not None:

@@ -140,6 +140,8 @@ class WorkerLink:
     def _stepped(self, worker: WorkerProc, req: StepDone, outcome: str) -> bytes | None:
         sup = self.sup
         if outcome == db.STEP_SAVED:
+            if sup._watchers:  # someone watches a run (`watch`): free when nobody does
+                sup.run_changed(req.run_id)
             sup.emit(
                 "step",
                 run_id=req.run_id,

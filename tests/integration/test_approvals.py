@@ -376,6 +376,9 @@ async def test_a_failing_webhook_gets_every_event_once_signed_and_in_order(
     assert ids == [f"{key}#1", f"{key}#2"]  # each once, in order
     assert [json.loads(b)["type"] for _, b in delivered] == ["requested", "resolved"]
     assert json.loads(delivered[1][1])["decision"]["by"] == "alice"
+    links = json.loads(delivered[0][1])["links"]  # anyone may decide: one set, "*"
+    assert list(links) == ["*"] and links["*"]["view"].startswith("http://127.0.0.1:8787/a/")
+    assert json.loads(delivered[1][1])["links"] is None
     for headers, body in [(h, b) for _, h, b in received]:
         expected = (
             "sha256="
