@@ -7,9 +7,8 @@ waiting. Every write runs in its own transaction, as the committer would run it.
 
 from __future__ import annotations
 
-import re
-
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
