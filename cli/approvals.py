@@ -1,4 +1,4 @@
-"""The approval commands (SPEC §9): approvals (list, show, cancel), approve, reject.
+"""The approval commands: approvals (list, show, cancel), approve, reject.
 
 Like the other client commands they are thin: parse, call the supervisor,
 print. `--json` prints the approval objects as takod sent them; a decision

@@ -1,6 +1,6 @@
 """The client commands: run, signal, runs (list, show, cancel, retry, prune), status, workflows.
 
-Each is thin (STYLE.md): parse, call the supervisor, print. Replies are used
+Each is thin: parse, call the supervisor, print. Replies are used
 as the supervisor sent them (`Client.request`), so `--json` prints its
 timestamps unchanged. Read commands fall back to the database, read-only,
 when the supervisor is down (`cli/offline.py`).
@@ -53,14 +53,14 @@ def reply_fields(reply: dict[str, Any]) -> dict[str, Any]:
 
 
 def name_arg(value: str, what: str) -> str:
-    """Workflow and event names are 1 to 256 characters (SPEC §3): check before sending."""
+    """Workflow and event names are 1 to 256 characters: check before sending."""
     if not 1 <= len(value) <= 256:
         raise click.BadParameter(f"{what} names are 1 to 256 characters, got {len(value)}")
     return value
 
 
 def read(ask: Callable[[Client], T], offline_read: Callable[[Path], T], app: str | None) -> T:
-    """Ask the supervisor; when it is down, read runs.db directly instead (SPEC §7)."""
+    """Ask the supervisor; when it is down, read runs.db directly instead."""
     try:
         return ask(connect())
     except SupervisorUnavailable as exc:
@@ -358,7 +358,7 @@ def status_cmd(app: str | None, as_json: bool) -> None:
 
 
 def _status_down(app: str | None, exc: SupervisorUnavailable) -> tuple[dict[str, Any], str]:
-    """SPEC §7's status of a supervisor that is down, counts read from runs.db if there is one."""
+    """The status of a supervisor that is down, counts read from runs.db if there is one."""
     from takod import store
     from takod.server import supervisor_pid
 

@@ -152,7 +152,7 @@ async def stop_on_signal(
     """Stop gracefully at the first SIGINT or SIGTERM, at once at the second.
 
     Gracefully: nothing new is assigned and steps in flight get
-    `[workers] shutdown_grace` to finish and checkpoint (SPEC §10)."""
+    `[workers] shutdown_grace` to finish and checkpoint."""
     import trio
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -261,7 +261,7 @@ def _reap(pid: int) -> bool:
 
 
 def reap_workers(grace: float, console: DevConsole) -> None:
-    """Make sure no worker outlives `tako dev` (SPEC §7: "its workers gone").
+    """Make sure no worker outlives `tako dev` ("its workers gone").
 
     Stopping takod closes every worker's connection, and a worker exits once
     its in-flight step returns. A step may take long, so we wait at most

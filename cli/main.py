@@ -1,4 +1,4 @@
-"""The `tako` command: thin click commands over the client and `takod.serve` (SPEC §7).
+"""The `tako` command: thin click commands over the client and `takod.serve`.
 
 This module assembles the command tree and maps errors to exit codes in one
 place: 1 when the supervisor refused (a typed `TakoError` from the client),

@@ -1,4 +1,4 @@
-"""Answers for read commands while the supervisor is down (SPEC §7).
+"""Answers for read commands while the supervisor is down.
 
 Runs are read from `<data_dir>/apps/<app>/runs.db`, opened read-only, with
 the same helpers takod uses to answer, so the JSON is identical whether
@@ -27,7 +27,7 @@ DESCRIBE_TIMEOUT = 60.0
 
 
 def app_name(folder: Path) -> str:
-    """The app name of a folder: `name` in its tako.toml, else the folder's name (SPEC §2)."""
+    """The app name of a folder: `name` in its tako.toml, else the folder's name."""
     try:
         config = tomllib.loads((folder / "tako.toml").read_text())
     except (OSError, ValueError):

@@ -1,6 +1,6 @@
 """What every command shares: global options, typed arguments, exit codes, JSON output.
 
-SPEC §7 lets `--data-dir` and `--socket` come before or after the command
+The command lets `--data-dir` and `--socket` come before or after the command
 (`tako --data-dir D runs` == `tako runs --data-dir D`). Click only parses
 an option on the command that declares it, so `global_options` declares
 them on the group and on every command, and each copy records its value in
@@ -32,7 +32,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 RUN_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 STATUSES = ("pending", "running", "sleeping", "waiting", "completed", "failed", "cancelled")
 
-# Exit codes of SPEC §7. Click's own usage errors already exit with 2.
+# Exit codes (docs/cli.md). Click's own usage errors already exit with 2.
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3

@@ -1,7 +1,7 @@
 """Payload arguments as users type them: JSON text, `@path/to/file.json`, or `-` for stdin.
 
 Parsing happens here, before anything is sent, so a typo is exit 2 with the
-line and column where the JSON broke (SPEC §7) instead of a round trip to
+line and column where the JSON broke instead of a round trip to
 the supervisor. Python's `json` module is used for the check because its
 errors carry line and column; msgspec's carry only a byte offset.
 """

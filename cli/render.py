@@ -1,7 +1,7 @@
 """What `tako` prints for people: the run timeline, the runs table, status, workflows
 and approval requests.
 
-Every function here is pure: it takes the JSON shapes of SPEC §7 (as plain
+Every function here is pure: it takes the JSON shapes of `--json` (as plain
 dicts, exactly what `--json` prints), the current time and whether to
 colour, and returns text. The commands only fetch and print, and the tests
 render fixed runs without a supervisor, a clock or a terminal.
@@ -388,7 +388,7 @@ def _timeout(seconds: float | None) -> str:
     return "no timeout" if seconds is None else f"timeout {spec_duration(float(seconds))}"
 
 
-# -- approvals (SPEC §9) ----------------------------------------------------------------
+# -- approvals ----------------------------------------------------------------
 
 
 def approvers_text(approval: Approval) -> str:

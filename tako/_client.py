@@ -59,7 +59,7 @@ class Client:
         self._lock = threading.Lock()
         self._next_id = 0
 
-    # -- the API of SPEC §6 --------------------------------------------------------
+    # -- the client API --------------------------------------------------------
 
     def start(
         self,
@@ -150,7 +150,7 @@ class Client:
     def workflows(self) -> Registry:
         return msgspec.convert(self.request("workflows"), Registry)
 
-    # -- approvals (SPEC §9) ------------------------------------------------------------
+    # -- approvals ------------------------------------------------------------
 
     def approve(
         self,

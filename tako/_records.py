@@ -1,6 +1,6 @@
 """The records clients read back: a run, its steps, the result of a signal.
 
-These are the shapes of SPEC §7's run object. takod builds them from its
+These are the shapes of the run object. takod builds them from its
 rows, the socket carries them as JSON, and clients decode them into these
 Structs (`run.status` is a plain string such as "waiting").
 """
@@ -49,7 +49,7 @@ class Run(msgspec.Struct, kw_only=True):
 
 
 class Decision(msgspec.Struct, kw_only=True):
-    """How an approval request ended: what `step.approval(...)` returns (SPEC §9)."""
+    """How an approval request ended: what `step.approval(...)` returns."""
 
     status: str  # "approved" | "edited" | "rejected" | "timed_out" | "cancelled"
     approved: bool  # True for approved and edited

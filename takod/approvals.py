@@ -1,4 +1,4 @@
-"""Approval requests: durable records with a decision protocol (SPEC §9).
+"""Approval requests: durable records with a decision protocol.
 
 A request is created in the transaction that parks its run. Every decision
 is one transaction too: it reads the request, applies the rules below, and
@@ -462,7 +462,7 @@ def _decided_message(req: dict[str, Any]) -> str:
 
 
 def approval_object(row: sqlite3.Row, history: list[sqlite3.Row] | None = None) -> dict[str, Any]:
-    """SPEC §9's approval object; `history` only for `show`."""
+    """The approval object; `history` only for `show`."""
     from takod.store import iso
 
     decision = _decision_object(row["decision"])

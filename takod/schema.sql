@@ -69,7 +69,7 @@ CREATE TABLE signals (
 
 CREATE INDEX signals_event ON signals (event, id);
 CREATE INDEX signals_expiry ON signals (expires_at);
--- Human approvals (SPEC §9): one row per request, and its append-only history.
+-- Human approvals: one row per request, and its append-only history.
 
 CREATE TABLE approvals (
     key            TEXT PRIMARY KEY,

@@ -347,7 +347,7 @@ class Store:
         return None
 
     def finish(self, msg: Finish, now: int) -> Outcome:
-        """The handler ended; apply the retry rules of SPEC §4."""
+        """The handler ended; apply the retry rules."""
         if self._check_claim(msg.run_id, msg.token) and msg.outcome != "completed":
             self._finish_run(
                 msg.run_id, RunStatus.CANCELLED, now, error=self._cancel_reason(msg.run_id)
@@ -767,7 +767,7 @@ RUN_COLUMNS = (
 
 
 def run_object(row: sqlite3.Row, steps: list[sqlite3.Row] | None = None) -> dict[str, Any]:
-    """SPEC §7's run object, with payload and result kept as raw JSON."""
+    """The run object, with payload and result kept as raw JSON."""
     out: dict[str, Any] = {
         "run_id": row["id"],
         "workflow": row["workflow"],

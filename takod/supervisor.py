@@ -1,6 +1,6 @@
 """takod's heart: answers every request, and connects store, timer and workers.
 
-Each operation of SPEC §8 is one method here. Writes go through the
+Each operation of the socket protocol (docs/protocol.md) is one method here. Writes go through the
 committer (group commit), reads through a read-only connection on a thread.
 Whenever a run becomes ready it is pushed to the worker pool; whenever
 something falls due later, the scheduler is told.
@@ -245,7 +245,7 @@ class Supervisor:
 
     async def reload(self) -> Registry:
         """Re-read the app's workflows. New and resumed runs use the new code; a worker
-        in flight finishes its current steps first (SPEC §7, `tako dev`)."""
+        in flight finishes its current steps first."""
         registry = await self.load_registry()
         self.pool.retire_all()
         self.pool.enqueue(await self._write(self.store.ready_runs, self.clock.now_ms()))

@@ -1,7 +1,7 @@
 """What a run's status becomes on each event: pure functions, no I/O.
 
 The store applies these decisions in SQL; keeping them here lets the rules of
-SPEC §4 (retries, backoff, cancel and retry eligibility) be read and tested in
+the run rules (retries, backoff, cancel and retry eligibility) be read and tested in
 one place.
 """
 
@@ -44,7 +44,7 @@ class Outcome(msgspec.Struct, frozen=True):
 def on_handler_end(
     outcome: str, *, attempts: int, max_attempts: int, now_ms: int, rng: random.Random | None = None
 ) -> Outcome:
-    """Apply SPEC §4: an exception retries with backoff until attempts run out.
+    """An exception retries with backoff until attempts run out.
 
     `outcome` is what the worker reported: "completed", "failed" (an exception
     that may be retried), "fatal" (NonRetryable, an unconvertible payload, an

@@ -80,7 +80,7 @@ def decode(raw: bytes, type_: Any = None) -> Any:
 
 
 class Step:
-    """The durable operations of one run's execution (SPEC §3)."""
+    """The durable operations of one run's execution."""
 
     def __init__(
         self,
@@ -287,7 +287,7 @@ class Step:
         escalate_to: list[str] | None = None,
         type: Any = None,
     ) -> Coroutine[Any, Any, Decision]:
-        """Ask people to decide; the run parks (holding nothing) until they do (SPEC §9).
+        """Ask people to decide; the run parks (holding nothing) until they do.
 
         The request's key is `<run_id>:<step key>`. With `type`, an edited value must
         convert to it, and `decision.value` is of that type."""

@@ -1,4 +1,4 @@
--- Human approvals (SPEC §9): one row per request, and its append-only history.
+-- Human approvals: one row per request, and its append-only history.
 
 CREATE TABLE approvals (
     key            TEXT PRIMARY KEY,

@@ -1,4 +1,4 @@
-"""Approvals from the command line (SPEC §9): list, show, approve, reject, cancel.
+"""Approvals from the command line: list, show, approve, reject, cancel.
 
 Against a real `tako dev`: the JSON shapes, the exit codes of every refusal,
 `--value` sources, `runs show` drawing an approval chain, reads while the

@@ -1,4 +1,4 @@
-"""Read commands while the supervisor is down: they read runs.db directly (SPEC §7)."""
+"""Read commands while the supervisor is down: they read runs.db directly."""
 
 from __future__ import annotations
 

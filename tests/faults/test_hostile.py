@@ -35,7 +35,7 @@ ECHO = """
         return payload
 """
 
-# the codes a hostile line may earn (SPEC §8, docs/protocol.md "Error codes"), and the
+# the codes a hostile line may earn, and the
 # approval ops' `approval_not_found` (tako/_errors.py ApprovalNotFound)
 DOCUMENTED = {"bad_json", "invalid", "unknown_op", "too_large", "not_found", "unknown_workflow"}
 DOCUMENTED.add("approval_not_found")
@@ -261,7 +261,7 @@ def expected_id(doc: Any) -> Any:
 
 
 def check_shape(doc: Any, reply: dict[str, Any]) -> None:
-    """What SPEC §8 and docs/protocol.md promise for valid JSON of any shape."""
+    """What docs/protocol.md promises for valid JSON of any shape."""
     code = None if reply["ok"] else reply["error"]["code"]
     assert reply["id"] == expected_id(doc), (doc, reply)
     if not isinstance(doc, dict) or not isinstance(doc.get("op"), str):
@@ -697,7 +697,7 @@ async def test_invalid_utf8_inside_a_payload_is_refused(app: App) -> None:
 
 
 async def test_truncated_json_is_bad_json_whatever_it_held(app: App) -> None:
-    """SPEC §8: a line that is not JSON gets `bad_json`, whatever values it held."""
+    """A line that is not JSON gets `bad_json`, whatever values it held."""
     app.write("w.py", ECHO)
     lines = (b'{"id":1,"op":"launch",', b'{"id":2,"op":"start","workflow":12,')
     async with running(app):

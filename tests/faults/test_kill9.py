@@ -46,7 +46,7 @@ RUNS = 20
 
 
 def check_log(lines: list[str], stored: dict[str, dict[str, str]], kills: int) -> None:
-    """The guarantees of SPEC §3 'Delivery', read off the side-effect log."""
+    """The delivery guarantees (docs/concepts.md), read off the side-effect log."""
     execs: dict[tuple[str, str], list[int]] = defaultdict(list)
     acks: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
     for n, line in enumerate(lines):

@@ -1,4 +1,4 @@
-"""Human approvals (SPEC §9): each decision rule, against a real takod and real workers."""
+"""Human approvals: each decision rule, against a real takod and real workers."""
 
 from __future__ import annotations
 

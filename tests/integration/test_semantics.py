@@ -1,4 +1,4 @@
-"""SPEC §3-§5 semantics, each against a real takod and real workers."""
+"""Run, signal and step semantics, each against a real takod and real workers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Durations, sizes and retry backoff as SPEC §3, §4 and §10 define them."""
+"""Durations, sizes and retry backoff as the docs define them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The socket protocol codec (SPEC §8): one request line in, a typed request or an error out."""
+"""The socket protocol codec: one request line in, a typed request or an error out."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""schema.sql and the numbered migrations describe the same database (ARCHITECTURE.md)."""
+"""schema.sql and the numbered migrations describe the same database."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""takod.store.Store against a real SQLite file: the run life cycle of SPEC §3-§5.
+"""takod.store.Store against a real SQLite file: the run life cycle.
 
 The store's write methods never commit: in takod the committer wraps a batch of them in
 BEGIN IMMEDIATE ... COMMIT, each in a SAVEPOINT that is rolled back when the write raises.

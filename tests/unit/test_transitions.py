@@ -1,4 +1,4 @@
-"""The pure run-state rules of SPEC §4: retries with backoff, crash attribution, who may
+"""The pure run-state rules: retries with backoff, crash attribution, who may
 be cancelled or retried."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from takod.transitions import (
 NOW = 1_800_000_000_000
 
 
-# -- the status sets versus SPEC §4 ---------------------------------------------------------
+# -- the status sets ---------------------------------------------------------
 
 
 def test_statuses_are_the_seven_of_the_spec() -> None:
