@@ -71,11 +71,20 @@ class DevConsole:
     default=".",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
 )
+@click.option(
+    "--http",
+    "http_listen",
+    metavar="HOST:PORT",
+    help="Serve the HTTP API and pages here (default: [http] listen in tako.toml, else "
+    "127.0.0.1:8787 or the next free port).",
+)
+@click.option("--no-http", is_flag=True, help="Serve no HTTP, only the socket.")
 @server_options
-def dev_cmd(app_dir: Path) -> None:
+def dev_cmd(app_dir: Path, http_listen: str | None, no_http: bool) -> None:
     """Run the supervisor for the app in APP_DIR (default: here) in the foreground."""
     import trio  # imported here: only `tako dev` needs trio and takod, the client commands not
 
+    from tako.http._serve import ListenError
     from takod import AlreadyRunning, ConfigError, SocketError, load_config
     from takod.store import StoreError
 
@@ -90,6 +99,10 @@ def dev_cmd(app_dir: Path) -> None:
     data_dir = Path(opts.data_dir).absolute() if opts.data_dir else None
     socket = Path(opts.socket).absolute() if opts.socket else None
     try:
+        if no_http:
+            config.http.enabled = False
+        elif http_listen is not None:
+            config.http.listen = http_listen
         trio.run(functools.partial(serve, app, data_dir, socket, config, console))
     except BaseException as exc:
         error = _single(exc)
@@ -99,7 +112,7 @@ def dev_cmd(app_dir: Path) -> None:
             raise SystemExit(130) from None
         if isinstance(error, AlreadyRunning | StoreError):
             raise Refused(error.message) from None
-        if isinstance(error, SocketError):
+        if isinstance(error, SocketError | ListenError):
             raise BadInput(error.message) from None
         raise
     reap_workers(config.workers.shutdown_grace, console)
@@ -123,6 +136,11 @@ async def serve(
             )
         )
         started.append(supervisor)
+        http_url = None
+        if config.http.enabled:
+            from tako.http._serve import host
+
+            http_url = await host(nursery, supervisor, config.http.listen, config.http.public_url)
         registry = msgspec.to_builtins(supervisor.registry)
         console.echo(
             banner(
@@ -131,6 +149,7 @@ async def serve(
                 data_dir=supervisor.data_dir,
                 socket=supervisor.socket_path,
                 database=supervisor.db_path,
+                http=http_url,
                 registry=registry,
                 hints=hints(
                     registry,

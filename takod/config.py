@@ -43,12 +43,20 @@ class ApprovalSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     webhook_secret: str | None = None  # or given here (prefer the variable)
 
 
+class HttpSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True  # `tako dev` / `tako serve` serve the HTTP API and pages
+    listen: str | None = None  # HOST:PORT; unset: 127.0.0.1:8787, or the next free port
+    public_url: str | None = None  # the base of every link; unset: the address served
+    secret_env: str = "TAKO_HTTP_SECRET"  # approval links' HMAC key, read from this variable
+
+
 class AppConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str
     workers: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     runs: RunSettings = msgspec.field(default_factory=RunSettings)
     storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
     approvals: ApprovalSettings = msgspec.field(default_factory=ApprovalSettings)
+    http: HttpSettings = msgspec.field(default_factory=HttpSettings)
 
 
 _DURATIONS = {

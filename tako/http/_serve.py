@@ -93,3 +93,38 @@ async def serve(
     config.graceful_timeout = 1.0
     config.keep_alive_timeout = 75.0
     await hypercorn_serve(asgi_app, config, task_status=task_status, mode="asgi")
+
+
+async def host(
+    nursery: trio.Nursery, supervisor: Any, listen: str | None, public_url: str | None
+) -> str:
+    """Serve the HTTP app for `supervisor` in `nursery`; the URL it serves.
+
+    `listen` None means the default address, or the next free port when it is taken.
+    A non-loopback address is refused while the app has no token: without one, every
+    call from the network would be allowed to start runs and decide approvals."""
+    from tako.http import app
+    from tako.http._link import TakodLink
+
+    sock = bind(listen or DEFAULT_LISTEN, exact=listen is not None)
+    try:
+        host_name = parse_listen(listen or DEFAULT_LISTEN)[0]
+        if not is_loopback_host(host_name):
+            link = TakodLink(supervisor.socket_path)
+            tokens = (await link.request("access"))["tokens"]
+            await link.aclose()
+            if not tokens:
+                raise ListenError(
+                    f"refusing to serve HTTP on {listen}: this app has no token, so anyone "
+                    "who can reach that address could start runs and decide approvals. "
+                    "Create one first (`tako tokens create NAME --scope read --scope decide`), "
+                    "or listen on 127.0.0.1"
+                )
+    except BaseException:
+        sock.close()
+        raise
+    url = url_of(sock)
+    asgi = app(socket=supervisor.socket_path, title=supervisor.config.name)
+    await nursery.start(serve, asgi, sock)
+    supervisor.public_url = public_url or url
+    return url
