@@ -104,12 +104,20 @@ def approvals_group(
 
 @approvals_group.command("show", short_help="Show one approval request with its history.")
 @click.argument("key")
+@click.option(
+    "--links", "with_links", is_flag=True, help="Also print each approver's signed links."
+)
 @app_option
 @json_option
 @global_options
 @click.pass_context
-def show_cmd(ctx: click.Context, key: str, app: str | None, as_json: bool) -> None:
-    """Show one approval request (KEY is `<run_id>:<step>`) with its history."""
+def show_cmd(
+    ctx: click.Context, key: str, with_links: bool, app: str | None, as_json: bool
+) -> None:
+    """Show one approval request (KEY is `<run_id>:<step>`) with its history.
+
+    `--links` adds the signed links of the HTTP pages (view, approve, reject) for each
+    approver, `*` when anyone may decide; they need the supervisor (it holds the key)."""
 
     def from_db(database: Path) -> dict[str, Any]:
         from takod.approvals import read_approval
@@ -122,10 +130,16 @@ def show_cmd(ctx: click.Context, key: str, app: str | None, as_json: bool) -> No
         from_db,
         inherited(ctx, "app", app),
     )
+    links = connect().request("approval_links", key=key)["links"] if with_links else None
     if inherited(ctx, "as_json", as_json):
-        emit_json(approval)
-    else:
-        click.echo(render_approval(approval, now=now(), color=use_colour()))
+        emit_json(approval if links is None else {**approval, "links": links})
+        return
+    click.echo(render_approval(approval, now=now(), color=use_colour()))
+    for approver, urls in (links or {}).items():
+        who = "anyone" if approver == "*" else approver
+        click.echo(f"\nlinks for {who}:")
+        for action in ("view", "approve", "reject"):
+            click.echo(f"  {action:<8} {urls[action]}")
 
 
 @approvals_group.command("cancel", short_help="Cancel a pending approval request.")

@@ -140,7 +140,7 @@ async def serve(
         if config.http.enabled:
             from tako.http._serve import host
 
-            http_url = await host(nursery, supervisor, config.http.listen, config.http.public_url)
+            http_url = await host(nursery, supervisor, config.http.listen)
         registry = msgspec.to_builtins(supervisor.registry)
         console.echo(
             banner(

@@ -7,6 +7,8 @@ they are tested without a supervisor. `cli/dev.py` wires them to takod's
 
 from __future__ import annotations
 
+import json
+import shlex
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -61,7 +63,9 @@ def hints(
     workflows = registry.get("workflows") or []
     out = []
     if workflows:
-        out.append(f"tako run {workflows[0]['name']} '{{}}'{extra}")
+        first = workflows[0]
+        payload = json.dumps(first.get("payload_example", {}), separators=(",", ":"))
+        out.append(f"tako run {first['name']} {shlex.quote(payload)}{extra}")
     out += [f"tako runs{extra}", f"tako status{extra}"]
     return out
 
@@ -136,6 +140,9 @@ class EventFormatter:
                 )
             case "reloaded":
                 return None  # `tako dev` prints the reloaded workflows itself
+            case "output":  # what a workflow file printed while it was imported
+                lines = str(f.get("text") or "").rstrip("\n").split("\n")
+                return f"\n{' ' * 10}".join(f"{f.get('file')} │ {line}" for line in lines)
             case _:
                 return " ".join([kind, *(f"{k}={v}" for k, v in f.items() if k != "run_id")])
 

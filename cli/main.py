@@ -16,6 +16,7 @@ from cli.approvals import approvals_group, approve_cmd, reject_cmd
 from cli.commands import run_cmd, runs_group, signal_cmd, status_cmd, workflows_cmd
 from cli.dev import dev_cmd
 from cli.options import Refused, Unreachable, global_options
+from cli.tokens import tokens_group
 from tako import SupervisorUnavailable, TakoError
 
 
@@ -51,6 +52,7 @@ main.add_command(workflows_cmd)
 main.add_command(approvals_group)
 main.add_command(approve_cmd)
 main.add_command(reject_cmd)
+main.add_command(tokens_group)
 
 if __name__ == "__main__":
     main()

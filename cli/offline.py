@@ -107,7 +107,8 @@ def plain(value: Any) -> Any:
 
 def describe(app_dir: Path) -> dict[str, Any]:
     """The app's workflows and load errors, from `python -m worker_runtime APP --describe`."""
-    argv = [sys.executable, "-m", "worker_runtime", str(app_dir), "--describe"]
+    # -P: the current folder must not shadow installed packages (a `tako/` clone here)
+    argv = [sys.executable, "-P", "-m", "worker_runtime", str(app_dir), "--describe"]
     try:
         proc = subprocess.run(argv, capture_output=True, timeout=DESCRIBE_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
@@ -116,7 +117,10 @@ def describe(app_dir: Path) -> dict[str, Any]:
     if proc.returncode != 0:
         lines = proc.stderr.decode(errors="replace").strip().splitlines()
         return _failed_to_load(app_dir, lines[-1] if lines else f"exit code {proc.returncode}")
-    reply: dict[str, Any] = msgspec.json.decode(proc.stdout)
+    try:
+        reply: dict[str, Any] = msgspec.json.decode(proc.stdout)
+    except msgspec.DecodeError:  # it exited early (os._exit in a workflow file?)
+        return _failed_to_load(app_dir, "it exited without describing the app")
     return reply
 
 

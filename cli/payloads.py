@@ -9,6 +9,7 @@ errors carry line and column; msgspec's carry only a byte offset.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -22,10 +23,18 @@ def _no_constants(name: str) -> NoReturn:
     raise PayloadError(f"{name} is not valid JSON (use a string or null)")
 
 
+def _finite(text: str) -> float:
+    # json.loads reads 1e400 as infinity, which JSON has no way to send back.
+    value = float(text)
+    if not math.isfinite(value):
+        raise PayloadError(f"the number {text} is out of range (it must fit a 64-bit float)")
+    return value
+
+
 def parse_json(text: str, *, source: str = "payload") -> Any:
     """Decode JSON text; the error names `source`, the line and the column."""
     try:
-        return json.loads(text, parse_constant=_no_constants)
+        return json.loads(text, parse_constant=_no_constants, parse_float=_finite)
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno}, column {exc.colno}"
         raise PayloadError(f"invalid JSON in {source} at {where}: {exc.msg}") from None

@@ -23,13 +23,15 @@ import msgspec
 
 from tako._durations import Duration, parse_duration
 from tako._errors import (
+    InvalidRequest,
     RunCancelled,
     RunFailed,
     SupervisorUnavailable,
     error_from_wire,
 )
 from tako._paths import resolve_socket
-from tako._records import Approval, Registry, Run, SignalResult
+from tako._protocol import non_finite
+from tako._records import Approval, NewToken, Registry, Run, SignalResult, TokenInfo
 
 T = TypeVar("T")
 _UNSET: Any = object()  # `value` not given (None is a value)
@@ -151,23 +153,49 @@ class Client:
     # -- approvals (SPEC §9) ------------------------------------------------------------
 
     def approve(
-        self, key: str, *, by: str, value: Any = _UNSET, decision_id: str | None = None
+        self,
+        key: str,
+        *,
+        by: str,
+        value: Any = _UNSET,
+        decision_id: str | None = None,
+        seen: str | None = None,
     ) -> Approval:
-        """Approve a request; with `value`, approve an edited value instead of its data."""
+        """Approve a request; with `value`, approve an edited value instead of its data.
+        `seen`: the request's `digest` as you saw it; if its value changed since, the
+        approval is refused (`Stale`)."""
         fields: dict[str, Any] = {"key": key, "by": by, "decision_id": decision_id}
+        if seen is not None:
+            fields["seen"] = seen
         if value is not _UNSET:
             fields["value"] = _raw(value)
         return msgspec.convert(self.request("approve", **fields)["approval"], Approval)
 
-    def reject(self, key: str, *, by: str, reason: str, decision_id: str | None = None) -> Approval:
-        reply = self.request("reject", key=key, by=by, reason=reason, decision_id=decision_id)
+    def reject(
+        self,
+        key: str,
+        *,
+        by: str,
+        reason: str,
+        decision_id: str | None = None,
+        seen: str | None = None,
+    ) -> Approval:
+        reply = self.request(
+            "reject", key=key, by=by, reason=reason, decision_id=decision_id, seen=seen
+        )
         return msgspec.convert(reply["approval"], Approval)
 
     def cancel_approval(
-        self, key: str, *, by: str, reason: str | None = None, decision_id: str | None = None
+        self,
+        key: str,
+        *,
+        by: str,
+        reason: str | None = None,
+        decision_id: str | None = None,
+        seen: str | None = None,
     ) -> Approval:
         reply = self.request(
-            "cancel_approval", key=key, by=by, reason=reason, decision_id=decision_id
+            "cancel_approval", key=key, by=by, reason=reason, decision_id=decision_id, seen=seen
         )
         return msgspec.convert(reply["approval"], Approval)
 
@@ -186,6 +214,26 @@ class Client:
 
     def get_approval(self, key: str) -> Approval:
         return msgspec.convert(self.request("get_approval", key=key)["approval"], Approval)
+
+    def approval_links(self, key: str) -> dict[str, dict[str, str]]:
+        """The signed links of a request: `{approver: {"view", "approve", "reject"}}`,
+        one entry per approver, or `"*"` when anyone may decide."""
+        links: dict[str, dict[str, str]] = self.request("approval_links", key=key)["links"]
+        return links
+
+    # -- API tokens for the HTTP surface ---------------------------------------------------
+
+    def create_token(self, name: str, scopes: list[str]) -> NewToken:
+        """A new token with these scopes (read, start, signal, decide, admin). Its
+        `token` is in this reply only: takod keeps just its hash."""
+        return msgspec.convert(self.request("create_token", name=name, scopes=scopes), NewToken)
+
+    def list_tokens(self) -> list[TokenInfo]:
+        return msgspec.convert(self.request("list_tokens")["tokens"], list[TokenInfo])
+
+    def revoke_token(self, name: str) -> None:
+        """Revoke the token `name` at once; RunNotFound (code not_found) if there is none."""
+        self.request("revoke_token", name=name)
 
     def prune(self, older_than: Duration | None = None) -> int:
         """Delete finished runs older than `older_than` (default: the app's retention)."""
@@ -265,9 +313,14 @@ def _roundtrip(sock: _socket.socket, line: bytes) -> bytes:
 
 
 def _raw(payload: Any) -> msgspec.Raw:
+    """A value as JSON; NaN and infinity are refused as takod would (JSON has neither,
+    and msgspec would quietly send them as null)."""
     if isinstance(payload, timedelta):
         payload = payload.total_seconds()
-    return msgspec.Raw(_encode(payload))
+    raw = _encode(payload)
+    if b"null" in raw and non_finite(payload):
+        raise InvalidRequest("the value holds NaN or infinity, which JSON cannot encode")
+    return msgspec.Raw(raw)
 
 
 class AsyncClient:
@@ -339,22 +392,47 @@ class AsyncClient:
         return await _in_thread(self.sync.workflows)
 
     async def approve(
-        self, key: str, *, by: str, value: Any = _UNSET, decision_id: str | None = None
-    ) -> Approval:
-        return await _in_thread(self.sync.approve, key, by=by, value=value, decision_id=decision_id)
-
-    async def reject(
-        self, key: str, *, by: str, reason: str, decision_id: str | None = None
+        self,
+        key: str,
+        *,
+        by: str,
+        value: Any = _UNSET,
+        decision_id: str | None = None,
+        seen: str | None = None,
     ) -> Approval:
         return await _in_thread(
-            self.sync.reject, key, by=by, reason=reason, decision_id=decision_id
+            self.sync.approve, key, by=by, value=value, decision_id=decision_id, seen=seen
+        )
+
+    async def reject(
+        self,
+        key: str,
+        *,
+        by: str,
+        reason: str,
+        decision_id: str | None = None,
+        seen: str | None = None,
+    ) -> Approval:
+        return await _in_thread(
+            self.sync.reject, key, by=by, reason=reason, decision_id=decision_id, seen=seen
         )
 
     async def cancel_approval(
-        self, key: str, *, by: str, reason: str | None = None, decision_id: str | None = None
+        self,
+        key: str,
+        *,
+        by: str,
+        reason: str | None = None,
+        decision_id: str | None = None,
+        seen: str | None = None,
     ) -> Approval:
         return await _in_thread(
-            self.sync.cancel_approval, key, by=by, reason=reason, decision_id=decision_id
+            self.sync.cancel_approval,
+            key,
+            by=by,
+            reason=reason,
+            decision_id=decision_id,
+            seen=seen,
         )
 
     async def list_approvals(
@@ -368,6 +446,18 @@ class AsyncClient:
 
     async def get_approval(self, key: str) -> Approval:
         return await _in_thread(self.sync.get_approval, key)
+
+    async def approval_links(self, key: str) -> dict[str, dict[str, str]]:
+        return await _in_thread(self.sync.approval_links, key)
+
+    async def create_token(self, name: str, scopes: list[str]) -> NewToken:
+        return await _in_thread(self.sync.create_token, name, scopes)
+
+    async def list_tokens(self) -> list[TokenInfo]:
+        return await _in_thread(self.sync.list_tokens)
+
+    async def revoke_token(self, name: str) -> None:
+        await _in_thread(self.sync.revoke_token, name)
 
     async def prune(self, older_than: Duration | None = None) -> int:
         return await _in_thread(self.sync.prune, older_than)

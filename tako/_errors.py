@@ -83,6 +83,36 @@ class StaleClaim(TakoError):
     code = "stale"
 
 
+class Unauthorized(TakoError):
+    """No credentials, or credentials that match no token."""
+
+    code = "unauthorized"
+
+
+class Forbidden(TakoError):
+    """These credentials may not do this (a scope is missing, or not an approver)."""
+
+    code = "forbidden"
+
+
+class LinkTampered(TakoError):
+    """This approval link is not one tako signed: it was altered or cut short."""
+
+    code = "link_tampered"
+
+
+class LinkExpired(TakoError):
+    """This approval link has expired."""
+
+    code = "link_expired"
+
+
+class Stale(TakoError):
+    """The request's value changed since it was shown; the decision was not applied."""
+
+    code = "stale"
+
+
 class StorageError(TakoError):
     """The database refused the write (disk full or read-only); nothing was changed."""
 
@@ -162,8 +192,12 @@ _BY_CODE: dict[str, type[TakoError]] = {
         RunNotFound,
         ApprovalNotFound,
         NotAllowed,
-        StaleClaim,
         StorageError,
+        Unauthorized,
+        Forbidden,
+        LinkTampered,
+        LinkExpired,
+        Stale,  # `stale` reaches clients only as this; workers read StaleClaim by its code
     )
 }
 

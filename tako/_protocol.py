@@ -10,6 +10,7 @@ milliseconds since the Unix epoch.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -80,6 +81,7 @@ class Approve(_Req, tag="approve"):
     by: Name
     value: msgspec.Raw = ABSENT
     decision_id: str | None = None
+    seen: str | None = None  # the `digest` the decider saw; another one: refused, `stale`
 
 
 class Reject(_Req, tag="reject"):
@@ -87,6 +89,7 @@ class Reject(_Req, tag="reject"):
     by: Name
     reason: Annotated[str, msgspec.Meta(min_length=1)]
     decision_id: str | None = None
+    seen: str | None = None
 
 
 class CancelApproval(_Req, tag="cancel_approval"):
@@ -94,6 +97,7 @@ class CancelApproval(_Req, tag="cancel_approval"):
     by: Name
     reason: str | None = None
     decision_id: str | None = None
+    seen: str | None = None
 
 
 class ListApprovals(_Req, tag="list_approvals"):
@@ -114,6 +118,51 @@ class Wait(_Req, tag="wait"):
     run_id: str
     timeout: Seconds | None = None
     until: Literal["finished", "parked"] = "finished"
+
+
+# -- the HTTP surface's operations: tokens, links, live changes -----------------
+
+Scope = Literal["read", "start", "signal", "decide", "admin"]
+
+
+class CreateToken(_Req, tag="create_token"):
+    name: Name
+    scopes: Annotated[list[Scope], msgspec.Meta(min_length=1)]
+
+
+class ListTokens(_Req, tag="list_tokens"):
+    pass
+
+
+class RevokeToken(_Req, tag="revoke_token"):
+    name: str
+
+
+class GetAccess(_Req, tag="access"):
+    """Who a token is and what it may do; with no token, how many tokens exist."""
+
+    token: str | None = None
+
+
+class ApprovalLinks(_Req, tag="approval_links"):
+    key: str
+
+
+class OpenLink(_Req, tag="open_link"):
+    token: str
+
+
+class Watch(_Req, tag="watch"):
+    """Reply once the run or approval (exactly one of `run_id`, `key`) differs from
+    `fingerprint`, or with `changed: false` after `timeout`."""
+
+    run_id: str | None = None
+    key: str | None = None
+    fingerprint: str | None = None
+    timeout: Seconds | None = None
+
+
+HTTP_OPS = (CreateToken, ListTokens, RevokeToken, GetAccess, ApprovalLinks, OpenLink, Watch)
 
 
 # -- worker operations (on a worker's private connection) ----------------------
@@ -221,6 +270,13 @@ Request = (
     | Leaving
     | Beat
     | Prune
+    | CreateToken
+    | ListTokens
+    | RevokeToken
+    | GetAccess
+    | ApprovalLinks
+    | OpenLink
+    | Watch
 )
 OPS = frozenset(
     cls.__struct_config__.tag
@@ -246,6 +302,7 @@ OPS = frozenset(
         Leaving,
         Beat,
         Prune,
+        *HTTP_OPS,
     )
 )
 
@@ -291,6 +348,88 @@ class RequestError(Exception):
         super().__init__(error.message)
         self.req_id = req_id
         self.error = error
+
+
+def safe_text(text: str) -> str:
+    """`text` as valid UTF-8: a lone surrogate (from an undecodable file name, say, via
+    `os.fsdecode`) becomes a visible `\\udcff` escape instead of failing the encoding."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
+def _clean(value: Any) -> Any:
+    """`value` with every string made `safe_text` (structs, lists and dicts walked)."""
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, msgspec.Struct):
+        fields = {f: _clean(getattr(value, f)) for f in value.__struct_fields__}
+        return msgspec.structs.replace(value, **fields)
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    return value
+
+
+def encode_safely(msg: Any) -> bytes:
+    """Encode a message whose text may hold lone surrogates (an error message, a
+    traceback, a name): valid UTF-8 JSON always. Costs nothing unless one does."""
+    try:
+        return encode(msg)
+    except UnicodeEncodeError:
+        return encode(_clean(msg))
+
+
+def non_finite(value: Any) -> bool:
+    """Whether `value` holds a NaN or an infinity, which JSON encoding turns into `null`."""
+    try:
+        stack = [msgspec.to_builtins(value)]
+    except (TypeError, ValueError):  # a msgspec.Raw or an unsupported type: not ours to judge
+        return False
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def check_json(what: str, data: bytes | msgspec.Raw) -> None:
+    """Refuse JSON text that parsed as a value but that readers cannot decode back:
+    invalid UTF-8 or a lone surrogate escape (`bad_json`), or a number out of range
+    of a 64-bit float such as `1e400` (`invalid`), which decoders refuse or read as
+    infinity. msgspec checks only the syntax of a Raw field, not these."""
+    try:
+        msgspec.json.decode(data)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(
+            f"{what} cannot be stored: {exc} (a number must fit a 64-bit float; "
+            "NaN and infinity are not JSON)"
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise BadJson(f"invalid JSON: {what} is not valid text: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest(f"{what} is JSON nested too deeply") from None
+
+
+def readable_json(stored: bytes | str) -> msgspec.Raw:
+    """A stored JSON value as it goes out to readers. One they could not decode (a
+    number out of range, invalid UTF-8: written by hand, or before takod refused such
+    values) goes out as `{"unreadable_json": "<its text>"}`, so that one bad row never
+    breaks a listing of all the others."""
+    try:
+        msgspec.json.decode(stored)
+    except (msgspec.MsgspecError, RecursionError):
+        text = stored.decode(errors="replace") if isinstance(stored, bytes) else stored
+        return msgspec.Raw(encode({"unreadable_json": safe_text(text)}))
+    return msgspec.Raw(stored)
 
 
 def decode_request(line: bytes) -> Request:
@@ -340,4 +479,4 @@ def ok(req_id: ReqId, **fields: Any) -> bytes:
 
 def fail(req_id: ReqId, error: TakoError) -> bytes:
     reply = {"id": req_id, "ok": False, "error": {"code": error.code, "message": error.message}}
-    return encode(reply) + b"\n"
+    return encode_safely(reply) + b"\n"

@@ -80,6 +80,8 @@ class Approval(msgspec.Struct, kw_only=True):
     status: str
     summary: str
     data: Any = None
+    value: Any = None  # the value approvals count for: `data`, or the latest edit
+    digest: str = ""  # hex SHA-256 of `value`: pass it as `seen` to decide what you saw
     approvers: list[str] | None = None
     required: int = 1
     approved_by: list[str] = []
@@ -110,6 +112,24 @@ class ApprovalEvent(msgspec.Struct, kw_only=True):
     approved_by: list[str] = []
     decision: dict[str, Any] | None = None
     deadline_at: datetime | None = None
+    # signed approval links per approver ("*": anyone), for requested, reminder, escalated
+    links: dict[str, dict[str, str]] | None = None
+
+
+class TokenInfo(msgspec.Struct, kw_only=True):
+    """An API token as `tako tokens list` shows it (never the token itself)."""
+
+    name: str
+    scopes: list[str]
+    created_at: datetime
+
+
+class NewToken(msgspec.Struct, kw_only=True):
+    """A token just created: `token` is shown this once and never stored."""
+
+    name: str
+    token: str
+    scopes: list[str]
 
 
 class SignalResult(msgspec.Struct):
@@ -122,6 +142,8 @@ class WorkflowInfo(msgspec.Struct, kw_only=True):
     file: str
     retries: int
     timeout: float | None = None
+    # a payload its handler accepts, from its payload type; left out when it has none
+    payload_example: Any | msgspec.UnsetType = msgspec.UNSET
 
 
 class LoadError(msgspec.Struct, kw_only=True):
@@ -131,10 +153,12 @@ class LoadError(msgspec.Struct, kw_only=True):
 
 
 class Registry(msgspec.Struct, kw_only=True):
-    """What `worker_runtime --describe` prints: the app's workflows and its broken files."""
+    """What `worker_runtime --describe` reports: the app's workflows, its broken files, and
+    what each file printed while it was imported (file -> text)."""
 
     workflows: list[WorkflowInfo] = []
     errors: list[LoadError] = []
+    output: dict[str, str] = {}
 
 
 def ms_to_datetime(ms: int | None) -> datetime | None:

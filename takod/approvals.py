@@ -19,6 +19,7 @@ Like the store, these methods run inside the committer's transaction.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Callable
@@ -26,10 +27,12 @@ from typing import Any
 
 import msgspec
 
-from tako._errors import ApprovalNotFound, InvalidRequest, NotAllowed
-from tako._protocol import ApprovalSpec
+from tako._errors import ApprovalNotFound, InvalidRequest, NotAllowed, Stale
+from tako._protocol import ApprovalSpec, readable_json
 
 SchemaCheck = Callable[[str, bytes], str | None]
+# (key, approvers, deadline_at, created_at) -> {approver: {"view", "approve", "reject"}}
+Links = Callable[[str, list[str] | None, int | None, int], dict[str, dict[str, str]]]
 DECIDED = ("approved", "edited", "rejected", "timed_out", "cancelled")
 _COLUMNS = (
     "key, run_id, step_key, workflow, status, summary, data, value, approvers, required,"
@@ -55,6 +58,7 @@ class ApprovalStore:
     def __init__(self, conn: sqlite3.Connection, *, targets: tuple[str, ...] = ()) -> None:
         self.conn = conn
         self.targets = targets  # where events go: "webhook", "notifiers" (none: no outbox)
+        self.links: Links | None = None  # signs the links events carry (takod/links.py)
 
     # -- creating -------------------------------------------------------------------
 
@@ -105,9 +109,11 @@ class ApprovalStore:
         value: bytes | None = None,
         reason: str | None = None,
         decision_id: str | None = None,
+        seen: str | None = None,
     ) -> str | None:
         """Apply one decision (`approve`, `reject` or `cancel`). Returns the run id to
-        resume when this decision settled the request, else None."""
+        resume when this decision settled the request, else None. `seen`: the value
+        digest the decider was shown; refused (`Stale`) when the value changed since."""
         req = self._load(key)
         if (
             decision_id is not None
@@ -121,6 +127,11 @@ class ApprovalStore:
             if self._repeats(req, action, by, value, reason):
                 return None
             raise NotAllowed(_decided_message(req))
+        if seen is not None and seen != digest(req["value"]):
+            raise Stale(
+                f"the value of {key} changed since it was shown (another approver edited it);"
+                f" it is now {req['value'].decode(errors='replace')}"
+            )
         approvers = req["approvers"]
         if approvers is not None and by not in approvers:
             raise NotAllowed(
@@ -348,19 +359,25 @@ class ApprovalStore:
         event_id = f"{key}#{n + 1}"
         row = self.conn.execute(
             "SELECT run_id, workflow, step_key, status, summary, data, approvers, required,"
-            " approved_by, decision, deadline_at FROM approvals WHERE key = ?",
+            " approved_by, decision, deadline_at, created_at FROM approvals WHERE key = ?",
             (key,),
         ).fetchone()
         from takod.store import iso
 
+        approvers = json.loads(row[6]) if row[6] else None
+        links = (
+            self.links(key, approvers, row[10], row[11])
+            if self.links is not None and kind != "resolved"
+            else None
+        )
         body = msgspec.json.encode(
             {
                 "id": event_id, "type": kind, "at": iso(now), "key": key, "run_id": row[0],
                 "workflow": row[1], "step": row[2], "status": row[3], "summary": row[4],
-                "data": msgspec.Raw(row[5]), "approvers": json.loads(row[6]) if row[6] else None,
+                "data": msgspec.Raw(row[5]), "approvers": approvers,
                 "required": row[7], "approved_by": json.loads(row[8]),
                 "decision": _decision_object(row[9]),
-                "deadline_at": iso(row[10]),
+                "deadline_at": iso(row[10]), "links": links,
             }
         )  # fmt: skip
         for target in self.targets:
@@ -404,6 +421,11 @@ def timers(spec: ApprovalSpec, now: int) -> tuple[int | None, int | None, int | 
 
 def first_timer(spec: ApprovalSpec, now: int) -> int | None:
     return _earliest(*timers(spec, now))
+
+
+def digest(value: bytes) -> str:
+    """What a decider passes as `seen`: the hex SHA-256 of the value they were shown."""
+    return hashlib.sha256(value).hexdigest()
 
 
 def _decision_object(raw: bytes | None) -> dict[str, Any] | None:
@@ -451,7 +473,11 @@ def approval_object(row: sqlite3.Row, history: list[sqlite3.Row] | None = None) 
         "step": row["step_key"],
         "status": row["status"],
         "summary": row["summary"],
-        "data": msgspec.Raw(row["data"]),
+        "data": readable_json(row["data"]),
+        "value": readable_json(row["value"]),  # what approvals count for: data, or an edit
+        "digest": digest(row["value"]),
+        # the JSON Schema an edited value must match (the request's `type=`), or null
+        "schema": readable_json(row["schema"]) if row["schema"] is not None else None,
         "approvers": json.loads(row["approvers"]) if row["approvers"] is not None else None,
         "required": row["required"],
         "approved_by": json.loads(row["approved_by"]),
@@ -465,8 +491,8 @@ def approval_object(row: sqlite3.Row, history: list[sqlite3.Row] | None = None) 
                 "at": iso(h["at"]),
                 "event": h["event"],
                 "actor": h["actor"],
-                "value": msgspec.Raw(h["value"]) if h["value"] is not None else None,
-                "original": msgspec.Raw(h["original"]) if h["original"] is not None else None,
+                "value": readable_json(h["value"]) if h["value"] is not None else None,
+                "original": readable_json(h["original"]) if h["original"] is not None else None,
                 "reason": h["reason"],
             }
             for h in history

@@ -1,17 +1,26 @@
-"""Check decoded JSON against the JSON Schema subset that ``msgspec.json.schema`` emits.
+"""Check decoded JSON against the JSON Schema a typed wait or approval recorded.
 
-Workers describe ``wait_for(type=T)`` payloads with ``msgspec.json.schema(T)``; takod must reject
-bad signal payloads itself without importing user code or depending on ``jsonschema``. Messages
+Workers describe ``wait_for(type=T)`` payloads with ``worker_runtime.wait_schema`` (msgspec's
+layout, plus the formats, base64 limits and dict keys msgspec's own schema leaves out); takod must
+reject bad signal payloads itself, without importing user code or depending on ``jsonschema``, so
+that a run never wakes with a value its ``msgspec.json.decode(raw, type=T)`` refuses. Messages
 follow ``msgspec.ValidationError``, and so do the semantics where the spec differs: ``1.0`` is not
 an integer, ``true`` is not a number, ``enum`` tells ``1``, ``1.0`` and ``true`` apart, and
-``uniqueItems`` (sets) is ignored because msgspec deduplicates instead of rejecting.
+``uniqueItems`` (sets) is ignored because msgspec deduplicates instead of rejecting. Formats,
+base64 and numeric dict keys are checked by msgspec itself, decoding the string to the type the
+format names, so takod and the worker read them alike; unknown formats are ignored.
 """
 
+import datetime
+import decimal
 import json
 import operator
 import re
+import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 __all__ = ["check"]
 
@@ -22,6 +31,18 @@ _BOUNDS = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusive
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 _LENGTHS = {"str": "Length", "array": "Items", "object": "Properties"}  # minLength, ...
 _Root = Mapping[str, Any]
+_FORMATS: dict[str, Any] = {
+    "date-time": Annotated[datetime.datetime, msgspec.Meta(tz=True)],
+    "local-date-time": Annotated[datetime.datetime, msgspec.Meta(tz=False)],
+    "any-date-time": datetime.datetime,
+    "time": Annotated[datetime.time, msgspec.Meta(tz=True)],
+    "partial-time": Annotated[datetime.time, msgspec.Meta(tz=False)],
+    "any-time": datetime.time,
+    "date": datetime.date,
+    "duration": datetime.timedelta,
+    "uuid": uuid.UUID,
+    "decimal": decimal.Decimal,
+}
 
 
 def check(schema: Mapping[str, Any], value: object) -> str | None:
@@ -55,8 +76,30 @@ def _check(root: _Root, schema: Any, value: Any, path: str) -> str | None:
         return _object(root, schema, value, path)
     if isinstance(value, list):
         return _array(root, schema, value, path)
-    if isinstance(value, str) and "pattern" in schema and not re.search(schema["pattern"], value):
+    if isinstance(value, str):
+        return _string(schema, value, path)
+    return None
+
+
+def _string(schema: Any, value: str, path: str) -> str | None:
+    if "pattern" in schema and not re.search(schema["pattern"], value):
         return _at(f"Expected `str` matching regex {schema['pattern']!r}", path)
+    if schema.get("contentEncoding") == "base64":
+        limits = msgspec.Meta(
+            min_length=schema.get("x-minBytes"), max_length=schema.get("x-maxBytes")
+        )
+        return _convert(Annotated[bytes, limits], value, path)
+    if schema.get("format") in _FORMATS:
+        return _convert(_FORMATS[schema["format"]], value, path)
+    return None
+
+
+def _convert(tp: Any, value: object, path: str) -> str | None:
+    """msgspec's own verdict on ``value`` as ``tp``, the way the worker will decode it."""
+    try:
+        msgspec.json.decode(msgspec.json.encode(value), type=tp)
+    except msgspec.ValidationError as exc:
+        return _at(str(exc), path)
     return None
 
 
@@ -97,10 +140,32 @@ def _object(root: _Root, schema: Any, value: dict[Any, Any], path: str) -> str |
     for key, item in value.items():
         if key not in props and extra is False:
             return _at(f"Object contains unknown field `{key}`", path)
+        if err := _key(root, schema, key, path):
+            return err
         if err := _check(root, props.get(key, extra), item, _join(path, key)):
             return err
     missing = [key for key in schema.get("required", ()) if key not in value]
     return _at(f"Object missing required field `{missing[0]}`", path) if missing else None
+
+
+def _key(root: _Root, schema: Any, key: str, path: str) -> str | None:
+    """Check a key by ``propertyNames``, or as the number msgspec reads from it by ``x-keys``."""
+    if "propertyNames" in schema:
+        err = _check(root, schema["propertyNames"], key, path)
+    elif "x-keys" in schema:
+        keys = _deref(root, schema["x-keys"])
+        names = {_TYPE_NAMES.get(name, name) for name in _types(root, keys) or ()}
+        number: type = float if "float" in names else int
+        number = decimal.Decimal if keys.get("format") == "decimal" else number
+        try:
+            as_key = dict[number, int]  # type: ignore[valid-type]
+            parsed = msgspec.json.decode(b"{%s:0}" % msgspec.json.encode(key), type=as_key)
+        except msgspec.ValidationError:
+            return _at(f"Expected `{number.__name__}`, got `str`", f"key {key!r} in {path}")
+        err = None if number is decimal.Decimal else _check(root, keys, next(iter(parsed)), path)
+    else:
+        return None
+    return err and err.replace(f" - at `{path}`", f" - at `key {key!r} in {path}`")
 
 
 def _array(root: _Root, schema: Any, value: list[Any], path: str) -> str | None:

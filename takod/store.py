@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from tako._errors import InvalidRequest, NotAllowed, RunNotFound, StaleClaim, TakoError
-from tako._protocol import NULL, Assign, Finish, MemoEntry, Park, StepDone
+from tako._protocol import NULL, Assign, Finish, MemoEntry, Park, StepDone, readable_json
 from takod.approvals import ApprovalStore
 from takod.transitions import (
     CANCELLABLE,
@@ -772,8 +772,8 @@ def run_object(row: sqlite3.Row, steps: list[sqlite3.Row] | None = None) -> dict
         "run_id": row["id"],
         "workflow": row["workflow"],
         "status": row["status"],
-        "payload": msgspec.Raw(row["payload"]),
-        "result": msgspec.Raw(row["result"]) if row["result"] is not None else NULL,
+        "payload": readable_json(row["payload"]),
+        "result": readable_json(row["result"]) if row["result"] is not None else NULL,
         "error": row["error"],
         "traceback": row["traceback"],
         "attempts": row["attempts"],
@@ -791,7 +791,7 @@ def run_object(row: sqlite3.Row, steps: list[sqlite3.Row] | None = None) -> dict
                 "name": s["name"],
                 "kind": s["kind"],
                 "status": s["status"],
-                "result": msgspec.Raw(s["result"]) if s["result"] is not None else NULL,
+                "result": readable_json(s["result"]) if s["result"] is not None else NULL,
                 "error": s["error"],
                 "attempts": s["attempts"],
                 "started_at": iso(s["started_at"]),

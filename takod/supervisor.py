@@ -8,6 +8,7 @@ something falls due later, the scheduler is told.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -23,7 +24,6 @@ import msgspec
 import trio
 
 from tako._errors import (
-    BadJson,
     InvalidRequest,
     LineTooLarge,
     PayloadTooLarge,
@@ -32,6 +32,7 @@ from tako._errors import (
     UnknownWorkflow,
 )
 from tako._protocol import (
+    HTTP_OPS,
     Approve,
     Assign,
     Cancel,
@@ -50,6 +51,7 @@ from tako._protocol import (
     Status,
     Wait,
     Workflows,
+    check_json,
     decode_request,
     fail,
     ok,
@@ -57,6 +59,7 @@ from tako._protocol import (
 )
 from tako._records import LoadError, Registry
 from takod import store as db
+from takod.access import Access
 from takod.approvals import read_approval, read_approvals
 from takod.committer import Committer, Pending
 from takod.config import AppConfig
@@ -159,6 +162,7 @@ class Supervisor:
         self.scheduler = Scheduler(self.clock, self._next_wake, self._wake_due)
         self.link = WorkerLink(self)
         self.notifiers = Notifiers(self)
+        self.access = Access(self)  # tokens, approval links, `watch`: the HTTP surface's ops
         settings = config.approvals
         self.webhook = (
             Webhook(
@@ -193,6 +197,7 @@ class Supervisor:
                 durability=self.config.storage.durability,
             )
             self.committer = Committer(self.store.conn)
+            self.store.approvals.links = self.access.links
             try:
                 await self._serve(task_status)
             finally:
@@ -249,19 +254,28 @@ class Supervisor:
 
     async def load_registry(self) -> Registry:
         """Learn the app's workflows from a `--describe` worker: user code never loads here."""
-        argv = [sys.executable, "-m", "worker_runtime", str(self.app_dir), "--describe"]
+        # -P: the current folder must not shadow installed packages (a `tako/` clone here)
+        argv = [sys.executable, "-P", "-m", "worker_runtime", str(self.app_dir), "--describe"]
         proc = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+        registry = None
         if proc.returncode == 0:
-            self.registry = msgspec.json.decode(proc.stdout, type=Registry)
+            with contextlib.suppress(msgspec.DecodeError):  # it exited early (os._exit?)
+                registry = msgspec.json.decode(proc.stdout, type=Registry)
+        if registry is not None:
+            self.registry = registry
+            for file, text in registry.output.items():
+                self.emit("output", file=file, text=text)
         else:
             message = proc.stderr.decode(errors="replace").strip().splitlines()
+            reason = message[-1] if message else f"exit code {proc.returncode}"
+            if proc.returncode == 0:
+                reason += " (a workflow file exited while imported?)"
             self.registry = Registry(
                 errors=[
                     LoadError(
                         file=str(self.app_dir / "workflows"),
                         line=None,
-                        message="the worker failed to load the app: "
-                        + (message[-1] if message else f"exit code {proc.returncode}"),
+                        message=f"the worker failed to load the app: {reason}",
                     )
                 ]
             )
@@ -337,6 +351,8 @@ class Supervisor:
     # -- client operations ------------------------------------------------------------
 
     async def _client_op(self, req: Request) -> bytes:
+        if isinstance(req, HTTP_OPS):
+            return await self.access.op(req)
         match req:
             case Signal():
                 return await self.signal(req)
@@ -352,6 +368,7 @@ class Supervisor:
             case Cancel(run_id=run_id, reason=reason):
                 status = await self._write(self.store.cancel, run_id, reason, self.clock.now_ms())
                 self.approvals_changed()
+                self.run_changed(run_id)
                 if status in FINISHED:  # a running run says so when its step ends
                     self.run_finished(run_id, status, error=reason or "cancelled")
                 return ok(req.id, run=await self._read(db.read_run, run_id))
@@ -363,6 +380,7 @@ class Supervisor:
                 await self._write(self.store.retry, run_id, now, timeout_ms)
                 self.scheduler.note(now + timeout_ms if timeout_ms else None)
                 self.pool.enqueue([run_id])
+                self.run_changed(run_id)
                 return ok(req.id, run=await self._read(db.read_run, run_id))
             case Wait(run_id=run_id, timeout=timeout, until=until):
                 settled = FINISHED | PARKED if until == "parked" else FINISHED
@@ -397,7 +415,11 @@ class Supervisor:
         wf = self._workflows.get(req.workflow)
         if wf is None:
             known = ", ".join(sorted(self._workflows)) or "none"
-            raise UnknownWorkflow(f"no workflow named {req.workflow!r} (known: {known})")
+            broken = "".join(
+                f"; {e.file} failed to load: line {e.line or '?'}: {e.message}"
+                for e in self.registry.errors
+            )
+            raise UnknownWorkflow(f"no workflow named {req.workflow!r} (known: {known}){broken}")
         payload = bytes(req.payload)
         self.check_payload("payload", payload)
         now = self.clock.now_ms()
@@ -446,6 +468,7 @@ class Supervisor:
         )
         try:
             for rid in woken:
+                self.run_changed(rid)
                 self.emit("woke", run_id=rid, by=req.event)
         finally:
             self.hand_over(claimed)
@@ -468,11 +491,12 @@ class Supervisor:
         run_id, woken = await self.write_waking(
             1, _one, self.store.approvals.decide, action, req.key, by=req.by,
             now=self.clock.now_ms(), check=self.check, value=value, reason=reason,
-            decision_id=req.decision_id,
+            decision_id=req.decision_id, seen=req.seen,
         )  # fmt: skip
         try:
             approval = await self._read(read_approval, req.key)
             if run_id is not None:
+                self.run_changed(run_id)
                 self.emit("woke", run_id=run_id, by=f"approval {req.key} {approval['status']}")
         finally:  # the woken run is claimed: it must reach its worker whatever happens here
             self.approvals_changed()
@@ -629,20 +653,20 @@ class Supervisor:
 
     def _emit_running(self, assigns: list[Assign]) -> None:
         for a in assigns:
+            if self._watchers:
+                self.run_changed(a.run_id)
             self.emit("running", run_id=a.run_id, workflow=a.workflow, attempt=a.attempt)
 
     async def _read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         call = functools.partial(fn, self.store.reader, *args, **kwargs)
         return await trio.to_thread.run_sync(call, limiter=self._read_limiter)
 
-    def check_payload(self, what: str, data: bytes) -> None:
-        """A client's JSON value: within the size limit, and valid UTF-8 (msgspec checks
-        the JSON syntax of a Raw field, not the text encoding of its strings)."""
+    def check_payload(self, what: str, data: bytes | msgspec.Raw) -> None:
+        """A JSON value from a client or a worker: within the size limit, and readable
+        back by every reader. msgspec checks only the syntax of a Raw field: not the
+        text encoding of its strings, nor that a number fits a float (`1e400`)."""
         self.check_size(what, data)
-        try:
-            data.decode()
-        except UnicodeDecodeError as exc:
-            raise BadJson(f"invalid JSON: {what} is not valid UTF-8 ({exc.reason})") from None
+        check_json(what, data)
 
     def check_size(self, what: str, data: bytes | msgspec.Raw) -> None:
         limit = self.config.runs.max_payload
@@ -726,7 +750,7 @@ class Supervisor:
             self.emit(status, run_id=run_id, error=error)
 
     def run_changed(self, run_id: str) -> None:
-        """Wake whoever waits on this run (`wait`): it finished, or it parked."""
+        """Wake whoever waits on this run (`wait`, `watch`): it changed (a step, a park, an end)."""
         for event in self._watchers.get(run_id, ()):
             event.set()
 
@@ -735,6 +759,7 @@ class Supervisor:
         if self.webhook is not None:
             self.webhook.kick()
         self.notifiers.kick()
+        self.access.approvals_changed()
 
     def emit(self, what: str, **fields: Any) -> None:
         if self.on_event is not None:

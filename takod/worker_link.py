@@ -82,7 +82,7 @@ class WorkerLink:
         now = sup.clock.now_ms()
         match req:
             case StepDone():
-                sup.check_size(f"result of step {req.key!r}", req.result)
+                sup.check_payload(f"result of step {req.key!r}", req.result)
                 release = sup.pool.paused  # stopping: the run waits for the restart
                 sup.committer.submit(
                     sup.store.save_step,
@@ -92,11 +92,13 @@ class WorkerLink:
                     early=functools.partial(_ack_saved, worker, req.id),
                 )
             case Park():
+                if req.approval is not None:
+                    sup.check_payload(f"data of approval {req.key!r}", req.approval.data)
                 sup.committer.submit(
                     sup.store.park, (req, now, sup.check), self._reply(worker, req, self._parked)
                 )
             case Finish():
-                sup.check_size("workflow result", req.result)
+                sup.check_payload("workflow result", req.result)
                 sup.committer.submit(
                     sup.store.finish, (req, now), self._reply(worker, req, self._finished)
                 )
@@ -138,6 +140,8 @@ class WorkerLink:
     def _stepped(self, worker: WorkerProc, req: StepDone, outcome: str) -> bytes | None:
         sup = self.sup
         if outcome == db.STEP_SAVED:
+            if sup._watchers:  # someone watches a run (`watch`): free when nobody does
+                sup.run_changed(req.run_id)
             sup.emit(
                 "step",
                 run_id=req.run_id,

@@ -308,6 +308,7 @@ class WorkerPool:
         settings = self.config.workers
         argv = [
             sys.executable,
+            "-P",  # the current folder must not shadow installed packages (a `tako/` clone here)
             "-m",
             "worker_runtime",
             str(self.app_dir),

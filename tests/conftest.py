@@ -11,6 +11,7 @@ import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,13 @@ async def eventually(
                 return value
             await trio.sleep(0.02)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def clock_past(moment: datetime) -> None:
+    """Wait until the wall clock (takod's too, in whole ms) reads later than `moment`:
+    e.g. before pruning with `older_than=0`, which keeps runs finished this very ms."""
+    ms = int(moment.timestamp() * 1000)
+    await eventually(lambda: int(time.time() * 1000) > ms, what=f"the clock to pass {moment}")
 
 
 async def status_of(client: tako.AsyncClient, run_id: str, *statuses: str) -> tako.Run | None:

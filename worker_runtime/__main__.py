@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import os
 from pathlib import Path
 
 import msgspec
@@ -22,7 +22,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.describe:
         from worker_runtime.loader import describe
 
-        sys.stdout.buffer.write(msgspec.json.encode(describe(args.app_dir)) + b"\n")
+        # stdout is the registry's alone: user code that writes to fd 1 while it is
+        # imported (or later, from a thread) writes to stderr instead
+        registry_out = os.fdopen(os.dup(1), "wb")
+        os.dup2(2, 1)
+        registry_out.write(msgspec.json.encode(describe(args.app_dir)) + b"\n")
+        registry_out.close()
         return
     if args.fd is None:
         parser.error("--fd is required unless --describe is given")

@@ -18,7 +18,7 @@ import msgspec
 from anyio.abc import ByteStream
 
 from tako._errors import StorageError
-from tako._protocol import NULL, Assign, encode
+from tako._protocol import NULL, Assign, encode_safely
 from worker_runtime.loops import Loop, Waiter
 
 log = logging.getLogger("tako.worker")
@@ -59,11 +59,12 @@ class Channel:
         return self._loop
 
     async def request(self, msg: Any) -> Reply:
-        """Send one request and wait for its reply."""
+        """Send one request and wait for its reply. Its text fields may hold anything a
+        user's code produced (messages, tracebacks, names): they are sent as valid UTF-8."""
         self._next_id += 1
         msg.id = self._next_id
         waiter = self._waiting[self._next_id] = self._loop.waiter()
-        self._send(encode(msg) + b"\n")
+        self._send(encode_safely(msg) + b"\n")
         reply: Reply = await waiter.wait()
         return reply
 

@@ -10,12 +10,12 @@ its runs are resumed by the next supervisor.
 from __future__ import annotations
 
 import importlib.util
+import io
 import logging
 import os
 import socket
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,23 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup, UNIXSocketStream
 
-from tako._errors import NonRetryable
+from tako._errors import BadJson, InvalidRequest, NonRetryable
 from tako._protocol import Assign, Beat, Finish, Hello, Leaving
 from worker_runtime.channel import AsyncioChannel, Channel
+from worker_runtime.failures import (
+    Unencodable,
+    describe,
+    encode_value,
+    message,
+    user_traceback,
+)
 from worker_runtime.loader import load_app
 from worker_runtime.loops import for_runtime
 from worker_runtime.registry import WorkflowDef
 from worker_runtime.step import Bailed, Dropped, Parked, Step, out_of_memory
+
+log = logging.getLogger("tako.worker")
+_REFUSED = (InvalidRequest.code, BadJson.code)  # takod's answers to a result it cannot store
 
 
 class Worker:
@@ -92,6 +102,9 @@ class Worker:
     async def _execute(self, assign: Assign) -> None:
         try:
             await self._run(assign)
+        except Exception as exc:  # a fault in a run's error path: it fails alone, not us all
+            log.exception("run %s: the worker could not report its outcome", assign.run_id)
+            await self._finish(assign, "failed", error=f"worker error: {describe(exc)}")
         finally:
             self.in_flight -= 1
             if not self.in_flight:
@@ -113,10 +126,13 @@ class Worker:
         )
         try:
             payload = _decode_payload(a.payload, wf.payload_type)
-        except msgspec.ValidationError as exc:
-            await self._finish(
-                a, "fatal", error=f"payload does not match {wf.payload_type.__name__}: {exc}"
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            problem = (
+                "cannot be decoded"
+                if wf.payload_type is None
+                else f"does not match {wf.payload_type.__name__}"
             )
+            await self._finish(a, "fatal", error=f"payload {problem}: {exc}")
             return
         try:
             value = await wf.fn(payload, step)
@@ -126,27 +142,21 @@ class Worker:
             await self._finish(a, "cancelled", error=exc.reason)
             return
         except NonRetryable as exc:
-            await self._finish(a, "fatal", error=str(exc), tb=traceback.format_exc())
+            await self._finish(a, "fatal", error=message(exc), tb=user_traceback(exc))
             return
         except MemoryError:
             out_of_memory()
         except Exception as exc:
-            await self._finish(a, "failed", error=_err(exc), tb=traceback.format_exc())
+            await self._finish(a, "failed", error=describe(exc), tb=user_traceback(exc))
+            return
+        unawaited = step.never_awaited()
+        if unawaited is not None:  # the handler returned without doing that step
+            await self._finish(a, "fatal", error=unawaited)
             return
         try:
-            result = msgspec.json.encode(value)
-        except (TypeError, msgspec.EncodeError) as exc:
-            error = (
-                f"the workflow returned a {type(value).__name__}, which JSON cannot encode: {exc}"
-            )
-            await self._finish(a, "fatal", error=error)
-            return
-        if len(result) > self.max_payload:
-            error = (
-                f"the workflow's result is {len(result)} bytes of JSON, over the "
-                f"{self.max_payload}-byte limit ([runs] max_payload in tako.toml)"
-            )
-            await self._finish(a, "fatal", error=error)
+            result = encode_value("workflow", a.workflow, value, self.max_payload)
+        except Unencodable as exc:
+            await self._finish(a, "fatal", error=str(exc))
             return
         await self._finish(a, "completed", result=result)
 
@@ -159,7 +169,7 @@ class Worker:
         error: str | None = None,
         tb: str | None = None,
     ) -> None:
-        await self.channel.persist(
+        reply = await self.channel.persist(
             Finish(
                 run_id=a.run_id,
                 token=a.token,
@@ -169,16 +179,16 @@ class Worker:
                 traceback=tb,
             )
         )
+        refused = reply.error
+        if refused is not None and refused.code in _REFUSED and result != b"null":
+            # a result takod cannot store (a msgspec.Raw of `1e400`, say): fail the run
+            await self._finish(a, "fatal", error=f"workflow {a.workflow!r}: {refused.message}")
 
 
 def _decode_payload(raw: msgspec.Raw, payload_type: Any) -> Any:
     if payload_type is None:
         return msgspec.json.decode(raw)
     return msgspec.json.decode(raw, type=payload_type)
-
-
-def _err(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 async def _main(
@@ -219,6 +229,8 @@ def _configure_logging() -> None:
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s [%(run_id)s %(step)s] %(name)s: %(message)s")
     )
+    if isinstance(sys.stderr, io.TextIOWrapper):  # a log line must never fail on its text
+        sys.stderr.reconfigure(errors="backslashreplace")
     logger = logging.getLogger("tako.run")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

@@ -59,7 +59,7 @@ def notify_workflow(notifiers: list[Callable[..., Any]], file: str) -> WorkflowD
     async def deliver(payload: Any, step: Any) -> None:
         event = msgspec.convert(payload, ApprovalEvent, strict=False)
         for fn in notifiers:
-            name = f"{fn.__module__.removeprefix('tako_app.')}.{fn.__qualname__}"
+            name = f"{fn.__module__}.{fn.__qualname__}"
             await step.run(name, lambda fn=fn: fn(event), retries=2)
 
     return WorkflowDef(name=NOTIFY_WORKFLOW, fn=deliver, retries=5, timeout=None, file=file, line=0)

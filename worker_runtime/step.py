@@ -18,7 +18,7 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, overload
 
@@ -29,6 +29,8 @@ from tako._durations import Duration, backoff_seconds, parse_duration
 from tako._errors import ApprovalRejected, NonRetryable, StaleClaim, StepFailed
 from tako._protocol import ApprovalSpec, MemoEntry, Park, StepDone
 from tako._records import Decision, ms_to_datetime
+from worker_runtime.failures import Unencodable, describe, encode_value
+from worker_runtime.wait_schema import wait_schema
 
 if TYPE_CHECKING:
     from worker_runtime.channel import Channel, Reply
@@ -102,7 +104,25 @@ class Step:
         self._seqs: dict[str, int] = {}
         self._max_payload = max_payload
         self._current = ""
+        # steps called but not awaited yet: {n: (method, name)}, n counting calls
+        self._unawaited: dict[int, tuple[str, Any]] = {}
+        self._calls = 0
         self.log = logging.LoggerAdapter(_logger, {"run_id": run_id, "step": "-"})
+
+    def _called(self, method: str, name: Any) -> int:
+        """Note a step call whose coroutine has not started yet (see `never_awaited`)."""
+        n = self._calls
+        self._calls = n + 1
+        self._unawaited[n] = (method, name)
+        return n
+
+    def never_awaited(self) -> str | None:
+        """Why the handler cannot have finished: a step it called but never awaited (its
+        coroutine never ran, so the step silently did not happen), or None."""
+        if not self._unawaited:
+            return None
+        method, name = next(iter(self._unawaited.values()))
+        return f"step {name!r} was never awaited: write `await step.{method}(...)`"
 
     def _key(self, name: str) -> str:
         if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
@@ -116,7 +136,7 @@ class Step:
         return key
 
     @overload
-    async def run(
+    def run(
         self,
         name: str,
         fn: Callable[[], Awaitable[Any] | Any],
@@ -124,9 +144,9 @@ class Step:
         retries: int = ...,
         timeout: Duration | None = ...,
         type: None = ...,
-    ) -> Any: ...
+    ) -> Coroutine[Any, Any, Any]: ...
     @overload
-    async def run(
+    def run(
         self,
         name: str,
         fn: Callable[[], Awaitable[Any] | Any],
@@ -134,9 +154,9 @@ class Step:
         retries: int = ...,
         timeout: Duration | None = ...,
         type: type[T],
-    ) -> T: ...
+    ) -> Coroutine[Any, Any, T]: ...
 
-    async def run(
+    def run(
         self,
         name: str,
         fn: Callable[[], Awaitable[Any] | Any],
@@ -144,8 +164,20 @@ class Step:
         retries: int = 0,
         timeout: Duration | None = None,
         type: Any = None,
-    ) -> Any:
+    ) -> Coroutine[Any, Any, Any]:
         """Run `fn` once, durably: its result is checkpointed and replayed from then on."""
+        return self._run(self._called("run", name), name, fn, retries, timeout, type)
+
+    async def _run(
+        self,
+        call: int,
+        name: str,
+        fn: Callable[[], Awaitable[Any] | Any],
+        retries: int,
+        timeout: Duration | None,
+        type: Any,
+    ) -> Any:
+        del self._unawaited[call]
         key = self._key(name)
         seconds = parse_duration(timeout) if timeout is not None else None
         memo = self._memo.get(key)
@@ -162,12 +194,10 @@ class Step:
         except MemoryError:
             out_of_memory()
         except NonRetryable as exc:  # "fail the run now, no retry", even from inside a step
-            await self._checkpoint(
-                key, name, "failed", b"null", _describe(exc, None), attempt, started
-            )
+            await self._checkpoint(key, name, "failed", b"null", describe(exc), attempt, started)
             raise
         except Exception as exc:
-            error = _describe(exc, seconds)
+            error = describe(exc, seconds)
             if attempt <= retries:
                 wake = now_ms() + int(backoff_seconds(attempt) * 1000)
                 await self._park(
@@ -184,18 +214,30 @@ class Step:
             raise StepFailed(
                 f"step {key!r} failed after {attempt} attempt(s): {error}", step=key
             ) from exc
-        raw = self._encode(key, value)
+        try:
+            raw = encode_value("step", key, value, self._max_payload)
+        except Unencodable as exc:  # the step's fault, and a retry would return the same
+            await self._checkpoint(key, name, "failed", b"null", str(exc), attempt, started)
+            raise NonRetryable(str(exc)) from None
         await self._checkpoint(key, name, "completed", raw, None, attempt, started)
         return decode(raw, type)
 
-    async def sleep(self, name: str, duration: Duration) -> None:
+    def sleep(self, name: str, duration: Duration) -> Coroutine[Any, Any, None]:
         """Park the run for `duration`; no worker is held while it sleeps."""
+        return self._sleep_for(self._called("sleep", name), name, duration)
+
+    async def _sleep_for(self, call: int, name: str, duration: Duration) -> None:
+        del self._unawaited[call]
         key = self._key(name)
         wake = now_ms() + int(parse_duration(duration) * 1000)
         await self._sleep(key, name, wake)
 
-    async def sleep_until(self, name: str, when: datetime | float) -> None:
+    def sleep_until(self, name: str, when: datetime | float) -> Coroutine[Any, Any, None]:
         """Park the run until `when` (an aware datetime, or seconds since the epoch)."""
+        return self._sleep_until(self._called("sleep_until", name), name, when)
+
+    async def _sleep_until(self, call: int, name: str, when: datetime | float) -> None:
+        del self._unawaited[call]
         key = self._key(name)
         if isinstance(when, datetime):
             if when.tzinfo is None:
@@ -211,22 +253,26 @@ class Step:
         if await self._park(key, name, "sleep", wake_at=wake) is None:
             raise Parked
 
-    async def wait_for(
+    def wait_for(
         self, event: str, *, timeout: Duration | None = None, type: Any = None
-    ) -> Any:
+    ) -> Coroutine[Any, Any, Any]:
         """Park until a signal named `event` arrives; its payload, or None on timeout."""
+        return self._wait_for(self._called("wait_for", event), event, timeout, type)
+
+    async def _wait_for(self, call: int, event: str, timeout: Duration | None, type: Any) -> Any:
+        del self._unawaited[call]
         key = self._key(event)
         memo = self._memo.get(key)
         if memo is not None:
             return _decode_optional(bytes(memo.result), type)
         wake = now_ms() + int(parse_duration(timeout) * 1000) if timeout is not None else None
-        schema = msgspec.Raw(msgspec.json.encode(msgspec.json.schema(type) if type else None))
+        schema = msgspec.Raw(msgspec.json.encode(wait_schema(type) if type else None))
         raw = await self._park(key, event, "wait", wake_at=wake, event=event, schema=schema)
         if raw is None:
             raise Parked
         return _decode_optional(raw, type)
 
-    async def approval(
+    def approval(
         self,
         name: str,
         *,
@@ -240,11 +286,35 @@ class Step:
         escalate_after: Duration | None = None,
         escalate_to: list[str] | None = None,
         type: Any = None,
-    ) -> Decision:
+    ) -> Coroutine[Any, Any, Decision]:
         """Ask people to decide; the run parks (holding nothing) until they do (SPEC §9).
 
         The request's key is `<run_id>:<step key>`. With `type`, an edited value must
         convert to it, and `decision.value` is of that type."""
+        return self._approval(
+            self._called("approval", name), name, summary=summary, data=data,
+            approvers=approvers, required=required, timeout=timeout, on_timeout=on_timeout,
+            remind_every=remind_every, escalate_after=escalate_after, escalate_to=escalate_to,
+            type=type,
+        )  # fmt: skip
+
+    async def _approval(
+        self,
+        call: int,
+        name: str,
+        *,
+        summary: str,
+        data: Any,
+        approvers: list[str] | None,
+        required: int,
+        timeout: Duration | None,
+        on_timeout: Literal["reject", "fail"],
+        remind_every: Duration | None,
+        escalate_after: Duration | None,
+        escalate_to: list[str] | None,
+        type: Any,
+    ) -> Decision:
+        del self._unawaited[call]
         key = self._key(name)
         memo = self._memo.get(key)
         if memo is not None and memo.status == "completed":
@@ -255,7 +325,7 @@ class Step:
             )
         spec = ApprovalSpec(
             summary=str(summary),
-            data=msgspec.Raw(self._encode(key, data)),
+            data=msgspec.Raw(self._encode("approval", key, data)),
             approvers=list(approvers) if approvers is not None else None,
             required=required,
             timeout=parse_duration(timeout) if timeout is not None else None,
@@ -263,7 +333,7 @@ class Step:
             remind_every=parse_duration(remind_every) if remind_every is not None else None,
             escalate_after=parse_duration(escalate_after) if escalate_after is not None else None,
             escalate_to=list(escalate_to) if escalate_to is not None else None,
-            schema=msgspec.Raw(msgspec.json.encode(msgspec.json.schema(type) if type else None)),
+            schema=msgspec.Raw(msgspec.json.encode(wait_schema(type) if type else None)),
         )
         raw = await self._park(key, name, "approval", approval=spec)
         if raw is None:  # `tako dev` prints the parked event: step.log stays the user's
@@ -305,19 +375,11 @@ class Step:
 
     # -- talking to takod --------------------------------------------------------
 
-    def _encode(self, key: str, value: Any) -> bytes:
+    def _encode(self, what: str, name: str, value: Any) -> bytes:
         try:
-            raw = msgspec.json.encode(value)
-        except (TypeError, msgspec.EncodeError) as exc:
-            raise NonRetryable(
-                f"step {key!r} returned a {type(value).__name__}, which JSON cannot encode: {exc}"
-            ) from None
-        if len(raw) > self._max_payload:
-            raise NonRetryable(
-                f"step {key!r} returned {len(raw)} bytes of JSON, over the "
-                f"{self._max_payload}-byte limit ([runs] max_payload in tako.toml)"
-            )
-        return raw
+            return encode_value(what, name, value, self._max_payload)
+        except Unencodable as exc:
+            raise NonRetryable(str(exc)) from None
 
     async def _checkpoint(
         self,
@@ -419,9 +481,3 @@ def _check_reply(reply: Reply) -> None:
 def _decode_optional(raw: bytes, type_: Any) -> Any:
     """A wait's result: None (timed out) stays None whatever `type` says."""
     return None if raw == b"null" else decode(raw, type_)
-
-
-def _describe(exc: BaseException, timeout: float | None) -> str:
-    if isinstance(exc, TimeoutError) and timeout is not None:
-        return f"TimeoutError: step took longer than its timeout of {timeout:g}s"
-    return f"{type(exc).__name__}: {exc}"

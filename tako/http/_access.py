@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
-from tako._errors import TakoError
+from tako._errors import Forbidden, TakoError, Unauthorized
 from tako.http._link import TakodLink
 
 SCOPES = ("read", "start", "signal", "decide", "admin")
@@ -30,18 +30,6 @@ CACHE_SECONDS = 1.0
 TOKEN_COOKIE = "tako_token"
 
 Authenticate = Callable[[HTTPConnection], "str | Awaitable[str | None] | None"]
-
-
-class Unauthorized(TakoError):
-    """No credentials, or credentials that match no token."""
-
-    code = "unauthorized"
-
-
-class Forbidden(TakoError):
-    """These credentials do not allow this."""
-
-    code = "forbidden"
 
 
 @dataclass(frozen=True)

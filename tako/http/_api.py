@@ -18,9 +18,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tako._durations import parse_duration
-from tako._errors import InvalidRequest, TakoError
+from tako._errors import Forbidden, InvalidRequest, TakoError
 from tako._protocol import RunId
-from tako.http._access import Access, Actor, Forbidden
+from tako.http._access import Access, Actor
 from tako.http._link import TakodLink
 
 # The HTTP status of each error code; anything else is a 500.
@@ -36,7 +36,7 @@ STATUS_OF_CODE = {
     "approval_not_found": 404,
     "unknown_workflow": 404,
     "not_allowed": 409,
-    "value_changed": 409,
+    "stale": 409,
     "payload_too_large": 413,
     "too_large": 413,
     "unavailable": 503,
@@ -49,26 +49,34 @@ _encoder = msgspec.json.Encoder()
 # -- bodies (decoded strictly: an unknown field is a mistake worth saying) -----------
 
 
+NULL = msgspec.Raw(b"null")
+Json = msgspec.Raw | msgspec.UnsetType  # any JSON, passed on to takod as it came
+
+
+def given(value: Json) -> msgspec.Raw:
+    return NULL if isinstance(value, msgspec.UnsetType) else value
+
+
 class StartBody(msgspec.Struct, forbid_unknown_fields=True):
     workflow: str
-    payload: msgspec.Raw = msgspec.Raw(b"null")
+    payload: Json = msgspec.UNSET
     run_id: RunId | None = None
     delay: float | str | None = None  # seconds, or a duration such as "10m"
 
 
 class EventBody(msgspec.Struct, forbid_unknown_fields=True):
     name: str
-    payload: msgspec.Raw = msgspec.Raw(b"null")
+    payload: Json = msgspec.UNSET
 
 
 class SignalBody(msgspec.Struct, forbid_unknown_fields=True):
-    payload: msgspec.Raw = msgspec.Raw(b"null")
+    payload: Json = msgspec.UNSET
     ttl: float | str | None = None
 
 
 class DecisionBody(msgspec.Struct, forbid_unknown_fields=True):
     action: Literal["approve", "reject", "edit", "cancel"]
-    value: msgspec.Raw | None = None
+    value: Json = msgspec.UNSET
     reason: str | None = None
     decision_id: str | None = None
     by: str | None = None  # honoured only for an admin credential
@@ -162,7 +170,7 @@ class JsonApi:
 
     async def start(self, request: Request, actor: Actor) -> Response:
         body: StartBody = decode_body(await request.body(), StartBody)
-        fields: dict[str, Any] = {"workflow": body.workflow, "payload": body.payload}
+        fields: dict[str, Any] = {"workflow": body.workflow, "payload": given(body.payload)}
         if body.run_id is not None:
             fields["run_id"] = body.run_id
         delay = seconds(body.delay, "delay")
@@ -209,13 +217,16 @@ class JsonApi:
         run_id = request.path_params["run_id"]
         await self.link.request("get_run", run_id=run_id)  # a 404 for an unknown run
         reply = await self.link.request(
-            "signal", event=body.name, payload=body.payload, run_id=run_id
+            "signal", event=body.name, payload=given(body.payload), run_id=run_id
         )
         return json_response(SignalReply(reply["delivered"], reply["kept"]))
 
     async def signal(self, request: Request, actor: Actor) -> Response:
         body: SignalBody = decode_body(await request.body(), SignalBody)
-        fields: dict[str, Any] = {"event": request.path_params["event"], "payload": body.payload}
+        fields: dict[str, Any] = {
+            "event": request.path_params["event"],
+            "payload": given(body.payload),
+        }
         ttl = seconds(body.ttl, "ttl")
         if ttl is not None:
             fields["ttl"] = ttl
@@ -276,11 +287,11 @@ async def _decide(link: TakodLink, key: str, body: DecisionBody, by: str) -> dic
         common["seen"] = body.seen
     match body.action:
         case "approve":
-            if body.value is not None:
+            if not isinstance(body.value, msgspec.UnsetType):
                 common["value"] = body.value
             reply = await link.request("approve", **common)
         case "edit":
-            if body.value is None:
+            if isinstance(body.value, msgspec.UnsetType):
                 raise InvalidRequest("an edit needs the edited `value`")
             reply = await link.request("approve", value=body.value, **common)
         case "reject":

@@ -24,13 +24,14 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import jinja2
+import msgspec
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from cli.render import approvers_text, decision_text, history_text, left_text, render_run, run_info
-from tako._errors import TakoError
-from tako.http._access import TOKEN_COOKIE, Access, Actor, Forbidden, Unauthorized
+from tako._errors import Forbidden, TakoError, Unauthorized
+from tako.http._access import TOKEN_COOKIE, Access, Actor
 from tako.http._api import STATUS_OF_CODE, DecisionBody, acting_as, decide
 from tako.http._forms import Field, error_field, fields_for, refill, value_from_form
 from tako.http._link import TakodLink
@@ -308,7 +309,7 @@ class Pages:
                 else "reject"
                 if action == "reject"
                 else "approve",
-                value=_raw(value) if action == "edit" else None,
+                value=_raw(value) if action == "edit" else msgspec.UNSET,
                 reason=(form.get("reason") or "").strip() or None,
                 by=by_form or None,
                 seen=form.get("seen") or None,
@@ -325,7 +326,7 @@ class Pages:
         except TakoError as exc:
             current = (await self.link.request("get_approval", key=key))["approval"]
             status = STATUS_OF_CODE.get(exc.code, 500)
-            if exc.code == "value_changed":
+            if exc.code == "stale":
                 notice = (
                     "The value changed since this page was opened (another approver edited "
                     "it). Nothing was decided: this is the new value; decide again."
@@ -369,9 +370,7 @@ def _deadline(approval: dict[str, Any], now: datetime) -> str:
     return f"{deadline} ({left_text(deadline, now)})"
 
 
-def _raw(value: Any) -> Any:
-    import msgspec
-
+def _raw(value: Any) -> msgspec.Raw:
     return msgspec.Raw(msgspec.json.encode(value))
 
 

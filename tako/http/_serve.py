@@ -18,8 +18,8 @@ from typing import Any
 import trio
 
 from tako._errors import TakoError
+from takod.config import DEFAULT_LISTEN
 
-DEFAULT_LISTEN = "127.0.0.1:8787"
 PORTS_TRIED = 100  # from the default port up, when it is taken
 
 
@@ -95,9 +95,7 @@ async def serve(
     await hypercorn_serve(asgi_app, config, task_status=task_status, mode="asgi")
 
 
-async def host(
-    nursery: trio.Nursery, supervisor: Any, listen: str | None, public_url: str | None
-) -> str:
+async def host(nursery: trio.Nursery, supervisor: Any, listen: str | None) -> str:
     """Serve the HTTP app for `supervisor` in `nursery`; the URL it serves.
 
     `listen` None means the default address, or the next free port when it is taken.
@@ -126,5 +124,5 @@ async def host(
     url = url_of(sock)
     asgi = app(socket=supervisor.socket_path, title=supervisor.config.name)
     await nursery.start(serve, asgi, sock)
-    supervisor.public_url = public_url or url
+    supervisor.access.served_at(url)  # links point here, unless [http] public_url says
     return url

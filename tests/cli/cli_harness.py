@@ -134,11 +134,13 @@ class DevServer:
         data_dir: Path,
         *,
         from_app_dir: bool = False,
+        cwd: Path | None = None,
         args: tuple[str, ...] = ("--no-http",),
         env: dict[str, str] | None = None,
     ) -> None:
-        """`from_app_dir`: run `tako dev` in the app folder without naming it (the default).
-        `args`: more options; by default no HTTP, so tests in parallel need no free port."""
+        """`from_app_dir`: run `tako dev` in the app folder without naming it (the default);
+        `cwd`: the folder to run it in, naming the app. `args`: more options; by default no
+        HTTP, so tests need no free port."""
         self.app_dir = app_dir
         self.data_dir = data_dir
         self.log_path = app_dir.parent / f"dev-{app_dir.name}.log"
@@ -146,7 +148,7 @@ class DevServer:
         where = [] if from_app_dir else [str(app_dir)]
         self.proc = subprocess.Popen(
             [TAKO, "dev", *where, "--data-dir", str(data_dir), *args],
-            cwd=app_dir if from_app_dir else None,
+            cwd=app_dir if from_app_dir else cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=clean_env(**(env or {})),

@@ -9,6 +9,7 @@ stage. The renderers are also tested pure, with a fixed clock.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,9 @@ APPROVAL_KEYS = {
     "status",
     "summary",
     "data",
+    "value",
+    "digest",
+    "schema",
     "approvers",
     "required",
     "approved_by",
@@ -124,7 +128,8 @@ def test_list_and_show_print_approval_objects(shop: DevServer) -> None:
     assert [a["key"] for a in mine] == [key, f"{second}:manager"]  # oldest first
     for approval in mine:
         assert_approval_object(approval, history=False)
-    assert mine[0] | {"created_at": "-", "deadline_at": "-"} == {
+    masked = {"created_at": "-", "deadline_at": "-", "digest": "-", "schema": "-"}
+    assert mine[0] | masked == {
         "key": key,
         "run_id": first,
         "workflow": "refund",
@@ -132,6 +137,9 @@ def test_list_and_show_print_approval_objects(shop: DevServer) -> None:
         "status": "pending",
         "summary": "Refund $10 for order 1",
         "data": {"order": 1, "amount": 10},
+        "value": {"order": 1, "amount": 10},
+        "digest": "-",
+        "schema": "-",
         "approvers": ["alice", "bob"],
         "required": 1,
         "approved_by": [],
@@ -140,6 +148,8 @@ def test_list_and_show_print_approval_objects(shop: DevServer) -> None:
         "deadline_at": "-",
     }
     assert ISO_UTC.match(mine[0]["deadline_at"])
+    assert re.fullmatch(r"[0-9a-f]{64}", mine[0]["digest"])
+    assert mine[0]["schema"]["$defs"]["Refund"]["required"] == ["order", "amount"]  # the type=
     assert mine[1]["approvers"] is None  # anyone
 
     for_carol = shop.tako("approvals", "--approver", "carol", "--json").json()

@@ -155,7 +155,9 @@ def test_runs_lists_newest_first_without_steps_and_filters(shop: DevServer) -> N
     assert ids == ["list-2", "list-1", "list-0"]
     limited = shop.tako("runs", "--workflow", "echo", "--limit", "1", "--json").json()
     assert len(limited) == 1
+    shop.tako("run", "explode", "--id", "list-failed", "--wait")
     failed = shop.tako("runs", "--status", "failed", "--json").json()
+    assert "list-failed" in [r["run_id"] for r in failed]
     assert all(r["status"] == "failed" for r in failed)
     table = shop.tako("runs", "--workflow", "echo").out
     assert table.splitlines()[0].split()[:3] == ["RUN", "ID", "WORKFLOW"]
@@ -212,12 +214,13 @@ def test_workflows_lists_definitions_and_broken_files(shop: DevServer) -> None:
 
 
 def test_global_options_before_or_after_the_command(shop: DevServer) -> None:
+    assert shop.tako("run", "echo", "--id", "global-1", "--wait").code == 0
     before = tako_cmd("--data-dir", shop.data_dir, "runs", "--json", "--limit", "2")
     after = tako_cmd("runs", "--json", "--limit", "2", "--data-dir", shop.data_dir)
-    nested = tako_cmd("--data-dir", shop.data_dir, "runs", "show", "dedup-1", "--json")
+    nested = tako_cmd("--data-dir", shop.data_dir, "runs", "show", "global-1", "--json")
     assert before.code == after.code == nested.code == 0, (before.err, nested.err)
     assert before.json() == after.json()
-    assert nested.json()["run_id"] == "dedup-1"
+    assert nested.json()["run_id"] == "global-1"
     by_socket = tako_cmd("status", "--json", "--socket", shop.socket)
     assert by_socket.json()["pid"] == shop.pid
     socket_first = tako_cmd("--socket", shop.socket, "status", "--json")

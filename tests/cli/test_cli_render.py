@@ -288,6 +288,24 @@ def test_dev_banner_and_hints() -> None:
     assert "next, in another terminal:\n  tako run greet '{}'" in text
 
 
+def test_the_run_hint_carries_the_example_payload_and_file_output_is_labelled() -> None:
+    example = {"order_id": "...", "note": "it's"}
+    registry = {"workflows": [{"name": "order", "file": "w.py", "payload_example": example}]}
+    here = Path("/home/ana/shop")
+    hint = hints(
+        registry,
+        data_dir=here / ".tako",
+        socket=here / ".tako/tako.sock",
+        cwd=here,
+        default_socket=here / ".tako/tako.sock",
+    )[0]
+    assert hint == """tako run order '{"order_id":"...","note":"it'"'"'s"}'"""
+    line = EventFormatter(tz=UTC).line(
+        "output", {"file": "workflows/a.py", "text": "loading\nready\n"}, NOW
+    )
+    assert line == "05:45:00  workflows/a.py │ loading\n          workflows/a.py │ ready"
+
+
 def test_event_lines() -> None:
     fmt = EventFormatter(tz=UTC)
     ms = int((NOW + timedelta(minutes=10)).timestamp() * 1000)

@@ -22,7 +22,7 @@ import trio
 import tako
 import takod
 from takod.server import MAX_SOCKET_PATH, supervisor_pid
-from tests.conftest import App, TakodProcess, eventually, running
+from tests.conftest import App, TakodProcess, eventually, running, status_of
 
 pytestmark = pytest.mark.slow
 
@@ -168,11 +168,13 @@ async def test_a_result_refused_by_a_full_disk_is_written_once_space_is_back(app
         assert (await client.signal("release")).delivered == 1
         await eventually(lambda: refusals, what="the run's result to meet the full disk")
         await sql(sup, f"PRAGMA max_page_count = {NO_LIMIT}")
-        with trio.move_on_after(10):
-            while not (run := await client.get_run(run_id)).finished:
-                await trio.sleep(0.05)
+        run = await eventually(
+            lambda: status_of(client, run_id, "completed", "failed", "cancelled"),
+            timeout=10,
+            what="the run to finish once the disk recovered",
+        )
         client.close()
-    assert run.status == "completed", f"{run.status} 10 s after the disk recovered"
+    assert run.status == "completed", run.status
     assert run.result == "y" * 300_000
 
 

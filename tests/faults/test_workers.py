@@ -9,7 +9,7 @@ import pytest
 import trio
 
 import tako
-from tests.conftest import App, TakodProcess, eventually, running, status_of
+from tests.conftest import App, TakodProcess, clock_past, eventually, running, status_of
 from tests.procs import worker_pids
 
 pytestmark = pytest.mark.slow
@@ -85,8 +85,8 @@ async def test_a_frozen_worker_is_fenced_and_its_late_writes_refused(app: App) -
         def work():
             with open(EFFECTS, "a") as f:
                 f.write(f"start:{os.getpid()}\\n")
-            if not os.path.exists(EFFECTS + ".second"):
-                time.sleep(1.0)  # the first worker is frozen in here
+            while not os.path.exists(EFFECTS + ".second"):
+                time.sleep(0.01)  # the first worker is frozen in here
             return os.getpid()
 
         @workflow
@@ -212,9 +212,11 @@ async def test_runs_of_a_broken_workflow_wait_and_resume_once_it_is_fixed(app: A
     app.write("report.py", good)
     async with running(app) as supervisor:
         client = app.client()
-        parked = await client.start("report", 1, delay="300ms")
+        # due only after the reload below, even on a slow machine
+        parked = await client.start("report", 1, delay="2s")
         app.write("report.py", "from tako import workflow\nraise RuntimeError('typo')\n")
         await supervisor.reload()
+        assert (await client.get_run(parked)).status == "pending", "due before the reload"
         held = await eventually(lambda: _error_of(client, parked), what="the reason to show")
         assert "report.py:2" in held and "typo" in held and "resumes once the file is fixed" in held
         assert (await client.get_run(parked)).status == "pending"
@@ -254,7 +256,7 @@ async def test_prune_deletes_finished_runs_past_retention(app: App) -> None:
         waiting = await client.start("parked")
         await eventually(lambda: status_of(client, waiting, "waiting"))
         assert await client.prune(older_than="1h") == 0  # all too recent
-        await trio.sleep(0.05)
+        await clock_past(max([(await client.get_run(rid)).updated_at for rid in done]))
         assert await client.prune(older_than=0) == 3
         for rid in done:
             with pytest.raises(tako.RunNotFound):

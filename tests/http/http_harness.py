@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
-from cli_harness import DevServer, make_app, short_data_dir, tako_cmd  # noqa: E402
+from cli_harness import DevServer, make_app, short_data_dir, tako_cmd
 
 FLOWS = """
     import msgspec
@@ -38,6 +38,7 @@ FLOWS = """
 
     @workflow(retries=0)
     async def refund(payload, step: Step):
+        payload = payload or {}
         decision = await step.approval(
             "manager",
             summary=payload.get("summary", "Refund order 42"),

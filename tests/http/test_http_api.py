@@ -39,12 +39,16 @@ def test_healthz_and_the_openapi_document(dev: HttpDev) -> None:
 
 
 def test_start_list_get_and_deduplicate(dev: HttpDev) -> None:
-    first = dev.http.post("/api/runs", json={"workflow": "echo", "payload": {"n": 1}, "run_id": "h-1"})
+    first = dev.http.post(
+        "/api/runs", json={"workflow": "echo", "payload": {"n": 1}, "run_id": "h-1"}
+    )
     assert (first.status_code, first.json()) == (
         201,
         {"run_id": "h-1", "status": "pending", "deduplicated": False},
     )
-    again = dev.http.post("/api/runs", json={"workflow": "echo", "payload": {"n": 2}, "run_id": "h-1"})
+    again = dev.http.post(
+        "/api/runs", json={"workflow": "echo", "payload": {"n": 2}, "run_id": "h-1"}
+    )
     assert again.status_code == 200 and again.json()["deduplicated"] is True
     run = dev.parked("h-1")
     assert run["result"] == {"n": 1}
@@ -115,7 +119,9 @@ def test_approvals_list_show_and_decide(dev: HttpDev) -> None:
     key = f"{run_id}:manager"
     pending = dev.http.get("/api/approvals", params={"approver": "alice"}).json()
     assert key in [a["key"] for a in pending]
-    assert key not in [a["key"] for a in dev.http.get("/api/approvals", params={"approver": "zed"}).json()]
+    assert key not in [
+        a["key"] for a in dev.http.get("/api/approvals", params={"approver": "zed"}).json()
+    ]
     shown = dev.http.get(f"/api/approvals/{key}").json()
     assert (shown["status"], shown["data"], shown["history"][0]["event"]) == (
         "pending",
@@ -129,10 +135,12 @@ def test_approvals_list_show_and_decide(dev: HttpDev) -> None:
     assert (no_reason.status_code, no_reason.json()["error"]["code"]) == (400, "invalid")
     outsider = dev.http.post(decide, json={"action": "approve", "by": "mallory"})
     assert outsider.status_code == 403
-    bad_edit = dev.http.post(decide, json={"action": "edit", "by": "alice", "value": {"amount": "x"}})
+    bad_edit = dev.http.post(
+        decide, json={"action": "edit", "by": "alice", "value": {"amount": "x"}}
+    )
     assert bad_edit.status_code == 400 and "$.amount" in bad_edit.json()["error"]["message"]
     stale = dev.http.post(decide, json={"action": "approve", "by": "alice", "seen": "0" * 64})
-    assert (stale.status_code, stale.json()["error"]["code"]) == (409, "value_changed")
+    assert (stale.status_code, stale.json()["error"]["code"]) == (409, "stale")
     approved = dev.http.post(
         decide, json={"action": "approve", "by": "alice", "seen": shown["digest"]}
     )
@@ -189,9 +197,8 @@ def test_the_actor_of_a_decision_is_the_token_name(tmp_path: Path) -> None:
 
 
 def test_listening_beyond_loopback_without_a_token_is_refused_at_start(tmp_path: Path) -> None:
-    from http_harness import FLOWS
-
     from cli_harness import make_app  # type: ignore[import-not-found]
+    from http_harness import FLOWS
 
     app = make_app(tmp_path / "open", {"flows.py": FLOWS})
     data_dir = short_data_dir()

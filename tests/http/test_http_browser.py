@@ -54,9 +54,7 @@ def ask(dev: HttpDev, **payload: Any) -> str:
     return f"{run_id}:manager"
 
 
-def test_approve_from_a_link_in_the_browser(
-    dev: HttpDev, chromium: Any, tmp_path: Path
-) -> None:
+def test_approve_from_a_link_in_the_browser(dev: HttpDev, chromium: Any, tmp_path: Path) -> None:
     key = ask(dev, summary="<script>window.pwned = 1</script> Refund $120")
     link = dev.tako("approvals", "show", key, "--links", "--json").json()["links"]["alice"]
     page = chromium.new_page()

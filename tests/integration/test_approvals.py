@@ -12,7 +12,7 @@ import pytest
 import trio
 
 import tako
-from tests.conftest import App, eventually, running
+from tests.conftest import App, clock_past, eventually, running
 
 APPROVALS = """
     from typing import Literal
@@ -226,13 +226,13 @@ async def test_timeouts_reject_or_fail_and_escalation_adds_approvers(app: App) -
         escalating = await client.start(
             "refund",
             {
-                "order": 22, "amount": 1, "approvers": ["alice"], "escalate_after": "300ms",
+                "order": 22, "amount": 1, "approvers": ["alice"], "escalate_after": "2s",
                 "escalate_to": ["carol"], "remind_every": "200ms",
             },
         )  # fmt: skip
         key = await parked_key(client, escalating)
         with pytest.raises(tako.NotAllowed):
-            await client.approve(key, by="carol")  # not yet
+            await client.approve(key, by="carol")  # not yet (2 s leave room for a slow machine)
         await eventually(
             lambda: _has_event(client, key, "escalated"), what="the escalation to happen"
         )
@@ -291,8 +291,16 @@ async def test_a_retried_run_does_not_ask_again(app: App) -> None:
         (app.dir / "effects.log.ok").write_text("ok")
         await client.retry(run_id)
         assert await client.result(run_id, timeout=15) == "paid"
-        assert await client.list_approvals(status=None) == await client.list_approvals(status=None)
-        assert len(await client.list_approvals(status=None)) == 2  # no new requests
+        after = await client.list_approvals(status=None)
+        shown = [await client.get_approval(a.key) for a in after]
+    # the two decisions made before the failure stand, untouched: no new requests
+    assert [(a.key, a.status, a.approved_by) for a in after] == [
+        (f"{run_id}:manager", "approved", ["alice"]),
+        (f"{run_id}:finance", "approved", ["bob"]),
+    ]
+    assert [[h.event for h in a.history or []] for a in shown] == [["created", "approved"]] * 2
+    # the body ran twice (failed, then retried) past the cached decisions
+    assert app.effects() == ["after-approvals:approved:approved"] * 2
 
 
 async def test_an_escalation_pending_across_a_restart_still_happens_on_time(app: App) -> None:
@@ -368,6 +376,9 @@ async def test_a_failing_webhook_gets_every_event_once_signed_and_in_order(
     assert ids == [f"{key}#1", f"{key}#2"]  # each once, in order
     assert [json.loads(b)["type"] for _, b in delivered] == ["requested", "resolved"]
     assert json.loads(delivered[1][1])["decision"]["by"] == "alice"
+    links = json.loads(delivered[0][1])["links"]  # anyone may decide: one set, "*"
+    assert list(links) == ["*"] and links["*"]["view"].startswith("http://127.0.0.1:8787/a/")
+    assert json.loads(delivered[1][1])["links"] is None
     for headers, body in [(h, b) for _, h, b in received]:
         expected = (
             "sha256="
@@ -391,7 +402,7 @@ async def test_retrying_a_cancelled_run_asks_again_and_pruning_forgets(app: App)
         await eventually(lambda: _pending(client, key), what="a new request")
         await client.approve(key, by="alice")
         assert (await client.result(run_id, timeout=15))["status"] == "approved"
-        await trio.sleep(0.01)
+        await clock_past((await client.get_run(run_id)).updated_at)
         assert await client.prune(older_than=0) == 1
         with pytest.raises(tako.ApprovalNotFound):
             await client.get_approval(key)

@@ -6,10 +6,9 @@ import itertools
 import time
 
 import pytest
-import trio
 
 import tako
-from tests.conftest import App, eventually, running, status_of
+from tests.conftest import App, clock_past, eventually, running, status_of
 from tests.procs import worker_pids
 
 ORDER = """
@@ -230,17 +229,22 @@ async def test_restart_resumes_sleeping_and_waiting_runs(app: App) -> None:
     async with running(app):
         client = app.client()
         short = await client.start("napper", {"nap": "1s"})
-        long = await client.start("napper", {"nap": "3s"})
+        long = await client.start("napper", {"nap": "5s"})
         waiting = await client.start("waiter")
         for rid, status in ((short, "sleeping"), (long, "sleeping"), (waiting, "waiting")):
             await eventually(lambda rid=rid, status=status: status_of(client, rid, status))
-    await trio.sleep(1.2)  # takod is down while the short nap falls due
+        short_due = (await client.get_run(short)).wake_at
+        long_due = (await client.get_run(long)).wake_at
+    assert short_due is not None and long_due is not None
+    await clock_past(short_due)  # takod is down while the short nap falls due
     assert not worker_pids(app.dir)
     async with running(app):
         client = app.client()
-        started = time.monotonic()
         assert await client.result(short, timeout=15) == "rested"
-        assert time.monotonic() - started < 1.0  # due while takod was down: fires at once
+        # due while takod was down, it fires at the restart, not with the next timer due
+        # (the long nap's): takod's own timestamps say which came first
+        woke = (await client.get_run(short)).updated_at
+        assert woke < long_due, f"the overdue nap ended at {woke}, the long nap is due {long_due}"
         await client.signal("wake-up", "now")
         assert await client.result(waiting, timeout=15) == "now"
         assert await client.result(long, timeout=15) == "rested"

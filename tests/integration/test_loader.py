@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 
 import tako
@@ -74,3 +76,72 @@ async def test_broken_files_are_reported_and_the_rest_still_works(app: App) -> N
         assert await client.result(await client.start("good-one"), timeout=15) == "ok"
         with pytest.raises(tako.UnknownWorkflow, match="known: good-one"):
             await client.start("not-async")
+
+
+async def test_a_helper_imported_as_workflows_dot_name_runs_once_per_process(app: App) -> None:
+    count_me = (  # one `module:pid` word per execution of a module
+        "import os\nwith open(EFFECTS, 'a') as f:\n    f.write(f'{__name__}:{os.getpid()} ')\n"
+    )
+    app.write("__init__.py", count_me)
+    app.write("common.py", count_me + "LOADS = [1]\n_A_HELPER = True\n")
+    (app.dir / "workflows" / "billing").mkdir()
+    app.write("billing/tax.py", count_me + "RATE = 0.2\n")
+    uses = """
+        import sys
+
+        from tako import workflow
+
+        @workflow
+        async def NAME(payload, step):
+            common = sys.modules["workflows.common"]
+            copies = [m for m in list(sys.modules.values()) if "_A_HELPER" in vars(m)]
+            return [len(copies), LOADS is common.LOADS, RATE]
+    """
+    app.write(
+        "a.py",
+        "from workflows.common import LOADS\nfrom workflows.billing.tax import RATE\n"
+        + textwrap.dedent(uses.replace("NAME", "a")),
+    )
+    app.write(
+        "b.py",
+        "from workflows import common\nfrom workflows.billing import tax\n"
+        "LOADS, RATE = common.LOADS, tax.RATE\n" + textwrap.dedent(uses.replace("NAME", "b")),
+    )
+    async with running(app):
+        client = app.client()
+        registry = await client.workflows()
+        assert (sorted(w.name for w in registry.workflows), registry.errors) == (["a", "b"], [])
+        for name in ("a", "b"):
+            assert await client.result(await client.start(name), timeout=15) == [1, True, 0.2]
+    # each process that loaded the app (the describe and the workers) ran each file once
+    loads = app.log.read_text().split()
+    assert len(loads) == len(set(loads)), loads
+    assert {load.split(":")[0] for load in loads} == {
+        "workflows",
+        "workflows.common",
+        "workflows.billing.tax",
+    }
+
+
+async def test_starting_a_workflow_of_a_broken_file_names_the_file_and_its_error(
+    app: App,
+) -> None:
+    app.write("good.py", GOOD)
+    app.write("broken.py", "from tako import workflow\n\nundefined_name\n")
+    async with running(app):
+        with pytest.raises(tako.UnknownWorkflow) as info:
+            await app.client().start("broken")
+    assert str(info.value) == (
+        "no workflow named 'broken' (known: good-one); workflows/broken.py failed to load: "
+        "line 3: NameError: name 'undefined_name' is not defined"
+    )
+
+
+async def test_a_file_that_ends_the_process_while_imported_is_reported(app: App) -> None:
+    app.write("good.py", GOOD)
+    app.write("quits.py", "import os\nos._exit(0)\n")
+    async with running(app) as supervisor:
+        [error] = supervisor.registry.errors
+    assert error.message == (
+        "the worker failed to load the app: exit code 0 (a workflow file exited while imported?)"
+    )

@@ -110,15 +110,20 @@ async def test_cancel_a_waiting_run_and_a_running_one_at_its_next_step(app: App)
         "cancel.py",
         EFFECT
         + """
-    import time
+    import os, time
 
     @workflow
     async def parked(payload, step):
         return await step.wait_for("never")
 
+    def slow():
+        effect("slow-started")
+        while not os.path.exists(EFFECTS + ".release"):  # in flight until the test says
+            time.sleep(0.01)
+
     @workflow
     async def busy(payload, step):
-        await step.run("slow", lambda: (effect("slow-started"), time.sleep(1.0)))
+        await step.run("slow", slow)
         await step.run("after", lambda: effect("after"))
         return "done"
     """,
@@ -136,6 +141,7 @@ async def test_cancel_a_waiting_run_and_a_running_one_at_its_next_step(app: App)
         await eventually(lambda: "slow-started" in app.effects(), what="the slow step")
         run = await client.cancel(busy)
         assert (run.status, run.cancel_requested) == ("running", True)
+        (app.dir / "effects.log.release").write_text("")  # the step in flight ends
         with pytest.raises(tako.RunCancelled):
             await client.result(busy, timeout=15)
         run = await client.get_run(busy)
@@ -467,15 +473,23 @@ async def test_non_retryable_inside_a_step_fails_the_run_at_once(app: App) -> No
 
 
 async def test_a_retried_run_gets_a_fresh_timeout(app: App) -> None:
+    """The retried run lives its whole timeout again, counted from the retry: another
+    run's wake-up falling due meanwhile (a scheduler pass that fails every deadline
+    already past) must not end it early."""
     app.write(
         "deadline.py",
         """
         from tako import workflow
 
-        @workflow(timeout="500ms", retries=0)
+        @workflow(timeout="2s", retries=0)
         async def deadline(payload, step):
             await step.sleep("nap", payload)
             return "woke"
+
+        @workflow
+        async def tick(payload, step):
+            await step.sleep("tick", "100ms")
+            return "ticked"
         """,
     )
     async with running(app):
@@ -483,6 +497,13 @@ async def test_a_retried_run_gets_a_fresh_timeout(app: App) -> None:
         run_id = await client.start("deadline", "1h")
         with pytest.raises(tako.RunFailed, match="timeout"):
             await client.result(run_id, timeout=15)
+        retried_at = time.time()
         await client.retry(run_id)
+        await eventually(lambda: status_of(client, run_id, "sleeping"), what="it to run again")
+        assert await client.result(await client.start("tick"), timeout=15) == "ticked"
         with pytest.raises(tako.RunFailed, match="timeout"):
             await client.result(run_id, timeout=15)
+        failed = await client.get_run(run_id)
+    # takod stamps the failure with its own clock (the same wall clock as ours, in ms)
+    lived = failed.updated_at.timestamp() - retried_at
+    assert lived >= 2.0 - 0.002, f"the retried run timed out {lived:.3f}s after its retry"

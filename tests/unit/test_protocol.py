@@ -13,27 +13,34 @@ from hypothesis import strategies as st
 from tako._errors import BadJson, InvalidRequest, NotAllowed, RunNotFound, UnknownOp
 from tako._protocol import (
     OPS,
+    ApprovalLinks,
     Approve,
     Beat,
     Cancel,
     CancelApproval,
+    CreateToken,
     Finish,
+    GetAccess,
     GetApproval,
     GetRun,
     Hello,
     Leaving,
     ListApprovals,
     ListRuns,
+    ListTokens,
+    OpenLink,
     Park,
     Prune,
     Reject,
     RequestError,
     Retry,
+    RevokeToken,
     Signal,
     Start,
     Status,
     StepDone,
     Wait,
+    Watch,
     Workflows,
     decode_request,
     fail,
@@ -75,7 +82,32 @@ OP_CASES: list[tuple[dict[str, Any], type]] = [
     ({"op": "list_approvals"}, ListApprovals),
     ({"op": "get_approval", "key": "r:manager"}, GetApproval),
     ({"op": "prune", "older_than": 86400}, Prune),
+    ({"op": "create_token", "name": "ci", "scopes": ["read", "start"]}, CreateToken),
+    ({"op": "list_tokens"}, ListTokens),
+    ({"op": "revoke_token", "name": "ci"}, RevokeToken),
+    ({"op": "access", "token": "tako_x"}, GetAccess),
+    ({"op": "approval_links", "key": "r:manager"}, ApprovalLinks),
+    ({"op": "open_link", "token": "a.b"}, OpenLink),
+    ({"op": "watch", "run_id": "r_1", "fingerprint": "ab", "timeout": 5}, Watch),
 ]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"op": "create_token", "name": "ci", "scopes": []},
+        {"op": "create_token", "name": "ci", "scopes": ["root"]},
+        {"op": "create_token", "name": "", "scopes": ["read"]},
+    ],
+)
+def test_a_token_needs_a_name_and_known_scopes(fields: dict[str, Any]) -> None:
+    assert refused(line(id=1, **fields)).error.code == "invalid"
+
+
+def test_decisions_take_the_digest_the_decider_saw() -> None:
+    req = decode_request(line(op="approve", key="r:m", by="a", seen="ab12"))
+    assert isinstance(req, Approve) and req.seen == "ab12"
+    assert decode_request(line(op="reject", key="r:m", by="a", reason="no")).seen is None  # type: ignore[union-attr]
 
 
 def test_every_op_has_a_case() -> None:

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from takod.schema_check import check
+from worker_runtime.wait_schema import wait_schema
 
 # --- hand-written cases, one or more per keyword ---------------------------------------------
 
@@ -175,12 +176,42 @@ def test_ignored_keywords() -> None:
         "title": "T",
         "description": "d",
         "default": 1,
-        "format": "date-time",
+        "format": "email",  # unknown formats are ignored, known ones only apply to strings
         "examples": [1],
         "uniqueItems": True,
         "x-unknown": 1,
     }
     assert check(schema, [1, 1]) is None
+
+
+def test_formats_base64_and_keys_are_read_by_msgspec() -> None:
+    assert check({"format": "date-time"}, "2024-05-07T09:00:00Z") is None
+    assert check({"format": "date-time"}, "2024-05-07T09:00:00") == (
+        "Expected `datetime` with a timezone component - at `$`"
+    )
+    assert check({"format": "any-date-time"}, "2024-05-07T09:00:00") is None
+    assert check({"format": "local-date-time"}, "2024-05-07T09:00:00Z") is not None
+    assert check({"format": "date"}, "2024-02-30") == "Invalid RFC3339 encoded date - at `$`"
+    assert check({"format": "partial-time"}, "09:00:00") is None
+    assert check({"format": "duration"}, "P1W") is not None  # msgspec takes D, H, M, S only
+    assert check({"format": "uuid"}, "{12345678-1234-5678-1234-567812345678}") is not None
+    assert check({"format": "decimal"}, "1.5e3") is None
+    assert check({"format": "date"}, 20240101) is None  # formats only apply to strings
+    b64 = {"contentEncoding": "base64", "x-maxBytes": 1}
+    assert check(b64, "AA==") is None
+    assert check(b64, "AAA=") == "Expected `bytes` of length <= 1 - at `$`"
+    assert check(b64, "AA") == "Invalid base64 encoded string - at `$`"
+    names = {"propertyNames": {"enum": ["a", "b"]}}
+    assert check(names, {"a": 1}) is None
+    assert check(names, {"c": 1}) == "Expected one of 'a', 'b', got 'c' - at `key 'c' in $`"
+    ints = {"x-keys": {"type": "integer", "maximum": 9}}
+    assert check(ints, {"9": 0, "-0": 1}) is None
+    assert check(ints, {"09": 0}) == "Expected `int`, got `str` - at `key '09' in $`"
+    nested = {"properties": {"a": ints}}
+    assert check(nested, {"a": {"10": 0}}) == "Expected `int` <= 9 - at `key '10' in $.a`"
+    assert check({"x-keys": {"type": "number"}}, {"1e3": 0, "nan": 1}) is None
+    assert check({"x-keys": {"format": "decimal"}}, {"1.50": 0}) is None
+    assert check({"x-keys": {"format": "decimal"}}, {" 1": 0}) is not None
 
 
 def test_msgspec_messages_for_structs() -> None:
@@ -301,9 +332,11 @@ def msgspec_accepts(tp: Any, value: object) -> bool:
     return True
 
 
+@pytest.mark.parametrize("describe", [wait_schema, msgspec.json.schema])
 @pytest.mark.parametrize(("tp", "near"), CASES, ids=[repr(tp) for tp, _ in CASES])
-def test_check_agrees_with_msgspec(tp: Any, near: Any) -> None:
-    schema = msgspec.json.schema(tp)
+def test_check_agrees_with_msgspec(tp: Any, near: Any, describe: Any) -> None:
+    """Both the schemas workers send and msgspec's own (recorded by older workers) check alike."""
+    schema = describe(tp)
 
     @settings(max_examples=150, deadline=None, database=None)
     @given(near | json_values)

@@ -162,13 +162,9 @@ def test_handler_end_property(outcome: str, attempts: int, extra: int, seed: int
 
 
 @pytest.mark.parametrize(("attempts", "max_attempts"), [(1, 4), (4, 4), (1, 1)])
-@pytest.mark.parametrize("crashes", [1, 2, 5])
-def test_crash_not_alone_requeues_without_charge(
-    attempts: int, max_attempts: int, crashes: int
-) -> None:
-    out = on_worker_crash(
-        crashes=crashes, alone=False, attempts=attempts, max_attempts=max_attempts
-    )
+def test_crash_not_alone_requeues_without_charge(attempts: int, max_attempts: int) -> None:
+    # the decision reads `alone` only; how often the run crashed before does not enter it
+    out = on_worker_crash(crashes=1, alone=False, attempts=attempts, max_attempts=max_attempts)
     assert out == Outcome(RunStatus.PENDING, attempts, None)
 
 
