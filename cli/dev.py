@@ -31,6 +31,7 @@ from cli.events import EventFormatter, banner, hints
 from cli.options import BadInput, Refused, server_options, settings
 from cli.render import render_workflows
 from cli.text import Paint, use_colour
+from tako._records import Registry
 
 if TYPE_CHECKING:
     import trio
@@ -141,7 +142,7 @@ async def serve(
             from tako.http._serve import host
 
             http_url = await host(nursery, supervisor, config.http.listen)
-        registry = msgspec.to_builtins(supervisor.registry)
+        registry = shown(supervisor.registry)
         console.echo(
             banner(
                 app=config.name,
@@ -163,6 +164,13 @@ async def serve(
         )
         console.echo()
         nursery.start_soon(watch, app / "workflows", supervisor, console)
+
+
+def shown(registry: Registry) -> dict[str, Any]:
+    """The registry as `tako dev` prints it: the app's own workflows, not tako's."""
+    out: dict[str, Any] = msgspec.to_builtins(registry)
+    out["workflows"] = msgspec.to_builtins(registry.of_the_app())
+    return out
 
 
 async def stop_on_signal(
@@ -231,7 +239,7 @@ async def watch(folder: Path, supervisor: Supervisor, console: DevConsole) -> No
         seen = current
         stamp = console.paint.dim(datetime.now().strftime("%H:%M:%S"))
         try:
-            registry = msgspec.to_builtins(await supervisor.reload())
+            registry = shown(await supervisor.reload())
         except Exception as exc:  # keep serving the code already loaded
             console.echo(f"{stamp}  {', '.join(changed)} changed: reload failed: {exc}")
             continue
