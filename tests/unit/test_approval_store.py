@@ -8,6 +8,7 @@ waiting. Every write runs in its own transaction, as the committer would run it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -94,13 +95,15 @@ def run_status(store: Store, run_id: str) -> str:
 def test_create_stores_a_pending_request_and_parks_the_run(store: Store) -> None:
     key = parked(store, approvers=["alice", "bob"], timeout=3600)
     obj = shown(store, key)
-    assert obj | {"created_at": "-", "deadline_at": "-"} == {
+    assert obj | {"created_at": "-", "deadline_at": "-", "digest": "-"} == {
         "key": "refund-1:manager", "run_id": "refund-1", "workflow": "refund",
         "step": "manager", "status": "pending", "summary": "Refund $120",
-        "data": {"order": 42, "amount": 120}, "approvers": ["alice", "bob"], "required": 1,
+        "data": {"order": 42, "amount": 120}, "value": {"order": 42, "amount": 120},
+        "digest": "-", "schema": None, "approvers": ["alice", "bob"], "required": 1,
         "approved_by": [], "decision": None, "created_at": "-", "deadline_at": "-",
         "history": [obj["history"][0]],
     }  # fmt: skip
+    assert re.fullmatch(r"[0-9a-f]{64}", obj["digest"])
     assert events(store, key) == [("created", None)]
     assert run_status(store, "refund-1") == "waiting"
     assert store.approvals.next_timer() == NOW + 3_600_000  # its deadline
