@@ -210,3 +210,36 @@ def test_listening_beyond_loopback_without_a_token_is_refused_at_start(tmp_path:
         import shutil
 
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_the_default_port_when_taken_moves_to_the_next_free_one(tmp_path: Path) -> None:
+    import shutil
+    import socket
+
+    from cli_harness import DevServer, make_app  # type: ignore[import-not-found]
+    from http_harness import FLOWS, HttpDev
+
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        holder.bind(("127.0.0.1", 8787))
+        holder.listen(1)
+    except OSError:
+        pass  # taken already: by someone else, which is the same case
+    app = make_app(tmp_path / "second", {"flows.py": FLOWS})
+    data_dir = short_data_dir()
+    try:
+        server = DevServer(app, data_dir, args=())  # no --http: the default, or the next port
+        try:
+            dev = HttpDev(server)
+            assert dev.url.startswith("http://127.0.0.1:") and not dev.url.endswith(":8787")
+            assert dev.http.get("/healthz").status_code == 200
+        finally:
+            server.kill()
+        explicit = tako_cmd(
+            "dev", str(app), "--data-dir", str(data_dir), "--http", "127.0.0.1:8787"
+        )
+        assert explicit.code == 2 and "cannot listen on 127.0.0.1:8787" in explicit.err
+    finally:
+        holder.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
