@@ -75,12 +75,13 @@ class Pages:
     ) -> HTMLResponse:
         token, new = csrf_of(request)
         root = request.scope.get("root_path", "")
+        nonce = secrets.token_urlsafe(16)  # only our own inline scripts run, never injected ones
         html = _templates.get_template(template).render(
-            app_name=self.app_name, root=root, csrf=token, **context
+            app_name=self.app_name, root=root, csrf=token, nonce=nonce, **context
         )
         response = HTMLResponse(html, http_status)
         response.headers["Content-Security-Policy"] = (
-            "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline'; "
+            f"default-src 'self'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; "
             "frame-ancestors 'none'; form-action 'self'"
         )
         response.headers["Referrer-Policy"] = "no-referrer"  # a link's token stays ours
@@ -165,6 +166,8 @@ class Pages:
         return self.render(
             request, "run.html", run=run, approvals=approvals,
             timeline=render_run(run, now=datetime.now(UTC)),
+            version=[run["status"], run["updated_at"],
+                     ",".join(str(s["status"]) for s in run.get("steps") or [])],
             stream_url=f"{root}/api/runs/{quote(run_id)}/stream",
         )  # fmt: skip
 
@@ -184,7 +187,9 @@ class Pages:
             {**a, "who": approvers_text(a), "left": left_text(a.get("deadline_at"), now)}
             for a in reply["approvals"]
         ]
-        streams = [f"{root}/api/approvals/{quote(a['key'])}/stream" for a in items[:20]]
+        # browsers hold at most 6 connections per host: live updates for the oldest few
+        # only, so that following a link never waits behind the streams
+        streams = [f"{root}/api/approvals/{quote(a['key'])}/stream" for a in items[:3]]
         return self.render(request, "inbox.html", approvals=items, viewer=mine, stream_urls=streams)
 
     async def approval(self, request: Request) -> Response:

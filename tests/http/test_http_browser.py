@@ -105,3 +105,18 @@ def test_the_edit_form_in_the_browser(dev: HttpDev, chromium: Any, tmp_path: Pat
     approval = dev.http.get(f"/api/approvals/{key}").json()
     assert approval["decision"]["value"]["amount"] == 80
     page.close()
+
+
+def test_a_page_follows_a_decision_made_elsewhere(dev: HttpDev, chromium: Any) -> None:
+    key = ask(dev)
+    page = chromium.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(f"{dev.url}/approvals/{key}")
+    decided = dev.http.post(
+        f"/api/approvals/{key}/decision", json={"action": "reject", "by": "bob", "reason": "no"}
+    )
+    assert decided.status_code == 200
+    page.locator("#approval-status", has_text="rejected").wait_for(timeout=15_000)
+    assert not [e for e in errors if "Content Security Policy" in e], errors
+    page.close()
