@@ -64,3 +64,14 @@ async def test_a_mounted_app_decides_as_the_host_apps_user(app: App) -> None:
             )
             assert decided.json()["decision"]["by"] == "alice"
             assert await client.result(run_id, timeout=15) == "alice"
+
+
+async def test_without_a_supervisor_healthz_and_the_api_say_503(tmp_path: object) -> None:
+    unreachable = tako.http.app(socket="/nonexistent/tako.sock")
+    transport = httpx.ASGITransport(app=unreachable)
+    async with httpx.AsyncClient(transport=transport, base_url="http://shop") as http:
+        health = await http.get("/healthz")
+        assert (health.status_code, health.json()["status"]) == (503, "down")
+        listed = await http.get("/api/runs")
+        assert (listed.status_code, listed.json()["error"]["code"]) == (503, "unavailable")
+        assert "/nonexistent/tako.sock" in listed.json()["error"]["message"]
