@@ -31,6 +31,7 @@ from cli.events import EventFormatter, banner, hints
 from cli.options import BadInput, Refused, server_options, settings
 from cli.render import render_workflows
 from cli.text import Paint, use_colour
+from tako._records import Registry
 
 if TYPE_CHECKING:
     import trio
@@ -71,11 +72,20 @@ class DevConsole:
     default=".",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
 )
+@click.option(
+    "--http",
+    "http_listen",
+    metavar="HOST:PORT",
+    help="Serve the HTTP API and pages here (default: [http] listen in tako.toml, else "
+    "127.0.0.1:8787 or the next free port).",
+)
+@click.option("--no-http", is_flag=True, help="Serve no HTTP, only the socket.")
 @server_options
-def dev_cmd(app_dir: Path) -> None:
+def dev_cmd(app_dir: Path, http_listen: str | None, no_http: bool) -> None:
     """Run the supervisor for the app in APP_DIR (default: here) in the foreground."""
     import trio  # imported here: only `tako dev` needs trio and takod, the client commands not
 
+    from tako.http._serve import ListenError
     from takod import AlreadyRunning, ConfigError, SocketError, load_config
     from takod.store import StoreError
 
@@ -90,6 +100,10 @@ def dev_cmd(app_dir: Path) -> None:
     data_dir = Path(opts.data_dir).absolute() if opts.data_dir else None
     socket = Path(opts.socket).absolute() if opts.socket else None
     try:
+        if no_http:
+            config.http.enabled = False
+        elif http_listen is not None:
+            config.http.listen = http_listen
         trio.run(functools.partial(serve, app, data_dir, socket, config, console))
     except BaseException as exc:
         error = _single(exc)
@@ -99,7 +113,7 @@ def dev_cmd(app_dir: Path) -> None:
             raise SystemExit(130) from None
         if isinstance(error, AlreadyRunning | StoreError):
             raise Refused(error.message) from None
-        if isinstance(error, SocketError):
+        if isinstance(error, SocketError | ListenError):
             raise BadInput(error.message) from None
         raise
     reap_workers(config.workers.shutdown_grace, console)
@@ -123,7 +137,12 @@ async def serve(
             )
         )
         started.append(supervisor)
-        registry = msgspec.to_builtins(supervisor.registry)
+        http_url = None
+        if config.http.enabled:
+            from tako.http._serve import host
+
+            http_url = await host(nursery, supervisor, config.http.listen)
+        registry = shown(supervisor.registry)
         console.echo(
             banner(
                 app=config.name,
@@ -131,6 +150,7 @@ async def serve(
                 data_dir=supervisor.data_dir,
                 socket=supervisor.socket_path,
                 database=supervisor.db_path,
+                http=http_url,
                 registry=registry,
                 hints=hints(
                     registry,
@@ -144,6 +164,13 @@ async def serve(
         )
         console.echo()
         nursery.start_soon(watch, app / "workflows", supervisor, console)
+
+
+def shown(registry: Registry) -> dict[str, Any]:
+    """The registry as `tako dev` prints it: the app's own workflows, not tako's."""
+    out: dict[str, Any] = msgspec.to_builtins(registry)
+    out["workflows"] = msgspec.to_builtins(registry.of_the_app())
+    return out
 
 
 async def stop_on_signal(
@@ -212,7 +239,7 @@ async def watch(folder: Path, supervisor: Supervisor, console: DevConsole) -> No
         seen = current
         stamp = console.paint.dim(datetime.now().strftime("%H:%M:%S"))
         try:
-            registry = msgspec.to_builtins(await supervisor.reload())
+            registry = shown(await supervisor.reload())
         except Exception as exc:  # keep serving the code already loaded
             console.echo(f"{stamp}  {', '.join(changed)} changed: reload failed: {exc}")
             continue

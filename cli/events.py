@@ -28,6 +28,7 @@ def banner(
     registry: Mapping[str, Any],
     hints: Sequence[str],
     color: bool = False,
+    http: str | None = None,
 ) -> str:
     """Where everything is, what was loaded, and what to type next."""
     paint = Paint(color)
@@ -37,6 +38,8 @@ def banner(
         ("socket", str(socket)),
         ("database", str(database)),
     ]
+    if http:
+        rows.append(("http", f"{http}  (runs: {http}/ · inbox: {http}/inbox)"))
     lines = [paint(f"tako dev · app {app}", bold=True)]
     lines += [f"  {paint.dim(k.ljust(8))}  {v}" for k, v in rows]
     lines += ["", render_workflows(registry, color=color), ""]

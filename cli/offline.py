@@ -21,6 +21,7 @@ import msgspec
 
 from cli.options import BadInput, Unreachable
 from tako._paths import find_app_dir
+from tako._records import Registry
 
 T = TypeVar("T")
 DESCRIBE_TIMEOUT = 60.0
@@ -118,9 +119,11 @@ def describe(app_dir: Path) -> dict[str, Any]:
         lines = proc.stderr.decode(errors="replace").strip().splitlines()
         return _failed_to_load(app_dir, lines[-1] if lines else f"exit code {proc.returncode}")
     try:
-        reply: dict[str, Any] = msgspec.json.decode(proc.stdout)
+        registry = msgspec.json.decode(proc.stdout, type=Registry)
     except msgspec.DecodeError:  # it exited early (os._exit in a workflow file?)
         return _failed_to_load(app_dir, "it exited without describing the app")
+    reply: dict[str, Any] = msgspec.to_builtins(registry)
+    reply["workflows"] = msgspec.to_builtins(registry.of_the_app())
     return reply
 
 

@@ -7,13 +7,13 @@ message text. A class docstring is its default message.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 
 class TakoError(Exception):
     """Something went wrong in tako."""
 
-    code: ClassVar[str] = "internal"
+    code: str = "internal"  # stable across the wire; an instance may carry an unknown one
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or (self.__doc__ or self.code).strip())
@@ -204,4 +204,9 @@ _BY_CODE: dict[str, type[TakoError]] = {
 
 def error_from_wire(code: str, message: str) -> TakoError:
     """Rebuild the typed error a reply's `{"code", "message"}` stands for."""
-    return _BY_CODE.get(code, TakoError)(message)
+    cls = _BY_CODE.get(code)
+    if cls is None:  # a code this client does not know: keep it, so callers can still act on it
+        error = TakoError(message)
+        error.code = code
+        return error
+    return cls(message)

@@ -160,6 +160,14 @@ class Registry(msgspec.Struct, kw_only=True):
     errors: list[LoadError] = []
     output: dict[str, str] = {}
 
+    def of_the_app(self) -> list[WorkflowInfo]:
+        """The workflows the app defines, without tako's own (`tako.notify`, which
+        delivers approval events to `@tako.notifier` functions)."""
+        return [w for w in self.workflows if not w.name.startswith(BUILTIN_PREFIX)]
+
+
+BUILTIN_PREFIX = "tako."  # the names of workflows tako itself defines
+
 
 def ms_to_datetime(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)

@@ -37,6 +37,7 @@ from takod import links as signed
 from takod import store as db
 from takod import tokens
 from takod.approvals import read_approval
+from takod.config import DEFAULT_LISTEN
 
 if TYPE_CHECKING:
     from takod.supervisor import Supervisor
@@ -94,7 +95,7 @@ class Access:
         self.sup = supervisor
         settings = supervisor.config.http
         self.configured_url = settings.public_url
-        self.public_url = settings.public_url or f"http://{settings.listen}"
+        self.public_url = settings.public_url or f"http://{settings.listen or DEFAULT_LISTEN}"
         self._secret: bytes | None = None
         self._secret_lock = threading.Lock()  # first used by the committer's thread or ours
         self._approval_watchers: set[trio.Event] = set()

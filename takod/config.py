@@ -43,10 +43,13 @@ class ApprovalSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     webhook_secret: str | None = None  # or given here (prefer the variable)
 
 
+DEFAULT_LISTEN = "127.0.0.1:8787"  # HTTP, when [http] listen is not set
+
+
 class HttpSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    enabled: bool = True
-    listen: str = "127.0.0.1:8787"
-    public_url: str | None = None  # the base of every link; default: where HTTP is served
+    enabled: bool = True  # `tako dev` / `tako serve` serve the HTTP API and pages
+    listen: str | None = None  # HOST:PORT; unset: 127.0.0.1:8787, or the next free port
+    public_url: str | None = None  # the base of every link; unset: the address served
     secret_env: str = "TAKO_HTTP_SECRET"  # the links' HMAC key; unset: <data_dir>/http.secret
 
 

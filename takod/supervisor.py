@@ -388,7 +388,8 @@ class Supervisor:
             case Status():
                 return await self.status(req)
             case Workflows():
-                return ok(req.id, workflows=self.registry.workflows, errors=self.registry.errors)
+                workflows = self.registry.of_the_app()
+                return ok(req.id, workflows=workflows, errors=self.registry.errors)
             case Approve() | Reject() | CancelApproval():
                 return await self.decide(req)
             case ListApprovals():

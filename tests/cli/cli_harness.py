@@ -129,21 +129,29 @@ class DevServer:
     """`tako dev APP --data-dir D` as a subprocess, its output in a log file."""
 
     def __init__(
-        self, app_dir: Path, data_dir: Path, *, from_app_dir: bool = False, cwd: Path | None = None
+        self,
+        app_dir: Path,
+        data_dir: Path,
+        *,
+        from_app_dir: bool = False,
+        cwd: Path | None = None,
+        args: tuple[str, ...] = ("--no-http",),
+        env: dict[str, str] | None = None,
     ) -> None:
         """`from_app_dir`: run `tako dev` in the app folder without naming it (the default);
-        `cwd`: the folder to run it in, naming the app."""
+        `cwd`: the folder to run it in, naming the app. `args`: more options; by default no
+        HTTP, so tests need no free port."""
         self.app_dir = app_dir
         self.data_dir = data_dir
         self.log_path = app_dir.parent / f"dev-{app_dir.name}.log"
         self._log = self.log_path.open("w")
         where = [] if from_app_dir else [str(app_dir)]
         self.proc = subprocess.Popen(
-            [TAKO, "dev", *where, "--data-dir", str(data_dir)],
+            [TAKO, "dev", *where, "--data-dir", str(data_dir), *args],
             cwd=app_dir if from_app_dir else cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=clean_env(),
+            env=clean_env(**(env or {})),
         )
         self.wait_for(lambda: self.socket.exists(), what="the socket")
         self.wait_for_log("Ctrl-C to stop")

@@ -372,3 +372,37 @@ def test_rolling_deploy_sleeps_with_no_worker_held(app: Path, term: Terminal) ->
     assert term.run_status(run_id) == "sleeping"
     term.json("tako runs cancel <run_id>", run_id=run_id)
     assert term.run_status(run_id) == "cancelled"
+
+
+def test_approve_a_refund_from_its_link_as_a_browser_would(
+    app: Path, dev: Dev, term: Terminal
+) -> None:
+    import re
+
+    import httpx
+
+    banner = eventually(lambda: re.search(r"^\s*http\s+(http://\S+)", dev.output(), re.M))
+    base = banner.group(1)
+    said = term.run(
+        """tako run refund '{"order_id": 42, "amount": 50000, "reason": "arrived broken"}' """
+        "--until-parked"
+    ).stdout
+    run_id = said.split()[1]
+    assert 'waiting for "approval:' in said, said
+    shown = term.run("tako approvals show <run_id>:approve-refund --links", run_id=run_id).stdout
+    approve = re.search(r"^  approve\s+(\S+)$", shown, re.M)
+    assert approve and approve.group(1).startswith(f"{base}/a/"), shown
+    # the shop's "Slack" posts the same links (delivered by a notifier, so soon after)
+    slack = app / ".tako" / "outbox" / "slack-approvals.txt"
+    eventually(lambda: slack.exists() and approve.group(1) in slack.read_text(), what="slack")
+
+    with httpx.Client(timeout=30) as browser:
+        page = browser.get(approve.group(1))  # opening it decides nothing
+        assert page.status_code == 200 and "Approve" in page.text
+        assert term.run_status(run_id) == "waiting"
+        hidden = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', page.text))
+        view = approve.group(1).split("?")[0]
+        clicked = browser.post(view, data={**hidden, "action": "approve"}, follow_redirects=True)
+        assert "approved by support-lead" in clicked.text
+    run = term.wait_for_status(run_id, "completed", "failed", "cancelled")
+    assert run["result"]["refunded"] == 50000

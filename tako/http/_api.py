@@ -1,0 +1,304 @@
+"""The JSON API under `/api`: the socket protocol's operations as HTTP routes.
+
+Each route checks the caller's scope, decodes its body into a typed struct
+(the same structs the OpenAPI document is generated from), asks takod, and
+answers with the run, approval or signal objects the socket protocol
+replies with. Errors keep the protocol's codes: `{"error": {"code",
+"message"}}` with the HTTP status that fits the code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tako._durations import parse_duration
+from tako._errors import Forbidden, InvalidRequest, TakoError
+from tako._protocol import RunId
+from tako.http._access import Access, Actor
+from tako.http._link import TakodLink
+
+# The HTTP status of each error code; anything else is a 500.
+STATUS_OF_CODE = {
+    "invalid": 400,
+    "bad_json": 400,
+    "unknown_op": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "link_tampered": 403,
+    "link_expired": 403,
+    "not_found": 404,
+    "approval_not_found": 404,
+    "unknown_workflow": 404,
+    "not_allowed": 409,
+    "stale": 409,
+    "payload_too_large": 413,
+    "too_large": 413,
+    "unavailable": 503,
+    "storage": 503,
+}
+
+_encoder = msgspec.json.Encoder()
+
+
+# -- bodies (decoded strictly: an unknown field is a mistake worth saying) -----------
+
+
+NULL = msgspec.Raw(b"null")
+Json = msgspec.Raw | msgspec.UnsetType  # any JSON, passed on to takod as it came
+
+
+def given(value: Json) -> msgspec.Raw:
+    return NULL if isinstance(value, msgspec.UnsetType) else value
+
+
+class StartBody(msgspec.Struct, forbid_unknown_fields=True):
+    workflow: str
+    payload: Json = msgspec.UNSET
+    run_id: RunId | None = None
+    delay: float | str | None = None  # seconds, or a duration such as "10m"
+
+
+class EventBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    payload: Json = msgspec.UNSET
+
+
+class SignalBody(msgspec.Struct, forbid_unknown_fields=True):
+    payload: Json = msgspec.UNSET
+    ttl: float | str | None = None
+
+
+class DecisionBody(msgspec.Struct, forbid_unknown_fields=True):
+    action: Literal["approve", "reject", "edit", "cancel"]
+    value: Json = msgspec.UNSET
+    reason: str | None = None
+    decision_id: str | None = None
+    by: str | None = None  # honoured only for an admin credential
+    seen: str | None = None  # the `digest` of the value the decider saw
+
+
+class StartReply(msgspec.Struct):
+    run_id: str
+    status: str
+    deduplicated: bool
+
+
+class SignalReply(msgspec.Struct):
+    delivered: int
+    kept: bool
+
+
+class ErrorDetail(msgspec.Struct):
+    code: str
+    message: str
+
+
+class ErrorReply(msgspec.Struct):
+    error: ErrorDetail
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    return Response(_encoder.encode(value), status, media_type="application/json")
+
+
+def error_response(exc: TakoError) -> Response:
+    status = STATUS_OF_CODE.get(exc.code, 500)
+    return json_response({"error": {"code": exc.code, "message": exc.message}}, status)
+
+
+def decode_body(raw: bytes, type_: type[Any]) -> Any:
+    """The body as `type_`; bad JSON and a wrong shape are `bad_json` and `invalid`."""
+    try:
+        return msgspec.json.decode(raw or b"{}", type=type_)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        error = InvalidRequest(f"invalid JSON: {exc}")
+        error.code = "bad_json"
+        raise error from None
+
+
+def seconds(value: float | str | None, what: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise InvalidRequest(f"{what}: {exc}") from None
+
+
+Handler = Callable[[Request, Actor], Awaitable[Response]]
+
+
+class JsonApi:
+    """The `/api` routes, bound to one link to takod and one access policy."""
+
+    def __init__(self, link: TakodLink, access: Access) -> None:
+        self.link = link
+        self.access = access
+
+    def routes(self) -> list[Route]:
+        def route(path: str, handler: Handler, scope: str, method: str = "GET") -> Route:
+            async def endpoint(request: Request) -> Response:
+                try:
+                    actor = await self.access.actor(request)
+                    actor.require(scope)
+                    return await handler(request, actor)
+                except TakoError as exc:
+                    return error_response(exc)
+
+            return Route(path, endpoint, methods=[method])
+
+        return [
+            route("/api/runs", self.start, "start", "POST"),
+            route("/api/runs", self.list_runs, "read"),
+            route("/api/runs/{run_id}", self.get_run, "read"),
+            route("/api/runs/{run_id}/cancel", self.cancel, "start", "POST"),
+            route("/api/runs/{run_id}/retry", self.retry, "start", "POST"),
+            route("/api/runs/{run_id}/events", self.run_event, "signal", "POST"),
+            route("/api/signals/{event}", self.signal, "signal", "POST"),
+            route("/api/approvals", self.list_approvals, "read"),
+            route("/api/approvals/{key}", self.get_approval, "read"),
+            route("/api/approvals/{key}/decision", self.decide, "decide", "POST"),
+        ]
+
+    async def start(self, request: Request, actor: Actor) -> Response:
+        body: StartBody = decode_body(await request.body(), StartBody)
+        fields: dict[str, Any] = {"workflow": body.workflow, "payload": given(body.payload)}
+        if body.run_id is not None:
+            fields["run_id"] = body.run_id
+        delay = seconds(body.delay, "delay")
+        if delay is not None:
+            fields["delay"] = delay
+        reply = await self.link.request("start", **fields)
+        started = StartReply(reply["run_id"], reply["status"], reply["deduplicated"])
+        return json_response(started, 200 if started.deduplicated else 201)
+
+    async def list_runs(self, request: Request, actor: Actor) -> Response:
+        query = request.query_params
+        try:
+            limit = int(query.get("limit", "100"))
+        except ValueError:
+            raise InvalidRequest(f"limit: expected a number, got {query['limit']!r}") from None
+        reply = await self.link.request(
+            "list_runs",
+            status=query.get("status") or None,
+            workflow=query.get("workflow") or None,
+            limit=limit,
+        )
+        return json_response(reply["runs"])
+
+    async def get_run(self, request: Request, actor: Actor) -> Response:
+        reply = await self.link.request("get_run", run_id=request.path_params["run_id"])
+        return json_response(reply["run"])
+
+    async def cancel(self, request: Request, actor: Actor) -> Response:
+        reason = None
+        raw = await request.body()
+        if raw.strip():
+            reason = msgspec.json.decode(raw, type=dict[str, str | None]).get("reason")
+        reply = await self.link.request(
+            "cancel", run_id=request.path_params["run_id"], reason=reason
+        )
+        return json_response(reply["run"])
+
+    async def retry(self, request: Request, actor: Actor) -> Response:
+        reply = await self.link.request("retry", run_id=request.path_params["run_id"])
+        return json_response(reply["run"])
+
+    async def run_event(self, request: Request, actor: Actor) -> Response:
+        body: EventBody = decode_body(await request.body(), EventBody)
+        run_id = request.path_params["run_id"]
+        await self.link.request("get_run", run_id=run_id)  # a 404 for an unknown run
+        reply = await self.link.request(
+            "signal", event=body.name, payload=given(body.payload), run_id=run_id
+        )
+        return json_response(SignalReply(reply["delivered"], reply["kept"]))
+
+    async def signal(self, request: Request, actor: Actor) -> Response:
+        body: SignalBody = decode_body(await request.body(), SignalBody)
+        fields: dict[str, Any] = {
+            "event": request.path_params["event"],
+            "payload": given(body.payload),
+        }
+        ttl = seconds(body.ttl, "ttl")
+        if ttl is not None:
+            fields["ttl"] = ttl
+        reply = await self.link.request("signal", **fields)
+        return json_response(SignalReply(reply["delivered"], reply["kept"]))
+
+    async def list_approvals(self, request: Request, actor: Actor) -> Response:
+        query = request.query_params
+        reply = await self.link.request(
+            "list_approvals",
+            approver=query.get("approver") or None,
+            workflow=query.get("workflow") or None,
+        )
+        return json_response(reply["approvals"])
+
+    async def get_approval(self, request: Request, actor: Actor) -> Response:
+        reply = await self.link.request("get_approval", key=request.path_params["key"])
+        return json_response(reply["approval"])
+
+    async def decide(self, request: Request, actor: Actor) -> Response:
+        body: DecisionBody = decode_body(await request.body(), DecisionBody)
+        approval = await decide(self.link, request.path_params["key"], body, acting_as(actor, body))
+        return json_response(approval)
+
+
+def acting_as(actor: Actor, body: DecisionBody) -> str:
+    """The actor recorded with a decision: the credential's, never a free-text field, except
+    that an admin credential may decide on someone's behalf."""
+    if body.by is None or body.by == actor.name:
+        return actor.name
+    if not actor.admin:
+        raise Forbidden(
+            f"`by` is only honoured for an admin credential; {actor.name} decides as itself"
+        )
+    return body.by
+
+
+async def decide(link: TakodLink, key: str, body: DecisionBody, by: str) -> dict[str, Any]:
+    """Apply one decision as `by`; the approval object as it stands after it.
+
+    takod refuses with `not_allowed` both a decision on a decided request (409: the
+    state moved on) and one by someone who is not an approver (403): the request's
+    own status tells which."""
+    try:
+        return await _decide(link, key, body, by)
+    except TakoError as exc:
+        if exc.code != "not_allowed":
+            raise
+        current = await link.request("get_approval", key=key)
+        if current["approval"]["status"] == "pending":
+            raise Forbidden(exc.message) from None
+        raise
+
+
+async def _decide(link: TakodLink, key: str, body: DecisionBody, by: str) -> dict[str, Any]:
+    common: dict[str, Any] = {"key": key, "by": by, "decision_id": body.decision_id}
+    if body.seen is not None:
+        common["seen"] = body.seen
+    match body.action:
+        case "approve":
+            if not isinstance(body.value, msgspec.UnsetType):
+                common["value"] = body.value
+            reply = await link.request("approve", **common)
+        case "edit":
+            if isinstance(body.value, msgspec.UnsetType):
+                raise InvalidRequest("an edit needs the edited `value`")
+            reply = await link.request("approve", value=body.value, **common)
+        case "reject":
+            if not body.reason:
+                raise InvalidRequest("a rejection needs a `reason`")
+            reply = await link.request("reject", reason=body.reason, **common)
+        case "cancel":
+            reply = await link.request("cancel_approval", reason=body.reason, **common)
+    approval: dict[str, Any] = reply["approval"]
+    return approval

@@ -1,0 +1,128 @@
+"""Serving the HTTP app from inside takod's trio nursery (`tako dev`, `tako serve`).
+
+Hypercorn's trio worker runs the ASGI app on takod's own event loop. The
+listening socket is bound here rather than by Hypercorn, so that when the
+default address is taken (a second app, a second supervisor on this host)
+the next free port is used, while an address the user gave explicitly
+that cannot be bound is an error.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import socket
+from typing import Any
+
+import trio
+
+from tako._errors import TakoError
+from takod.config import DEFAULT_LISTEN
+
+PORTS_TRIED = 100  # from the default port up, when it is taken
+
+
+class ListenError(TakoError):
+    """The HTTP address cannot be listened on."""
+
+    code = "listen"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (`[::1]:8787` for IPv6) into its parts, or ListenError naming the problem."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ListenError(
+            f"{text!r} is not an address to listen on: use HOST:PORT, like {DEFAULT_LISTEN}"
+        )
+    return host, int(port)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(listen: str, *, exact: bool) -> socket.socket:
+    """A listening TCP socket on `listen`; when not `exact`, the next free port if taken."""
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    last: OSError | None = None
+    for candidate in range(port, port + (1 if exact or port == 0 else PORTS_TRIED)):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, candidate))
+        except OSError as exc:
+            sock.close()
+            last = exc
+            if exc.errno != errno.EADDRINUSE:
+                break
+            continue
+        sock.listen(1024)
+        sock.setblocking(False)
+        return sock
+    raise ListenError(f"cannot listen on {listen}: {last}") from None
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def serve(
+    asgi_app: Any,
+    sock: socket.socket,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `asgi_app` on the bound `sock` until cancelled."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve as hypercorn_serve
+
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("tako.http")
+    config.graceful_timeout = 1.0
+    config.keep_alive_timeout = 75.0
+    await hypercorn_serve(asgi_app, config, task_status=task_status, mode="asgi")
+
+
+async def host(nursery: trio.Nursery, supervisor: Any, listen: str | None) -> str:
+    """Serve the HTTP app for `supervisor` in `nursery`; the URL it serves.
+
+    `listen` None means the default address, or the next free port when it is taken.
+    A non-loopback address is refused while the app has no token: without one, every
+    call from the network would be allowed to start runs and decide approvals."""
+    from tako.http import app
+    from tako.http._link import TakodLink
+
+    sock = bind(listen or DEFAULT_LISTEN, exact=listen is not None)
+    try:
+        host_name = parse_listen(listen or DEFAULT_LISTEN)[0]
+        if not is_loopback_host(host_name):
+            link = TakodLink(supervisor.socket_path)
+            tokens = (await link.request("access"))["tokens"]
+            await link.aclose()
+            if not tokens:
+                raise ListenError(
+                    f"refusing to serve HTTP on {listen}: this app has no token, so anyone "
+                    "who can reach that address could start runs and decide approvals. "
+                    "Create one first (`tako tokens create NAME --scope read --scope decide`), "
+                    "or listen on 127.0.0.1"
+                )
+    except BaseException:
+        sock.close()
+        raise
+    url = url_of(sock)
+    asgi = app(socket=supervisor.socket_path, title=supervisor.config.name)
+    await nursery.start(serve, asgi, sock)
+    supervisor.access.served_at(url)  # links point here, unless [http] public_url says
+    return url
