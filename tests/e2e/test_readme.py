@@ -388,7 +388,7 @@ def test_approve_a_refund_from_its_link_as_a_browser_would(
         "--until-parked"
     ).stdout
     run_id = said.split()[1]
-    assert "waiting for \"approval:" in said, said
+    assert 'waiting for "approval:' in said, said
     shown = term.run("tako approvals show <run_id>:approve-refund --links", run_id=run_id).stdout
     approve = re.search(r"^  approve\s+(\S+)$", shown, re.M)
     assert approve and approve.group(1).startswith(f"{base}/a/"), shown
