@@ -177,6 +177,22 @@ SPECS = [
         "latency",
     ),
     Spec(10, "approve_reply_p50_ms", "  approve -> its HTTP reply, p50", "ms", None, "latency"),
+    Spec(
+        10,
+        "approve_socket_p50_ms",
+        "  approve over the socket -> next step starts, p50",
+        "ms",
+        None,
+        "latency",
+    ),
+    Spec(
+        10,
+        "approve_socket_p99_ms",
+        "  approve over the socket -> next step starts, p99",
+        "ms",
+        None,
+        "latency",
+    ),
 ]
 
 _OPS = {">=": operator.ge, "<=": operator.le}

@@ -427,34 +427,43 @@ def http_starts(ctx: Ctx) -> Figures:
 
 
 def approve_resume(ctx: Ctx) -> Figures:
-    """Runs parked on `step.approval("ok")`; for each, `POST /api/approvals/{key}/decision`
-    `{"action": "approve", "by": ...}` as the JSON API's client sends it, from a
-    keep-alive connection, and the time until the next step's body began (it returns
-    `time.time_ns()`), as scenario 4 times signal -> next step."""
+    """Runs parked on `step.approval("ok")`; each is approved in turn over HTTP
+    (`POST /api/approvals/{key}/decision` `{"action": "approve", "by": ...}` as the
+    JSON API's client sends it, on a keep-alive connection) or over the socket (the
+    `approve` request, as `tako approvals approve` sends it), alternating; the time
+    until the next step's body began (it returns `time.time_ns()`), as scenario 4
+    times signal -> next step."""
     samples, warmup = ctx.size(200, 10), 10
     with takod_http(**settings(ctx.durability, concurrency=1000)) as t:
-        ids = [f"a{i}" for i in range(samples + warmup)]
+        ids = [f"a{i}" for i in range(2 * (samples + warmup))]
         reqs = [{"op": "start", "workflow": "approve", "payload": None, "run_id": r} for r in ids]
         pipelined(t.socket, split(reqs, 4))
         t.wait_for_count("waiting", len(ids), timeout=120, poll=0.05)
         host, port = t.url.removeprefix("http://").rsplit(":", 1)
         conn = HttpConn(host, int(port))
         body = json.dumps({"action": "approve", "by": "bench"}).encode()
-        lat, replies = [], []
-        for rid in ids:
-            request = http_request(host, int(port), f"/api/approvals/{rid}:ok/decision", body)
+        lat: dict[str, list[float]] = {"http": [], "socket": []}
+        replies: dict[str, list[float]] = {"http": [], "socket": []}
+        for i, rid in enumerate(ids):
+            kind = "http" if i % 2 == 0 else "socket"
+            path = f"/api/approvals/{rid}:ok/decision"
             sent = time.time_ns()
-            status, reply = conn.exchange(request)
+            if kind == "http":
+                status, reply = conn.exchange(http_request(host, int(port), path, body))
+                if status != 200:
+                    raise BenchError(f"the decision was refused: {status} {reply[:300]!r}")
+            else:
+                t.client.request("approve", key=f"{rid}:ok", by="bench")
             replied = time.time_ns()
-            if status != 200:
-                raise BenchError(f"the decision was refused: {status} {reply[:300]!r}")
             began = int(t.client.result(rid, timeout=30))
-            lat.append((began - sent) / 1e6)
-            replies.append((replied - sent) / 1e6)
+            lat[kind].append((began - sent) / 1e6)
+            replies[kind].append((replied - sent) / 1e6)
         conn.sock.close()
-    lat, replies = lat[warmup:], replies[warmup:]
+    http, sock = lat["http"][warmup:], lat["socket"][warmup:]
     return {
-        "approve_resume_p50_ms": statistics.median(lat),
-        "approve_resume_p99_ms": percentile(lat, 99),
-        "approve_reply_p50_ms": statistics.median(replies),
+        "approve_resume_p50_ms": statistics.median(http),
+        "approve_resume_p99_ms": percentile(http, 99),
+        "approve_reply_p50_ms": statistics.median(replies["http"][warmup:]),
+        "approve_socket_p50_ms": statistics.median(sock),
+        "approve_socket_p99_ms": percentile(sock, 99),
     }
