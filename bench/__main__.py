@@ -53,6 +53,8 @@ SCENARIOS = [
     Scenario(6, "parked runs", sc.parked, once=True),
     Scenario(7, "timers", sc.timers, once=True),
     Scenario(8, "runs in flight in one worker", sc.full_worker),
+    Scenario(9, "starts over HTTP, 16 clients, next to the socket", sc.http_starts),
+    Scenario(10, "approve over HTTP to resume, warm worker", sc.approve_resume),
 ]
 
 

@@ -88,6 +88,13 @@ async def herd(payload, step):
 
 
 @workflow
+async def approve(payload, step):
+    """Scenario 10: park on an approval request; the next step records when it began."""
+    await step.approval("ok", summary="go?")
+    return await step.run("after", _now)
+
+
+@workflow
 async def hold(payload, step):
     """Scenario 8: stay in flight inside an async step."""
 
@@ -103,10 +110,15 @@ class BenchError(Exception):
 
 
 class Takod:
-    """A temp app and a `python -m takod` process serving it."""
+    """A temp app and a `python -m takod` process serving it; with `http`, a
+    `python -m bench.takod_http` process instead, which also serves the HTTP app (as
+    `tako dev` does) on a free loopback port: its address is then `self.url`."""
 
-    def __init__(self, root: Path, settings: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, root: Path, settings: dict[str, dict[str, Any]], http: bool = False) -> None:
         self.root = root
+        self.http = http
+        self.url = ""
+        self.out = root / "takod.out"
         self.app = root / "app"
         self.data = root / "d"
         self.socket = self.data / "tako.sock"
@@ -123,13 +135,20 @@ class Takod:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "takod", str(self.app), "--data-dir", str(self.data)],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
+        module = ["bench.takod_http", "--http", "127.0.0.1:0"] if self.http else ["takod"]
+        argv = [sys.executable, "-m", *module, str(self.app), "--data-dir", str(self.data)]
+        with open(self.log, "ab") as log, open(self.out, "wb") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=log)
         wait_until(self._up, timeout=30, what="takod to accept connections", takod=self)
+        if self.http:
+            wait_until(self._http_up, timeout=30, what="the HTTP server", takod=self)
+
+    def _http_up(self) -> bool:
+        for line in self.out.read_text().splitlines():
+            if line.startswith("http "):
+                self.url = line.split()[1]
+                return True
+        return False
 
     def _up(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
@@ -207,8 +226,21 @@ class Takod:
 @contextmanager
 def takod(**settings: dict[str, Any]) -> Iterator[Takod]:
     """A takod for one measurement, in a temp dir short enough for a unix socket path."""
+    with _served(settings, http=False) as server:
+        yield server
+
+
+@contextmanager
+def takod_http(**settings: dict[str, Any]) -> Iterator[Takod]:
+    """The same, also serving the HTTP app on a free loopback port (`Takod.url`)."""
+    with _served(settings, http=True) as server:
+        yield server
+
+
+@contextmanager
+def _served(settings: dict[str, dict[str, Any]], http: bool) -> Iterator[Takod]:
     root = Path(tempfile.mkdtemp(prefix="tkb", dir="/tmp"))
-    server = Takod(root, settings)
+    server = Takod(root, settings, http)
     try:
         server.start()
         yield server

@@ -132,6 +132,67 @@ SPECS = [
     Spec(8, "worker_rss_mb", "worker RSS, 1,000 runs in flight in async steps", "MB", ("<=", 200)),
     Spec(8, "worker_idle_rss_mb", "  the same worker idle, before", "MB"),
     Spec(8, "worker_kib_per_run", "  per run in flight", "KiB"),
+    Spec(
+        9,
+        "http_starts_per_s",
+        "starts committed/s, POST /api/runs, 16 keep-alive HTTP clients",
+        "/s",
+        (">=", 5_689),
+        "rate",
+    ),
+    Spec(
+        9,
+        "socket16_starts_per_s",
+        "  the same start as 16 socket clients, one request in flight each",
+        "/s",
+        None,
+        "rate",
+    ),
+    Spec(
+        9,
+        "pipelined_starts_per_s",
+        "  pipelined on 4 socket connections (as #3)",
+        "/s",
+        None,
+        "rate",
+    ),
+    Spec(9, "http_vs_socket", "  HTTP / socket, 16 clients each", "x"),
+    Spec(
+        9, "http_vs_tako_sh", "  HTTP / tako.sh's 5,689 enqueues/s (Rust, 2 vCPU)", "x", (">=", 1)
+    ),
+    Spec(
+        10,
+        "approve_resume_p50_ms",
+        "approve over HTTP -> next step starts, warm worker, p50",
+        "ms",
+        None,
+        "latency",
+    ),
+    Spec(
+        10,
+        "approve_resume_p99_ms",
+        "approve over HTTP -> next step starts, warm worker, p99",
+        "ms",
+        None,
+        "latency",
+    ),
+    Spec(10, "approve_reply_p50_ms", "  approve -> its HTTP reply, p50", "ms", None, "latency"),
+    Spec(
+        10,
+        "approve_socket_p50_ms",
+        "  approve over the socket -> next step starts, p50",
+        "ms",
+        None,
+        "latency",
+    ),
+    Spec(
+        10,
+        "approve_socket_p99_ms",
+        "  approve over the socket -> next step starts, p99",
+        "ms",
+        None,
+        "latency",
+    ),
 ]
 
 _OPS = {">=": operator.ge, "<=": operator.le}

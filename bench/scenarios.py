@@ -1,4 +1,4 @@
-"""The eight scenarios. Each takes the run's settings and returns its figures.
+"""The scenarios. Each takes the run's settings and returns its figures.
 
 Times that mark "the next step started" are `time.time_ns()` taken inside a
 step body (or the handler, right after a checkpoint was acknowledged) in the
@@ -7,6 +7,7 @@ worker; bench compares them with its own clock on the same machine.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sqlite3
@@ -27,8 +28,10 @@ from bench.engine import (
     split,
     start_requests,
     takod,
+    takod_http,
     wait_until,
 )
+from bench.loadgen import HttpConn, http_request
 
 Figures = dict[str, float | str]  # a str is a note shown under the table
 
@@ -358,4 +361,109 @@ def full_worker(ctx: Ctx) -> Figures:
         "worker_rss_mb": busy,
         "worker_idle_rss_mb": idle,
         "worker_kib_per_run": (busy - idle) * 1024 / n,
+    }
+
+
+# -- 9. starts over HTTP, next to starts over the socket ----------------------------------
+
+CLIENTS = 16
+TAKO_SH_HTTP = 5_689  # enqueues/s tako.sh publishes over HTTP (its Rust server, 2 vCPU)
+START = {"workflow": "resume", "payload": {"event": "x"}, "delay": 3600}
+
+
+def _load(spec: dict[str, Any]) -> tuple[int, float]:
+    """Run bench/loadgen.py in a process of its own; (requests answered, seconds)."""
+    argv = [sys.executable, "-m", "bench.loadgen", json.dumps(spec)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=spec["seconds"] + 60)
+    if proc.returncode != 0:
+        raise BenchError(f"load generator failed: {proc.stderr.strip()[-2000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if out["failed"]:
+        raise BenchError(f"a request failed: {out['failed']}")
+    return int(out["done"]), float(out["seconds"])
+
+
+def http_starts(ctx: Ctx) -> Figures:
+    """Starts from 16 closed-loop clients, one request in flight each: `POST /api/runs`
+    over HTTP/1.1 keep-alive, and the same start as one socket request line, against
+    one takod that serves both (as `tako dev` does). The two take turns, A B B A,
+    so that drift hurts them alike; then pipelined starts (scenario 3's path) on the
+    same takod. Runs are delayed an hour so no worker competes for the CPU."""
+    n, seconds = ctx.size(4000, 200), ctx.size(60, 20)
+    with takod_http(**settings(ctx.durability)) as t:
+        host, port = t.url.removeprefix("http://").rsplit(":", 1)
+        http: dict[str, Any] = {
+            "kind": "http",
+            "host": host,
+            "port": int(port),
+            "path": "/api/runs",
+        }
+        sock: dict[str, Any] = {"kind": "socket", "socket": str(t.socket)}
+        common: dict[str, Any] = {"clients": CLIENTS, "seconds": seconds}
+        http["body"] = START
+        sock["body"] = {"op": "start", **START}
+        totals = {"http": [0, 0.0], "socket": [0, 0.0]}
+        for spec in (http, sock):  # warm-up: the code paths, the first connections
+            _load({**common, **spec, "n": ctx.size(200, 32)})
+        for kind in ("http", "socket", "socket", "http"):
+            spec = http if kind == "http" else sock
+            done, took = _load({**common, **spec, "n": n // 2})
+            totals[kind][0] += done
+            totals[kind][1] += took
+        reqs = start_requests("resume", [{"event": f"x{i}"} for i in range(n)], delay=3600)
+        elapsed, _ = pipelined(t.socket, split(reqs, 4))
+    over_http = totals["http"][0] / totals["http"][1]
+    over_socket = totals["socket"][0] / totals["socket"][1]
+    return {
+        "http_starts_per_s": over_http,
+        "socket16_starts_per_s": over_socket,
+        "pipelined_starts_per_s": n / elapsed,
+        "http_vs_socket": over_http / over_socket,
+        "http_vs_tako_sh": over_http / TAKO_SH_HTTP,
+    }
+
+
+# -- 10. approve click -> next step, warm worker ---------------------------------------------
+
+
+def approve_resume(ctx: Ctx) -> Figures:
+    """Runs parked on `step.approval("ok")`; each is approved in turn over HTTP
+    (`POST /api/approvals/{key}/decision` `{"action": "approve", "by": ...}` as the
+    JSON API's client sends it, on a keep-alive connection) or over the socket (the
+    `approve` request, as `tako approvals approve` sends it), alternating; the time
+    until the next step's body began (it returns `time.time_ns()`), as scenario 4
+    times signal -> next step."""
+    samples, warmup = ctx.size(200, 10), 10
+    with takod_http(**settings(ctx.durability, concurrency=1000)) as t:
+        ids = [f"a{i}" for i in range(2 * (samples + warmup))]
+        reqs = [{"op": "start", "workflow": "approve", "payload": None, "run_id": r} for r in ids]
+        pipelined(t.socket, split(reqs, 4))
+        t.wait_for_count("waiting", len(ids), timeout=120, poll=0.05)
+        host, port = t.url.removeprefix("http://").rsplit(":", 1)
+        conn = HttpConn(host, int(port))
+        body = json.dumps({"action": "approve", "by": "bench"}).encode()
+        lat: dict[str, list[float]] = {"http": [], "socket": []}
+        replies: dict[str, list[float]] = {"http": [], "socket": []}
+        for i, rid in enumerate(ids):
+            kind = "http" if i % 2 == 0 else "socket"
+            path = f"/api/approvals/{rid}:ok/decision"
+            sent = time.time_ns()
+            if kind == "http":
+                status, reply = conn.exchange(http_request(host, int(port), path, body))
+                if status != 200:
+                    raise BenchError(f"the decision was refused: {status} {reply[:300]!r}")
+            else:
+                t.client.request("approve", key=f"{rid}:ok", by="bench")
+            replied = time.time_ns()
+            began = int(t.client.result(rid, timeout=30))
+            lat[kind].append((began - sent) / 1e6)
+            replies[kind].append((replied - sent) / 1e6)
+        conn.sock.close()
+    http, sock = lat["http"][warmup:], lat["socket"][warmup:]
+    return {
+        "approve_resume_p50_ms": statistics.median(http),
+        "approve_resume_p99_ms": percentile(http, 99),
+        "approve_reply_p50_ms": statistics.median(replies["http"][warmup:]),
+        "approve_socket_p50_ms": statistics.median(sock),
+        "approve_socket_p99_ms": percentile(sock, 99),
     }

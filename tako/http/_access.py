@@ -9,7 +9,8 @@ token exists every caller needs one.
 
 Token checks go to takod (`access`), which keeps only hashes. The answer is
 kept for at most a second per token, so a revoked token stops working within
-a second without a round trip per request.
+a second without a round trip per request; when it is due again, concurrent
+requests with that token share one round trip rather than each asking.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import anyio
 from starlette.requests import HTTPConnection
 
 from tako._errors import Forbidden, TakoError, Unauthorized
@@ -57,6 +59,7 @@ class Access:
         self.link = link
         self.authenticate = authenticate
         self._cache: dict[str | None, tuple[float, Actor | None, int]] = {}
+        self._asking: dict[str | None, anyio.Event] = {}  # tokens being looked up now
 
     async def actor(self, conn: HTTPConnection) -> Actor:
         """The caller of this request, or Unauthorized."""
@@ -79,10 +82,29 @@ class Access:
         raise Unauthorized("no credentials: send `Authorization: Bearer <token>`")
 
     async def _check(self, token: str | None) -> tuple[Actor | None, int]:
-        now = time.monotonic()
+        known = self._fresh(token)
+        asking = self._asking.get(token)
+        if known is None and asking is not None:
+            await asking.wait()  # another request is asking takod about this token
+            known = self._fresh(token)
+        if known is not None:
+            return known
+        done = self._asking[token] = anyio.Event()
+        try:
+            return await self._ask(token)
+        finally:
+            done.set()
+            if self._asking.get(token) is done:
+                del self._asking[token]
+
+    def _fresh(self, token: str | None) -> tuple[Actor | None, int] | None:
         cached = self._cache.get(token)
-        if cached is not None and now - cached[0] < CACHE_SECONDS:
+        if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
             return cached[1], cached[2]
+        return None
+
+    async def _ask(self, token: str | None) -> tuple[Actor | None, int]:
+        now = time.monotonic()
         try:
             reply = await self.link.request("access", token=token)
         except TakoError as exc:
