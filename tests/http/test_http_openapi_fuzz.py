@@ -27,7 +27,7 @@ from urllib.parse import quote
 import jsonschema_rs
 import pytest
 import schemathesis
-from http_harness import HttpDev, http_dev
+from http_harness import HttpDev, eventually, http_dev
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode, checks
@@ -39,18 +39,30 @@ WORKFLOWS = ["echo", "waiter", "boom", "refund"]
 
 
 class Live:
-    """The server and the real ids the generated requests may use."""
+    """The server, its credentials, and the real ids the generated requests may use.
+
+    Requests go as `alice` (every scope but admin; an approver of the refunds), as a
+    reader (403 for what changes anything), with a token that matches none (401), or
+    with no credentials (401: the app has tokens)."""
 
     def __init__(self, dev: HttpDev) -> None:
         self.dev = dev
+        alice = dev.token("alice", "read", "start", "signal", "decide")
+        reader = dev.token("viewer", "read")
+        eventually(lambda: dev.http.get("/api/runs").status_code == 401, what="tokens to count")
+        self.alice = dev.as_(alice)
+        self.credentials = st.sampled_from(
+            [{"Authorization": f"Bearer {t}"} for t in (alice, alice, alice, reader, "tako_no")]
+            + [{}]
+        )
         self.runs: list[str] = []
-        for workflow in WORKFLOWS:
-            started = dev.http.post("/api/runs", json={"workflow": workflow, "payload": None})
-            self.runs.append(started.json()["run_id"])
+        for n, workflow in enumerate([*WORKFLOWS, "refund", "refund"]):
+            body = {"workflow": workflow, "payload": None, "run_id": f"{workflow}-{n}"}
+            self.runs.append(self.alice.post("/api/runs", json=body).json()["run_id"])
         for run_id in self.runs:
             dev.parked(run_id)
-        self.keys = [f"{self.runs[WORKFLOWS.index('refund')]}:manager"]
-        self.document: dict[str, Any] = dev.http.get("/api/openapi.json").json()
+        self.keys = [f"{r}:manager" for r in self.runs if r.startswith("refund-")]
+        self.document: dict[str, Any] = self.alice.get("/api/openapi.json").json()
 
     def real(self, name: str) -> list[str]:
         return {"run_id": self.runs, "key": self.keys, "event": ["go"]}.get(name, [])
@@ -107,7 +119,10 @@ def test_every_reply_matches_the_document(
     case = data.draw(operation.as_strategy(generation_mode=mode))
     if mode is GenerationMode.POSITIVE:  # a negative case stays as invalid as it was made
         with_real_ids(live, case, data)
-    case.call_and_validate(timeout=30, excluded_checks=[checks.positive_data_acceptance])
+    headers = data.draw(live.credentials, label="credentials")
+    case.call_and_validate(
+        headers=headers, timeout=30, excluded_checks=[checks.positive_data_acceptance]
+    )
 
 
 def test_the_first_reply_of_a_stream_is_documented(live: Live) -> None:
@@ -119,7 +134,7 @@ def test_the_first_reply_of_a_stream_is_documented(live: Live) -> None:
         responses = paths[template]["get"]["responses"]
         for value in [*live.real(name), "nope", "no:such", "ü ?#", "%2F"]:
             url = template.replace("{" + name + "}", quote(value, safe=""))
-            with live.dev.http.stream("GET", url) as reply:
+            with live.alice.stream("GET", url) as reply:
                 status = str(reply.status_code)
                 assert status in responses, (url, status)
                 content = responses[status]["content"]
@@ -139,7 +154,7 @@ def test_an_undocumented_method_is_405_with_allow(live: Live) -> None:
     for template, operations in live.document["paths"].items():
         path = re.sub(r"\{[^}]+\}", "x", template)
         documented = {m.upper() for m in operations}
-        reply = live.dev.http.request("DELETE", path)
+        reply = live.alice.request("DELETE", path)
         assert reply.status_code == 405, (path, reply.status_code)
         assert reply.json()["error"]["code"] == "invalid"
         allowed = {m.strip() for m in reply.headers.get("allow", "").split(",")}
