@@ -93,7 +93,7 @@ class DecisionBody(msgspec.Struct, forbid_unknown_fields=True):
     value: Json = msgspec.UNSET
     reason: str | None = None
     decision_id: str | None = None
-    by: str | None = None  # honoured only for an admin credential
+    by: Name | None = None  # honoured only for an admin credential
     seen: str | None = None  # the `digest` of the value the decider saw
 
 

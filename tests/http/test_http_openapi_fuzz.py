@@ -9,9 +9,9 @@ runs and approvals, and start bodies sometimes name real workflows, so the
 requests reach runs and approvals and not only 404s.
 
 Every check schemathesis has runs but one: that every request the document allows
-is accepted. A duration such as `"99999w"` matches the documented pattern, yet
-takod refuses a delay over a century, and JSON Schema cannot bound the value a
-text stands for.
+is accepted. Two rules cannot be said in the document: a duration such as
+`"99999w"` matches its pattern, yet takod refuses a delay over a century; and an
+edited value must match the `type=` of its own approval request.
 
 The streams never end, so they are left out of the generated calls; the status
 of their first response is checked on its own.
