@@ -60,12 +60,17 @@ def app(
         return json_response({"status": "ok", "supervisor": status.get("supervisor", "running")})
 
     async def not_found(request: Request, exc: Exception) -> Response:
+        """404 and 405; a 405 keeps its `Allow` header (the methods the route takes)."""
         status = getattr(exc, "status_code", 404)
+        headers = getattr(exc, "headers", None)
         if request.url.path.startswith(("/api/", "/healthz")):
             code = "not_found" if status == 404 else "invalid"
             text = "no such route" if status == 404 else "method not allowed on this route"
-            return JSONResponse({"error": {"code": code, "message": text}}, status)
-        return pages.message(request, "Not found", "There is no page here.", status)
+            return JSONResponse({"error": {"code": code, "message": text}}, status, headers)
+        heading = "Not found" if status == 404 else "Method not allowed"
+        page = pages.message(request, heading, "There is no page here.", status)
+        page.headers.update(headers or {})
+        return page
 
     routes = [
         *api.routes(),

@@ -10,7 +10,7 @@ replies with. Errors keep the protocol's codes: `{"error": {"code",
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from starlette.requests import Request
@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from tako._durations import parse_duration
 from tako._errors import Forbidden, InvalidRequest, TakoError
-from tako._protocol import RunId
+from tako._protocol import Name, RunId, Seconds
 from tako.http._access import Access, Actor
 from tako.http._link import TakodLink
 
@@ -57,21 +57,35 @@ def given(value: Json) -> msgspec.Raw:
     return NULL if isinstance(value, msgspec.UnsetType) else value
 
 
+STATUSES = ("pending", "running", "sleeping", "waiting", "completed", "failed", "cancelled")
+
+# Seconds, or a duration such as "10m" or "1h30m" (up to a century, as takod takes it).
+Duration = (
+    Seconds
+    | Annotated[str, msgspec.Meta(pattern=r"^\s*(\d+(\.\d+)?|(\d+(\.\d+)?(ms|s|m|h|d|w))+)\s*$")]
+    | None
+)
+
+
 class StartBody(msgspec.Struct, forbid_unknown_fields=True):
-    workflow: str
+    workflow: Name
     payload: Json = msgspec.UNSET
     run_id: RunId | None = None
-    delay: float | str | None = None  # seconds, or a duration such as "10m"
+    delay: Duration = None
 
 
 class EventBody(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
+    name: Name
     payload: Json = msgspec.UNSET
 
 
 class SignalBody(msgspec.Struct, forbid_unknown_fields=True):
     payload: Json = msgspec.UNSET
-    ttl: float | str | None = None
+    ttl: Duration = None
+
+
+class CancelBody(msgspec.Struct, forbid_unknown_fields=True):
+    reason: str | None = None
 
 
 class DecisionBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -79,7 +93,7 @@ class DecisionBody(msgspec.Struct, forbid_unknown_fields=True):
     value: Json = msgspec.UNSET
     reason: str | None = None
     decision_id: str | None = None
-    by: str | None = None  # honoured only for an admin credential
+    by: Name | None = None  # honoured only for an admin credential
     seen: str | None = None  # the `digest` of the value the decider saw
 
 
@@ -144,29 +158,32 @@ class JsonApi:
         self.access = access
 
     def routes(self) -> list[Route]:
-        def route(path: str, handler: Handler, scope: str, method: str = "GET") -> Route:
-            async def endpoint(request: Request) -> Response:
-                try:
-                    actor = await self.access.actor(request)
-                    actor.require(scope)
-                    return await handler(request, actor)
-                except TakoError as exc:
-                    return error_response(exc)
+        """One route per path, so a 405's `Allow` names every method the path takes."""
+        table: dict[str, dict[str, tuple[Handler, str]]] = {
+            "/api/runs": {"POST": (self.start, "start"), "GET": (self.list_runs, "read")},
+            "/api/runs/{run_id}": {"GET": (self.get_run, "read")},
+            "/api/runs/{run_id}/cancel": {"POST": (self.cancel, "start")},
+            "/api/runs/{run_id}/retry": {"POST": (self.retry, "start")},
+            "/api/runs/{run_id}/events": {"POST": (self.run_event, "signal")},
+            "/api/signals/{event}": {"POST": (self.signal, "signal")},
+            "/api/approvals": {"GET": (self.list_approvals, "read")},
+            "/api/approvals/{key}": {"GET": (self.get_approval, "read")},
+            "/api/approvals/{key}/decision": {"POST": (self.decide, "decide")},
+        }
+        return [self._route(path, methods) for path, methods in table.items()]
 
-            return Route(path, endpoint, methods=[method])
+    def _route(self, path: str, methods: dict[str, tuple[Handler, str]]) -> Route:
+        async def endpoint(request: Request) -> Response:
+            method = "GET" if request.method == "HEAD" else request.method
+            handler, scope = methods[method]
+            try:
+                actor = await self.access.actor(request)
+                actor.require(scope)
+                return await handler(request, actor)
+            except TakoError as exc:
+                return error_response(exc)
 
-        return [
-            route("/api/runs", self.start, "start", "POST"),
-            route("/api/runs", self.list_runs, "read"),
-            route("/api/runs/{run_id}", self.get_run, "read"),
-            route("/api/runs/{run_id}/cancel", self.cancel, "start", "POST"),
-            route("/api/runs/{run_id}/retry", self.retry, "start", "POST"),
-            route("/api/runs/{run_id}/events", self.run_event, "signal", "POST"),
-            route("/api/signals/{event}", self.signal, "signal", "POST"),
-            route("/api/approvals", self.list_approvals, "read"),
-            route("/api/approvals/{key}", self.get_approval, "read"),
-            route("/api/approvals/{key}/decision", self.decide, "decide", "POST"),
-        ]
+        return Route(path, endpoint, methods=list(methods))
 
     async def start(self, request: Request, actor: Actor) -> Response:
         body: StartBody = decode_body(await request.body(), StartBody)
@@ -199,12 +216,9 @@ class JsonApi:
         return json_response(reply["run"])
 
     async def cancel(self, request: Request, actor: Actor) -> Response:
-        reason = None
-        raw = await request.body()
-        if raw.strip():
-            reason = msgspec.json.decode(raw, type=dict[str, str | None]).get("reason")
+        body: CancelBody = decode_body(await request.body(), CancelBody)
         reply = await self.link.request(
-            "cancel", run_id=request.path_params["run_id"], reason=reason
+            "cancel", run_id=request.path_params["run_id"], reason=body.reason
         )
         return json_response(reply["run"])
 

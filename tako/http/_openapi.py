@@ -14,6 +14,8 @@ import msgspec
 from tako._records import Approval, Run
 from tako.http._api import (
     STATUS_OF_CODE,
+    STATUSES,
+    CancelBody,
     DecisionBody,
     ErrorReply,
     EventBody,
@@ -24,10 +26,12 @@ from tako.http._api import (
 )
 
 REF = "#/components/schemas/{name}"
+EVENT = {"type": "string", "minLength": 1, "maxLength": 256}
 _TYPES: list[Any] = [
     StartBody,
     EventBody,
     SignalBody,
+    CancelBody,
     DecisionBody,
     StartReply,
     SignalReply,
@@ -58,6 +62,7 @@ def _op(
     reply: dict[str, Any] | None,
     *,
     body: str | None = None,
+    body_required: bool = True,
     status: str = "200",
     errors: tuple[int, ...] = (),
     params: list[dict[str, Any]] | None = None,
@@ -73,27 +78,48 @@ def _op(
         op["responses"][status] = {"description": "OK", **_json(reply or {})}
     op["responses"].update(_errors(*errors))
     if body is not None:
-        op["requestBody"] = {"required": True, **_json(_ref(body))}
+        op["requestBody"] = {"required": body_required, **_json(_ref(body))}
         op["responses"].update(_errors(400, 413, *errors))
     if params:
         op["parameters"] = params
     return op
 
 
-def _path(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+def _path(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
 
 
 def _query(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema or {"type": "string"}}
 
 
+def _needs(action: str, field: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A decision with this `action` must carry `field` (msgspec cannot say so)."""
+    return {
+        "if": {"properties": {"action": {"const": action}}},
+        "then": {"required": [field], "properties": {field: schema}},
+    }
+
+
 def openapi_document(title: str = "tako") -> dict[str, Any]:
     """The whole document, as plain JSON-ready values."""
     _, components = msgspec.json.schema_components(_TYPES, ref_template=REF)
+    # takod's approval object carries the JSON Schema of an edited value; the client's
+    # record does not read it
+    components["Approval"]["properties"]["schema"] = {
+        "anyOf": [{"type": "object"}, {"type": "null"}],
+        "description": "the JSON Schema an edited value must match",
+    }
+    for schema in components.values():
+        # replies are closed too: a field the API sends must be in the document
+        schema.setdefault("additionalProperties", False)
+    components["DecisionBody"]["allOf"] = [
+        _needs("edit", "value", {}),
+        _needs("reject", "reason", {"type": "string", "minLength": 1}),
+    ]
     run, approval = _ref("Run"), _ref("Approval")
     runs_filters = [
-        _query("status"),
+        _query("status", {"enum": ["", *STATUSES]}),
         _query("workflow"),
         _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000}),
     ]
@@ -112,7 +138,8 @@ def openapi_document(title: str = "tako") -> dict[str, Any]:
             "get": _op("One run with its steps", run, params=[_path("run_id")], errors=(404,)),
         },
         "/api/runs/{run_id}/cancel": {
-            "post": _op("Cancel a run", run, params=[_path("run_id")], errors=(404, 409)),
+            "post": _op("Cancel a run", run, body="CancelBody", body_required=False,
+                        params=[_path("run_id")], errors=(404, 409)),
         },
         "/api/runs/{run_id}/retry": {
             "post": _op("Retry a failed or cancelled run", run, params=[_path("run_id")],
@@ -128,7 +155,7 @@ def openapi_document(title: str = "tako") -> dict[str, Any]:
         },
         "/api/signals/{event}": {
             "post": _op("Send a signal", _ref("SignalReply"), body="SignalBody",
-                        params=[_path("event")]),
+                        body_required=False, params=[_path("event", EVENT)]),
         },
         "/api/approvals": {
             "get": _op("Pending approval requests, oldest first",

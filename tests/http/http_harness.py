@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
-from cli_harness import DevServer, make_app, short_data_dir, tako_cmd
+from cli_harness import DevServer, eventually, make_app, short_data_dir, tako_cmd
 
 FLOWS = """
     import msgspec
@@ -98,4 +98,12 @@ def http_dev(root: Path, files: dict[str, str] | None = None, **toml: str) -> It
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-__all__ = ["FLOWS", "HttpDev", "http_dev", "short_data_dir", "tako_cmd"]
+__all__ = [
+    "FLOWS",
+    "DevServer",
+    "HttpDev",
+    "eventually",
+    "http_dev",
+    "short_data_dir",
+    "tako_cmd",
+]
