@@ -82,6 +82,7 @@ class Approval(msgspec.Struct, kw_only=True):
     data: Any = None
     value: Any = None  # the value approvals count for: `data`, or the latest edit
     digest: str = ""  # hex SHA-256 of `value`: pass it as `seen` to decide what you saw
+    schema: dict[str, Any] | None = None  # the JSON Schema of the request's `type=`, if any
     approvers: list[str] | None = None
     required: int = 1
     approved_by: list[str] = []

@@ -110,6 +110,7 @@ async def test_approve_resumes_the_run_with_the_decision(app: App) -> None:
     assert app.effects() == ["pay:120"]
     assert [h.event for h in shown.history or []] == ["created", "approved"]
     assert shown.decision is not None and shown.decision["by"] == "alice"
+    assert shown.schema is not None and "Refund" in shown.schema["$defs"]  # what edits must be
 
 
 async def test_reject_needs_a_reason_and_an_edit_must_match_the_type(app: App) -> None:
