@@ -111,7 +111,7 @@ class BenchError(Exception):
 
 class Takod:
     """A temp app and a `python -m takod` process serving it; with `http`, a
-    `python -m bench.takod_http` process instead, which also serves the HTTP app (as
+    `python -m takod --http` process instead, which also serves the HTTP app (as
     `tako dev` does) on a free loopback port: its address is then `self.url`."""
 
     def __init__(self, root: Path, settings: dict[str, dict[str, Any]], http: bool = False) -> None:
@@ -135,7 +135,7 @@ class Takod:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        module = ["bench.takod_http", "--http", "127.0.0.1:0"] if self.http else ["takod"]
+        module = ["takod", "--http", "127.0.0.1:0"] if self.http else ["takod"]
         argv = [sys.executable, "-m", *module, str(self.app), "--data-dir", str(self.data)]
         with open(self.log, "ab") as log, open(self.out, "wb") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=log)
