@@ -216,7 +216,7 @@ class Pages:
         root = request.scope.get("root_path", "")
         return await self._decision_page(
             request, str(opened["key"]), actor, action_url=f"{root}/a/{token}",
-            approver=None if anyone else approver, ask_name=anyone, link=True,
+            approver=None if anyone else approver, ask_name=anyone,
         )  # fmt: skip
 
     def _link_refused(self, request: Request, exc: TakoError) -> Response:
@@ -237,7 +237,6 @@ class Pages:
         action_url: str,
         approver: str | None,
         ask_name: bool,
-        link: bool = False,
     ) -> Response:
         notice, status = "", 200
         errors: dict[str, str] = {}
@@ -246,15 +245,15 @@ class Pages:
             approval = (await self.link.request("get_approval", key=key))["approval"]
         except TakoError as exc:
             return self.failed(request, exc)
-        fields = fields_for(approval.get("schema"), approval.get("value", approval["data"]))
+        fields = fields_for(approval.get("schema"), approval["value"])
         if request.method == "POST":
             form = await form_of(request)
-            outcome = await self._decide(request, key, actor, form, fields, link=link)
+            outcome = await self._decide(request, key, actor, form, fields)
             if isinstance(outcome, Response):
                 return outcome
             notice, errors, status, approval = outcome
             if status == 409 and approval.get("status") == "pending":
-                fields = fields_for(approval.get("schema"), approval.get("value", approval["data"]))
+                fields = fields_for(approval.get("schema"), approval["value"])
             else:
                 fields = refill(fields, form, errors)
         now = datetime.now(UTC)
@@ -268,7 +267,7 @@ class Pages:
         return self.render(
             request, "approval.html", status, a=approval, notice=notice, errors=errors,
             who=approvers_text(approval), deadline=_deadline(approval, now),
-            value_json=json.dumps(approval.get("value", approval["data"]), indent=2,
+            value_json=json.dumps(approval["value"], indent=2,
                                   ensure_ascii=False),
             decision_text=decision_text(decision) if decision else "",
             history=[f"{h['at']}: {history_text(h)}" for h in approval.get("history") or []],
@@ -286,17 +285,13 @@ class Pages:
         actor: Actor,
         form: dict[str, str],
         fields: list[Field],
-        *,
-        link: bool,
     ) -> Response | tuple[str, dict[str, str], int, dict[str, Any]]:
         """Apply the form's decision: a redirect to the page on success, else what to show."""
-        try:
+        try:  # a link was checked (open_link) by link_page at the start of this request
             check_csrf(request, form)
-            if link and request.path_params.get("token"):
-                await self.link.request("open_link", token=request.path_params["token"])
             actor.require("decide")
         except TakoError as exc:
-            return self._link_refused(request, exc) if link else self.failed(request, exc)
+            return self.failed(request, exc)
         action = form.get("action", "")
         value: Any = None
         errors: dict[str, str] = {}
@@ -320,7 +315,7 @@ class Pages:
             )
             if action not in ("approve", "reject", "edit"):
                 raise Forbidden(f"unknown action {action!r}")
-            if link and actor.name == "*":
+            if actor.how == "link" and actor.name == "*":  # a link for anyone: who is this?
                 if not by_form:
                     raise Forbidden("say who you are: your name is recorded with the decision")
                 by = by_form

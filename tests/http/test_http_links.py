@@ -189,3 +189,19 @@ def test_a_stream_sees_the_pending_state_then_the_decision(dev: HttpDev) -> None
     assert not listener.is_alive(), events
     assert events[-1]["status"] == "approved"
     assert time.monotonic() - decided_at < 10  # pushed, not found by a slow poll
+
+
+def test_a_link_for_anyone_asks_who_decides(dev: HttpDev) -> None:
+    key = ask(dev, approvers=None)
+    anyone = links(dev, key)
+    assert list(anyone) == ["*"]
+    view = anyone["*"]["view"]
+    with browser() as b:
+        page = b.get(view)
+        assert "Your name" in page.text
+        hidden = form_fields(page.text)
+        nameless = b.post(view, data={**hidden, "action": "approve"})
+        assert nameless.status_code == 403 and "say who you are" in nameless.text
+        named = b.post(view, data={**hidden, "action": "approve", "by": "dana"})
+        assert named.status_code == 303
+    assert dev.http.get(f"/api/approvals/{key}").json()["decision"]["by"] == "dana"
