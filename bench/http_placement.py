@@ -1,13 +1,15 @@
 """`python -m bench.http_placement [--rounds 3] [--n 6000]`: where should the HTTP app run?
 
-`tako dev` serves `tako.http.app()` with Hypercorn's trio worker on takod's own
-event loop, so every HTTP request costs takod's trio thread its parsing and
-writing as well as the start itself. The app reaches takod only through its
-unix socket, so it can as well run in processes of its own under any ASGI
-server. This measures starts/s (`POST /api/runs`, bench scenario 9's request)
+When this was written, `tako dev` served `tako.http.app()` with Hypercorn's trio
+worker on takod's own event loop, so every HTTP request cost takod's trio thread
+its parsing and writing as well as the start itself. The app reaches takod only
+through its unix socket, so it can as well run in processes of its own under any
+ASGI server; since these figures (docs/performance.md), `tako dev` does so, with
+one uvicorn process, and the `tako dev` row measures that (its CPU column then
+counts takod alone, not the HTTP process). This measures starts/s (`POST /api/runs`, bench scenario 9's request)
 from the same 16 closed-loop keep-alive clients (`bench/loadgen.py`) for:
 
-- `in-process`: Hypercorn's trio worker inside takod (`bench/takod_http.py`, as `tako dev`);
+- `tako dev`: takod with the HTTP app as `tako dev` serves it (`python -m takod --http`);
 - Hypercorn's uvloop worker and uvicorn (uvloop + httptools), each with 1 and 2
   worker processes, in front of a takod without HTTP (`python -m takod`, as
   `tako dev --no-http`), the app built by `asgi_app()` below;
@@ -75,7 +77,7 @@ SERVERS = {
     "uvicorn x1": lambda port: _uvicorn(1, port),
     "uvicorn x2": lambda port: _uvicorn(2, port),
 }
-IN_PROCESS = "in-process (tako dev)"
+IN_PROCESS = "as tako dev serves it"
 SOCKET = "socket, 16 clients"
 
 
@@ -188,9 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--durability", default="full", choices=["full", "normal"])
     args = parser.parse_args(argv)
     names = [IN_PROCESS, *SERVERS, SOCKET]
-    if importlib.util.find_spec("uvicorn") is None:
-        print("uvicorn not installed (pip install 'uvicorn[standard]'): skipping it")
-        names = [x for x in names if not x.startswith("uvicorn")]
+    for server in ("uvicorn", "hypercorn"):
+        if importlib.util.find_spec(server) is None:
+            print(f"{server} not installed (pip install {server}): skipping it")
+            names = [x for x in names if not x.startswith(server)]
     samples: dict[str, list[Sample]] = {name: [] for name in names}
     for r in range(args.rounds):
         for name in names if r % 2 == 0 else names[::-1]:

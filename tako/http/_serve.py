@@ -1,10 +1,13 @@
-"""Serving the HTTP app from inside takod's trio nursery (`tako dev`, `tako serve`).
+"""Serving the HTTP app for a supervisor (`tako dev`, `python -m takod --http`).
 
-Hypercorn's trio worker runs the ASGI app on takod's own event loop. The
-listening socket is bound here rather than by Hypercorn, so that when the
-default address is taken (a second app, a second supervisor on this host)
-the next free port is used, while an address the user gave explicitly
-that cannot be bound is an error.
+takod binds the listening socket, so that when the default address is taken
+(a second app, a second supervisor on this host) the next free port is used,
+while an address the user gave explicitly that cannot be bound is an error.
+The app itself runs in a process of its own (`python -m tako.http`, uvicorn)
+on that socket, started and stopped from takod's nursery: served from
+takod's own event loop, HTTP cost takod 5x more per request than the socket
+protocol does, and starts over HTTP ran at a third of the speed
+(docs/performance.md, "Where the HTTP server runs").
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import errno
 import ipaddress
 import logging
 import socket
+import subprocess
+import sys
 from typing import Any
 
 import trio
@@ -77,22 +82,44 @@ def url_of(sock: socket.socket) -> str:
 
 
 async def serve(
-    asgi_app: Any,
     sock: socket.socket,
+    socket_path: Any,
+    title: str,
     *,
-    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `asgi_app` on the bound `sock` until cancelled."""
-    from hypercorn.config import Config
-    from hypercorn.trio import serve as hypercorn_serve
+    """Run the HTTP process (`python -m tako.http`) on the bound `sock` until cancelled,
+    starting it again if it dies. Connections wait in the socket's backlog meanwhile."""
+    fd = sock.fileno()
+    argv = [
+        sys.executable, "-P", "-m", "tako.http",
+        "--fd", str(fd), "--socket", str(socket_path), "--title", title,
+    ]  # fmt: skip
+    log = logging.getLogger("tako.http")
+    while True:
+        proc = await trio.lowlevel.open_process(argv, stdin=subprocess.PIPE, pass_fds=(fd,))
+        task_status.started()
+        task_status = trio.TASK_STATUS_IGNORED
+        try:
+            code = await proc.wait()
+        finally:
+            with trio.CancelScope(shield=True):
+                await _stop(proc)
+        log.error("the HTTP server (pid %d) exited with %s; starting it again", proc.pid, code)
+        await trio.sleep(1.0)
 
-    config = Config()
-    config.bind = [f"fd://{sock.detach()}"]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("tako.http")
-    config.graceful_timeout = 1.0
-    config.keep_alive_timeout = 75.0
-    await hypercorn_serve(asgi_app, config, task_status=task_status, mode="asgi")
+
+async def _stop(proc: trio.Process) -> None:
+    """SIGTERM (uvicorn closes its connections within a second), then SIGKILL."""
+    if proc.returncode is None:
+        proc.terminate()
+        with trio.move_on_after(3):
+            await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    if proc.stdin is not None:
+        await proc.stdin.aclose()
 
 
 async def host(nursery: trio.Nursery, supervisor: Any, listen: str | None) -> str:
@@ -101,7 +128,6 @@ async def host(nursery: trio.Nursery, supervisor: Any, listen: str | None) -> st
     `listen` None means the default address, or the next free port when it is taken.
     A non-loopback address is refused while the app has no token: without one, every
     call from the network would be allowed to start runs and decide approvals."""
-    from tako.http import app
     from tako.http._link import TakodLink
 
     sock = bind(listen or DEFAULT_LISTEN, exact=listen is not None)
@@ -122,7 +148,6 @@ async def host(nursery: trio.Nursery, supervisor: Any, listen: str | None) -> st
         sock.close()
         raise
     url = url_of(sock)
-    asgi = app(socket=supervisor.socket_path, title=supervisor.config.name)
-    await nursery.start(serve, asgi, sock)
+    await nursery.start(serve, sock, supervisor.socket_path, supervisor.config.name)
     supervisor.access.served_at(url)  # links point here, unless [http] public_url says
     return url

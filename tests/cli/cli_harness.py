@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import tako
-from tests.procs import worker_pids
+from tests.procs import http_pids, worker_pids
 
 T = TypeVar("T")
 _SCRIPT = Path(sys.executable).with_name("tako")
@@ -207,6 +207,6 @@ class DevServer:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
-        for pid in worker_pids(self.app_dir):
+        for pid in worker_pids(self.app_dir) + http_pids(self.socket):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -243,3 +243,21 @@ def test_the_default_port_when_taken_moves_to_the_next_free_one(tmp_path: Path) 
     finally:
         holder.close()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_no_http_server_outlives_its_supervisor(tmp_path: Path, how: str) -> None:
+    import signal
+
+    from tests.procs import http_pids
+
+    with http_dev(tmp_path / "lives") as dev:
+        socket = dev.server.socket
+        (server,) = http_pids(socket)
+        assert dev.http.get("/healthz").status_code == 200
+        dev.server.proc.send_signal(getattr(signal, how))
+        dev.server.proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while http_pids(socket):  # SIGKILL: it sees its stdin close and exits
+            assert time.monotonic() < deadline, f"the HTTP server {server} outlived {how}"
+            time.sleep(0.02)
