@@ -6,8 +6,9 @@ its parsing and writing as well as the start itself. The app reaches takod only
 through its unix socket, so it can as well run in processes of its own under any
 ASGI server; since these figures (docs/performance.md), `tako dev` does so, with
 one uvicorn process, and the `tako dev` row measures that (its CPU column then
-counts takod alone, not the HTTP process). This measures starts/s (`POST /api/runs`, bench scenario 9's request)
-from the same 16 closed-loop keep-alive clients (`bench/loadgen.py`) for:
+counts takod alone, not the HTTP process). This measures starts/s (`POST
+/api/runs`, bench scenario 9's request) from the same 16 closed-loop keep-alive
+clients (`bench/loadgen.py`) for:
 
 - `tako dev`: takod with the HTTP app as `tako dev` serves it (`python -m takod --http`);
 - Hypercorn's uvloop worker and uvicorn (uvloop + httptools), each with 1 and 2
