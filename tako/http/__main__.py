@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import socket
 import sys
 import threading
 
@@ -42,9 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     from tako.http import app
 
     has = importlib.util.find_spec
-    uvicorn.run(
+    config = uvicorn.Config(
         app(socket=args.socket, title=args.title),
-        fd=args.fd,
         loop="uvloop" if has("uvloop") else "asyncio",
         http="httptools" if has("httptools") else "h11",
         lifespan="off",
@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> None:
         timeout_keep_alive=75,
         timeout_graceful_shutdown=1,
     )
+    # A socket object of the fd's real family: uvicorn's own `fd=` takes every fd for a
+    # unix socket, and its TCP connections would then go without TCP_NODELAY (a 40 ms
+    # stall per response against delayed ACKs).
+    uvicorn.Server(config).run(sockets=[socket.socket(fileno=args.fd)])
 
 
 if __name__ == "__main__":
