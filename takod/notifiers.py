@@ -56,6 +56,7 @@ class Notifiers:
             now = sup.clock.now_ms()
             if run["status"] == "completed":
                 await sup._write(mark_delivered, sup.store.conn, TARGET, event_id, now)
+                sup.access.approvals_changed()  # its history may say `notified` now
             else:  # its own retries are used up: try the whole delivery again later
                 delay = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(attempts, 20))
                 delay *= 1 + random.uniform(-0.2, 0.2)

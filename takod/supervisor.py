@@ -170,6 +170,7 @@ class Supervisor:
                 os.environ.get(settings.webhook_secret_env) or settings.webhook_secret,
                 read=self._read,
                 write=lambda fn, *args: self._write(fn, self.store.conn, *args),
+                delivered=self.access.approvals_changed,
             )
             if settings.webhook
             else None

@@ -38,11 +38,21 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class Webhook:
-    def __init__(self, url: str, secret: str | None, read: Read, write: Write) -> None:
+    def __init__(
+        self,
+        url: str,
+        secret: str | None,
+        read: Read,
+        write: Write,
+        delivered: Callable[[], None] = lambda: None,
+    ) -> None:
+        """`delivered` is told when an event was delivered: the first one adds `notified`
+        to its request's history, which live pages of that request show."""
         self.url = url
         self.secret = secret
         self._read = read
         self._write = write
+        self._delivered = delivered
         self._kick = trio.Event()
 
     def kick(self) -> None:
@@ -78,6 +88,7 @@ class Webhook:
         now = int(time.time() * 1000)
         if error is None:
             await self._write(mark_delivered, "webhook", event_id, now)
+            self._delivered()
             return
         delay = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(attempts, 20))
         delay *= 1 + random.uniform(-0.2, 0.2)

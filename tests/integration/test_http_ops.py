@@ -368,3 +368,29 @@ async def test_watch_refuses_a_bad_target(app: App) -> None:
         assert code(await refused(client, "watch", run_id="nope")) == "not_found"
         assert code(await refused(client, "watch", key="nope:m")) == "approval_not_found"
         assert code(await refused(client, "watch", run_id="r", timeout=-1)) == "invalid"
+
+
+async def test_watch_an_approval_sees_the_notified_entry_of_its_first_delivery(app: App) -> None:
+    app.write("approvals.py", APPROVALS)
+    app.write(
+        "chat.py",
+        """
+        import os, time
+        import tako
+
+        @tako.notifier
+        def held(event):
+            while not os.path.exists(EFFECTS + ".go"):  # delivered when the test says go
+                time.sleep(0.01)
+        """,
+    )
+    async with running(app):
+        client = app.client()
+        run_id = await client.start("refund", {"order": 9, "amount": 5, "approvers": ["a"]})
+        key = await parked_key(client, run_id)
+        first = await watch(client, key=key)
+        assert [h["event"] for h in first["approval"]["history"]] == ["created"]
+        (app.dir / "effects.log.go").write_text("")
+        seen = await watch(client, key=key, fingerprint=first["fingerprint"], timeout=BOUND)
+        assert seen["changed"], "the delivery's `notified` entry woke no watcher"
+        assert [h["event"] for h in seen["approval"]["history"]] == ["created", "notified"]
