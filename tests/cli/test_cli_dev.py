@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_harness import DevServer, eventually, make_app, short_data_dir, tako_cmd, worker_pids
+from cli_harness import DevServer, eventually, make_app, tako_cmd, worker_pids
 
 BUSY = """
     import time
@@ -41,15 +39,6 @@ GREET = """
     async def greet(payload, step: Step):
         return await step.run("say", lambda: "VERSION")
 """
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    path = short_data_dir()
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from cli_harness import DevServer, make_app, short_data_dir, tako_cmd
+from cli_harness import DevServer, make_app, tako_cmd
 
 NOISY = """
     import os
@@ -43,15 +40,6 @@ TYPED = """
     async def order(payload: Order, step: Step):
         return await step.run("take", lambda: payload.order_id)
 """
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    path = short_data_dir()
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def test_what_a_file_prints_at_import_is_shown_labelled_at_start_and_on_reload(

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from cli_harness import DevServer, make_app, short_data_dir
+from cli_harness import DevServer, make_app
 
 QUICK = """
 from tako import workflow
@@ -20,15 +17,6 @@ async def quick(payload, step):
 async def parked(payload, step):
     return await step.wait_for("never")
 """
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    path = short_data_dir()
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def test_prune_deletes_finished_runs_older_than_asked(tmp_path: Path, data_dir: Path) -> None:

@@ -7,22 +7,18 @@ waiting. Every write runs in its own transaction, as the committer would run it.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 import pytest
 
 from tako._errors import ApprovalNotFound, InvalidRequest, NotAllowed
 from tako._protocol import ApprovalSpec, Park
-from takod import schema_check
 from takod.approvals import read_approval
 from takod.store import Store, read_run
+from tests.unit.storekit import check, tx
 
-T = TypeVar("T")
 NOW = 1_800_000_000_000
 REFUND_SCHEMA = msgspec.json.encode(
     {
@@ -31,29 +27,6 @@ REFUND_SCHEMA = msgspec.json.encode(
         "required": ["order", "amount"],
     }
 )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "runs.db")
-    yield s
-    s.close()
-
-
-def tx(store: Store, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """One write in its own transaction; a write that raises leaves nothing behind."""
-    store.conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(*args, **kwargs)
-    except BaseException:
-        store.conn.execute("ROLLBACK")
-        raise
-    store.conn.execute("COMMIT")
-    return result
-
-
-def check(schema: str, payload: bytes) -> str | None:
-    return schema_check.check(json.loads(schema), msgspec.json.decode(payload))
 
 
 def parked(store: Store, run_id: str = "refund-1", **spec: Any) -> str:

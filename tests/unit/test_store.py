@@ -12,9 +12,9 @@ import itertools
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import msgspec
 import pytest
@@ -22,7 +22,6 @@ import trio
 
 from tako._errors import InvalidRequest, NotAllowed, RunNotFound, StaleClaim
 from tako._protocol import Assign, Finish, Park, StepDone
-from takod import schema_check
 from takod.committer import Committer
 from takod.store import (
     APPLICATION_ID,
@@ -40,37 +39,13 @@ from takod.store import (
     read_runs,
 )
 from takod.transitions import Outcome, RunStatus
+from tests.unit.storekit import check, tx
 
-T = TypeVar("T")
 NOW = 1_800_000_000_000
 DAY = 86_400_000
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "apps" / "shop" / "runs.db")
-    yield s
-    s.close()
-
-
-def tx(store: Store, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one store write in its own transaction, as the committer does."""
-    store.conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(*args, **kwargs)
-    except BaseException:
-        store.conn.execute("ROLLBACK")
-        raise
-    store.conn.execute("COMMIT")
-    return result
-
-
-def check(schema: str, payload: bytes) -> str | None:
-    """The supervisor's schema check: a JSON Schema (text) against a payload (JSON bytes)."""
-    return schema_check.check(json.loads(schema), msgspec.json.decode(payload))
 
 
 def start(
