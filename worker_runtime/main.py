@@ -194,7 +194,10 @@ def _decode_payload(raw: msgspec.Raw, payload_type: Any) -> Any:
 async def _main(
     app_dir: Path, fd: int, runtime: str, idle_timeout: float, max_payload: int, lease: float
 ) -> None:
-    workflows, _errors = load_app(app_dir)
+    printed: dict[str, str] = {}
+    workflows, _errors = load_app(app_dir, printed)
+    for file, text in printed.items():  # to the `tako dev` terminal, labelled as at start
+        sys.stderr.write("".join(f"{file} │ {line}\n" for line in text.rstrip("\n").split("\n")))
     loop = for_runtime(runtime, threads=128)
     sock = socket.socket(fileno=fd)
     channel: Channel

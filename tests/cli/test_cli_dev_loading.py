@@ -53,6 +53,10 @@ def test_what_a_file_prints_at_import_is_shown_labelled_at_start_and_on_reload(
         assert "noisy" in server.log().split("next, in another terminal:")[0]  # it loaded
         # a worker imports the file too: its print reaches the terminal, not the protocol
         assert server.tako("run", "noisy", "--wait").json() == "v1"
+        at_import = ("noisy: loading", "noisy: straight")  # the handler's own print is not
+        unlabelled = [line for line in server.log().splitlines() if line.startswith(at_import)]
+        assert unlabelled == [], unlabelled  # a worker labels what the file printed, too
+        assert server.log().count("workflows/noisy.py │ noisy: loading v1") >= 2
         (app / "workflows" / "noisy.py").write_text(
             textwrap.dedent(NOISY.replace("VERSION", "v2-longer"))
         )
