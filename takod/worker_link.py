@@ -82,7 +82,9 @@ class WorkerLink:
         now = sup.clock.now_ms()
         match req:
             case StepDone():
-                sup.check_payload(f"result of step {req.key!r}", req.result)
+                # size only: the worker's encode_value already refused what readers could
+                # not decode back, and a full decode here would cost every checkpoint
+                sup.check_size(f"result of step {req.key!r}", req.result)
                 release = sup.pool.paused  # stopping: the run waits for the restart
                 sup.committer.submit(
                     sup.store.save_step,
@@ -98,7 +100,7 @@ class WorkerLink:
                     sup.store.park, (req, now, sup.check), self._reply(worker, req, self._parked)
                 )
             case Finish():
-                sup.check_payload("workflow result", req.result)
+                sup.check_size("workflow result", req.result)  # encode_value checked it
                 sup.committer.submit(
                     sup.store.finish, (req, now), self._reply(worker, req, self._finished)
                 )
