@@ -89,6 +89,13 @@ def http_dev(root: Path, files: dict[str, str] | None = None, **toml: str) -> It
         with (app / "tako.toml").open("a") as f:
             for line in toml.values():
                 f.write(line + "\n")
+    with serving(app) as dev:
+        yield dev
+
+
+@contextmanager
+def serving(app: Path) -> Iterator[HttpDev]:
+    """`tako dev APP --http 127.0.0.1:0` on an app folder that exists already."""
     data_dir = short_data_dir()
     server = DevServer(app, data_dir, args=("--http", "127.0.0.1:0"))
     try:
@@ -104,6 +111,7 @@ __all__ = [
     "HttpDev",
     "eventually",
     "http_dev",
+    "serving",
     "short_data_dir",
     "tako_cmd",
 ]

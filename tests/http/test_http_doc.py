@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from http_harness import DevServer, HttpDev, eventually, short_data_dir
+from http_harness import HttpDev, eventually, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "http.md"
@@ -76,13 +76,8 @@ def is_error(out: str) -> bool:
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpDev]:
     app = tmp_path_factory.mktemp("doc") / "shop"
     shutil.copytree(EXAMPLE, app, ignore=shutil.ignore_patterns(".tako", "__pycache__"))
-    data_dir = short_data_dir()
-    server = DevServer(app, data_dir, args=("--http", "127.0.0.1:0"))
-    try:
-        yield HttpDev(server)
-    finally:
-        server.kill()
-        shutil.rmtree(data_dir, ignore_errors=True)
+    with serving(app) as server:
+        yield server
 
 
 def test_every_curl_line_of_the_doc_answers_as_written(dev: HttpDev) -> None:
