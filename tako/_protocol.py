@@ -213,6 +213,9 @@ class Park(_Req, tag="park"):
     key: str
     name: Name
     kind: Literal["sleep", "wait", "retry", "approval"]
+    # when it falls due: `delay` ms after takod parks it (takod's clock is the one clock),
+    # or `wake_at`, an instant the workflow itself chose (`sleep_until`)
+    delay: int | None = None
     wake_at: int | None = None
     event: Name | None = None
     schema: msgspec.Raw = NULL  # JSON Schema of wait_for(type=...); null when untyped

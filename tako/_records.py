@@ -1,95 +1,158 @@
-"""The records clients read back: a run, its steps, the result of a signal.
+"""The objects of the wire, defined once: a run, its steps, an approval, a decision.
 
-These are the shapes of the run object. takod builds them from its
-rows, the socket carries them as JSON, and clients decode them into these
-Structs (`run.status` is a plain string such as "waiting").
+takod builds them from what it stores and the socket carries them as JSON;
+clients decode the same shapes. Each is generic in how a JSON value and a
+moment are held: takod keeps values as the raw JSON it stored
+(`msgspec.Raw`) and moments as ISO 8601 text, clients get decoded values and
+aware datetimes. The public names (`Run`, `StepRecord`, `Approval`, ...) are
+the decoded forms; `RunView`, `StepView`, ... are takod's.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
+J = TypeVar("J")  # a JSON value: msgspec.Raw in takod, the decoded value in clients
+W = TypeVar("W")  # a moment: ISO 8601 text in takod, an aware datetime in clients
+S = TypeVar("S")  # the step object of a run
+H = TypeVar("H")  # the history entry of an approval
 
-class StepRecord(msgspec.Struct, kw_only=True):
+
+class RunStatus(StrEnum):
+    """Where a run stands. Parked runs (sleeping, waiting) hold no worker."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SLEEPING = "sleeping"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+PARKED = frozenset({RunStatus.SLEEPING, RunStatus.WAITING})
+
+
+class StepObject(msgspec.Struct, Generic[J, W], kw_only=True):
     key: str
     name: str
     kind: str
     status: str
-    result: Any = None
+    result: J | None = None
     error: str | None = None
     attempts: int = 0
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    wake_at: datetime | None = None
+    started_at: W | None = None
+    finished_at: W | None = None
+    wake_at: W | None = None
 
 
-class Run(msgspec.Struct, kw_only=True):
+class RunObject(msgspec.Struct, Generic[J, W, S], kw_only=True):
     run_id: str
     workflow: str
     status: str
-    payload: Any = None
-    result: Any = None
+    payload: J | None = None
+    result: J | None = None
     error: str | None = None
     traceback: str | None = None
     attempts: int = 0
     max_attempts: int = 1
-    created_at: datetime
-    updated_at: datetime
-    wake_at: datetime | None = None
+    created_at: W
+    updated_at: W
+    wake_at: W | None = None
     waiting_for: str | None = None
     cancel_requested: bool = False
-    steps: list[StepRecord] | None = None
+    steps: list[S] | None = None
 
     @property
     def finished(self) -> bool:
-        return self.status in ("completed", "failed", "cancelled")
+        return self.status in FINISHED
 
 
-class Decision(msgspec.Struct, kw_only=True):
-    """How an approval request ended: what `step.approval(...)` returns."""
+class StepRecord(StepObject[Any, datetime], kw_only=True):
+    """One step of a run, as clients read it."""
+
+
+class Run(RunObject[Any, datetime, StepRecord], kw_only=True):
+    """A run as clients read it (`run.status` is a plain string such as "waiting")."""
+
+
+class StepView(StepObject[msgspec.Raw, str], kw_only=True):
+    """A step as takod sends it."""
+
+
+class RunView(RunObject[msgspec.Raw, str, StepView], kw_only=True):
+    """A run as takod sends it."""
+
+
+class DecisionObject(msgspec.Struct, Generic[J, W], kw_only=True):
+    """How an approval request ended."""
 
     status: str  # "approved" | "edited" | "rejected" | "timed_out" | "cancelled"
     approved: bool  # True for approved and edited
-    value: Any = None  # the data, or the edited value
+    value: J | None = None  # the data, or the edited value
     by: str | None = None  # the actor whose action decided it
     approved_by: list[str] = []
     reason: str | None = None
-    original: Any = None
-    decided_at: datetime | None = None
+    original: J | None = None
+    decided_at: W | None = None
 
 
-class HistoryEntry(msgspec.Struct, kw_only=True):
-    at: datetime
+class Decision(DecisionObject[Any, datetime], kw_only=True):
+    """How an approval request ended: what `step.approval(...)` returns."""
+
+
+class StoredDecision(DecisionObject[msgspec.Raw, int], kw_only=True):
+    """A decision as takod stores it and hands it to the worker (decided_at in ms)."""
+
+
+class HistoryObject(msgspec.Struct, Generic[J, W], kw_only=True):
+    at: W
     event: str
     actor: str | None = None
-    value: Any = None
-    original: Any = None
+    value: J | None = None
+    original: J | None = None
     reason: str | None = None
 
 
-class Approval(msgspec.Struct, kw_only=True):
-    """An approval request as clients read it (`tako approvals show KEY --json`)."""
+class HistoryEntry(HistoryObject[Any, datetime], kw_only=True):
+    """One event in an approval request's history."""
 
+
+class HistoryView(HistoryObject[msgspec.Raw, str], kw_only=True):
+    """A history entry as takod sends it."""
+
+
+class ApprovalObject(msgspec.Struct, Generic[J, W, H], kw_only=True):
     key: str
     run_id: str
     workflow: str
     step: str
     status: str
     summary: str
-    data: Any = None
-    value: Any = None  # the value approvals count for: `data`, or the latest edit
+    data: J | None = None
+    value: J | None = None  # the value approvals count for: `data`, or the latest edit
     digest: str = ""  # hex SHA-256 of `value`: pass it as `seen` to decide what you saw
-    schema: dict[str, Any] | None = None  # the JSON Schema of the request's `type=`, if any
+    schema: J | None = None  # the JSON Schema of the request's `type=`, if any
     approvers: list[str] | None = None
     required: int = 1
     approved_by: list[str] = []
     decision: dict[str, Any] | None = None
-    created_at: datetime
-    deadline_at: datetime | None = None
-    history: list[HistoryEntry] | None = None
+    created_at: W
+    deadline_at: W | None = None
+    history: list[H] | None = None
+
+
+class Approval(ApprovalObject[Any, datetime, HistoryEntry], kw_only=True):
+    """An approval request as clients read it (`tako approvals show KEY --json`)."""
+
+
+class ApprovalView(ApprovalObject[msgspec.Raw, str, HistoryView], kw_only=True):
+    """An approval request as takod sends it."""
 
 
 class ApprovalEvent(msgspec.Struct, kw_only=True):

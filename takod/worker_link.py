@@ -94,6 +94,8 @@ class WorkerLink:
                     early=functools.partial(_ack_saved, worker, req.id),
                 )
             case Park():
+                if req.delay is not None:  # takod's clock decides when it falls due
+                    req.wake_at = now + req.delay
                 if req.approval is not None:
                     sup.check_payload(f"data of approval {req.key!r}", req.approval.data)
                 sup.committer.submit(
@@ -171,7 +173,7 @@ class WorkerLink:
         sup.pool.finished(worker, req.run_id)
         sup.scheduler.note(req.wake_at)
         if req.approval is not None:
-            sup.scheduler.note(first_timer(req.approval, req.started_at or sup.clock.now_ms()))
+            sup.scheduler.note(first_timer(req.approval, sup.clock.now_ms()))
             sup.approvals_changed()
         sup.run_changed(req.run_id)
         sup.emit(

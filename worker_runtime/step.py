@@ -199,12 +199,11 @@ class Step:
         except Exception as exc:
             error = describe(exc, seconds)
             if attempt <= retries:
-                wake = now_ms() + int(backoff_seconds(attempt) * 1000)
                 await self._park(
                     key,
                     name,
                     "retry",
-                    wake_at=wake,
+                    delay=int(backoff_seconds(attempt) * 1000),
                     attempts=attempt,
                     error=error,
                     started_at=started,
@@ -229,8 +228,7 @@ class Step:
     async def _sleep_for(self, call: int, name: str, duration: Duration) -> None:
         del self._unawaited[call]
         key = self._key(name)
-        wake = now_ms() + int(parse_duration(duration) * 1000)
-        await self._sleep(key, name, wake)
+        await self._sleep(key, name, delay=int(parse_duration(duration) * 1000))
 
     def sleep_until(self, name: str, when: datetime | float) -> Coroutine[Any, Any, None]:
         """Park the run until `when` (an aware datetime, or seconds since the epoch)."""
@@ -245,12 +243,13 @@ class Step:
             wake = int(when.timestamp() * 1000)
         else:
             wake = int(float(when) * 1000)
-        await self._sleep(key, name, wake)
+        await self._sleep(key, name, wake_at=wake)
 
-    async def _sleep(self, key: str, name: str, wake: int) -> None:
+    async def _sleep(self, key: str, name: str, **when: int) -> None:
+        """`delay=` ms from now by takod's clock, or `wake_at=` an instant the workflow chose."""
         if key in self._memo:
             return
-        if await self._park(key, name, "sleep", wake_at=wake) is None:
+        if await self._park(key, name, "sleep", **when) is None:
             raise Parked
 
     def wait_for(
@@ -265,9 +264,9 @@ class Step:
         memo = self._memo.get(key)
         if memo is not None:
             return _decode_optional(bytes(memo.result), type)
-        wake = now_ms() + int(parse_duration(timeout) * 1000) if timeout is not None else None
+        delay = int(parse_duration(timeout) * 1000) if timeout is not None else None
         schema = msgspec.Raw(msgspec.json.encode(wait_schema(type) if type else None))
-        raw = await self._park(key, event, "wait", wake_at=wake, event=event, schema=schema)
+        raw = await self._park(key, event, "wait", delay=delay, event=event, schema=schema)
         if raw is None:
             raise Parked
         return _decode_optional(raw, type)
