@@ -87,9 +87,7 @@ def approvals_group(
         return approvals
 
     def from_db(database: Path) -> list[dict[str, Any]]:
-        from takod.approvals import read_approvals
-
-        rows = offline.read(database, read_approvals, **filters, limit=limit)
+        rows = offline.read(database, lambda r: r.approvals(**filters, limit=limit))
         approvals: list[dict[str, Any]] = offline.plain(rows)
         return approvals
 
@@ -120,9 +118,7 @@ def show_cmd(
     approver, `*` when anyone may decide; they need the supervisor (it holds the key)."""
 
     def from_db(database: Path) -> dict[str, Any]:
-        from takod.approvals import read_approval
-
-        approval: dict[str, Any] = offline.plain(offline.read(database, read_approval, key))
+        approval: dict[str, Any] = offline.plain(offline.read(database, lambda r: r.approval(key)))
         return approval
 
     approval = read(

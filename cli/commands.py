@@ -9,11 +9,10 @@ when the supervisor is down (`cli/offline.py`).
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -37,6 +36,10 @@ from cli.render import render_run, render_runs, render_status, render_workflows
 from cli.text import duration_text, use_colour
 from tako import Client, SupervisorUnavailable, TakoError
 from tako._paths import find_app_dir
+from tako._records import iso
+
+if TYPE_CHECKING:
+    from takod.storage import Reads
 
 T = TypeVar("T")
 FINISHED = ("completed", "failed", "cancelled")
@@ -69,8 +72,8 @@ def read(ask: Callable[[Client], T], offline_read: Callable[[Path], T], app: str
     click.echo(f"tako: supervisor not running; reading {database}", err=True)
     try:
         return offline_read(database)
-    except (sqlite3.Error, TakoError) as exc:
-        if isinstance(exc, TakoError) and exc.code != "storage":
+    except TakoError as exc:
+        if exc.code != "storage":
             raise  # e.g. not_found: the database answered, and said no
         raise Unreachable(f"{down.message}\n(and {database} cannot be read: {exc})") from None
 
@@ -215,13 +218,14 @@ def runs_group(
         return runs
 
     def from_db(database: Path) -> list[dict[str, Any]]:
-        from takod import store
-
         rows = [
             run
             for stored in offline.offline_status(status)
-            for run in offline.read(
-                database, store.read_runs, status=stored, workflow=workflow, limit=limit
+            for run in offline.plain(
+                offline.read(
+                    database,
+                    lambda r: r.runs(status=stored, workflow=workflow, limit=limit),  # noqa: B023
+                )
             )
         ]
         rows.sort(key=lambda r: (r["created_at"], r["run_id"]), reverse=True)
@@ -253,12 +257,9 @@ def show_cmd(ctx: click.Context, run_id: str, app: str | None, as_json: bool) ->
         return run, {k: reply["approval"] for k, reply in approvals.items()}
 
     def from_db(database: Path) -> RunShown:
-        from takod import store
-        from takod.approvals import read_approval
-
-        def both(conn: sqlite3.Connection) -> RunShown:
-            run = store.read_run(conn, run_id)
-            return run, _open_approvals(run, lambda k: read_approval(conn, k))
+        def both(reads: Reads) -> RunShown:
+            run = offline.plain(reads.run(run_id))
+            return run, _open_approvals(run, lambda k: reads.approval(k))
 
         run, approvals = offline.plain(offline.read(database, both))
         return offline.interrupted(run), approvals
@@ -359,7 +360,6 @@ def status_cmd(app: str | None, as_json: bool) -> None:
 
 def _status_down(app: str | None, exc: SupervisorUnavailable) -> tuple[dict[str, Any], str]:
     """The status of a supervisor that is down, counts read from runs.db if there is one."""
-    from takod import store
     from takod.server import supervisor_pid
 
     data_dir = settings().data_path()
@@ -378,8 +378,8 @@ def _status_down(app: str | None, exc: SupervisorUnavailable) -> tuple[dict[str,
         database = offline.find_database(data_dir, app, Unreachable(exc.message))
     except Unreachable:
         return status, message
-    status["runs"] = offline.offline_counts(offline.read(database, store.read_counts))
-    status["next_wake_at"] = store.iso(offline.read(database, store.read_next_wake))
+    status["runs"] = offline.offline_counts(offline.read(database, lambda r: r.counts()))
+    status["next_wake_at"] = iso(offline.read(database, lambda r: r.next_wake()))
     return status, message
 
 

@@ -87,7 +87,7 @@ def dev_cmd(app_dir: Path, http_listen: str | None, no_http: bool) -> None:
 
     from tako.http._serve import ListenError
     from takod import AlreadyRunning, ConfigError, SocketError, load_config
-    from takod.store import StoreError
+    from takod.storage import StoreError
 
     opts = settings()
     app = app_dir.absolute()

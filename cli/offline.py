@@ -15,13 +15,16 @@ import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
 from cli.options import BadInput, Unreachable
 from tako._paths import find_app_dir
 from tako._records import Registry
+
+if TYPE_CHECKING:
+    from takod.storage import Reads
 
 T = TypeVar("T")
 DESCRIBE_TIMEOUT = 60.0
@@ -62,15 +65,12 @@ def find_database(data_dir: Path, app: str | None, down: Unreachable) -> Path:
     raise BadInput(f"{data_dir} holds several apps ({names}): pick one with --app NAME")
 
 
-def read(database: Path, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call one of takod.store's read helpers on a read-only connection to `database`."""
-    from takod import store  # only needed while the supervisor is down
+def read(database: Path, fn: Callable[[Reads], T]) -> T:
+    """Call `fn` with the store's read views on `database`, read-only."""
+    from takod.storage import open_reads  # only needed while the supervisor is down
 
-    conn = store.open_read_only(database)
-    try:
-        return fn(conn, *args, **kwargs)
-    finally:
-        conn.close()
+    with open_reads(database) as reads:
+        return fn(reads)
 
 
 def interrupted(run: dict[str, Any]) -> dict[str, Any]:

@@ -86,7 +86,9 @@ class StepView(StepObject[msgspec.Raw, str], kw_only=True):
 
 
 class RunView(RunObject[msgspec.Raw, str, StepView], kw_only=True):
-    """A run as takod sends it."""
+    """A run as takod sends it: lists of runs leave `steps` out."""
+
+    steps: list[StepView] | msgspec.UnsetType = msgspec.UNSET  # type: ignore[assignment]
 
 
 class DecisionObject(msgspec.Struct, Generic[J, W], kw_only=True):
@@ -152,7 +154,9 @@ class Approval(ApprovalObject[Any, datetime, HistoryEntry], kw_only=True):
 
 
 class ApprovalView(ApprovalObject[msgspec.Raw, str, HistoryView], kw_only=True):
-    """An approval request as takod sends it."""
+    """An approval request as takod sends it: lists leave `history` out."""
+
+    history: list[HistoryView] | msgspec.UnsetType = msgspec.UNSET  # type: ignore[assignment]
 
 
 class ApprovalEvent(msgspec.Struct, kw_only=True):
@@ -231,6 +235,18 @@ class Registry(msgspec.Struct, kw_only=True):
 
 
 BUILTIN_PREFIX = "tako."  # the names of workflows tako itself defines
+NOTIFY_WORKFLOW = "tako.notify"  # the built-in workflow that delivers events to notifiers
+
+
+def iso(ms: int | None) -> str | None:
+    """A moment (ms since the epoch) as the wire carries it: ISO 8601 UTC, in ms."""
+    if ms is None:
+        return None
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def ms_to_datetime(ms: int | None) -> datetime | None:

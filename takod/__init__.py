@@ -15,7 +15,7 @@ from tako._paths import SOCKET_NAME, resolve_data_dir
 from takod.config import AppConfig, ConfigError, load_config
 from takod.scheduler import Clock
 from takod.server import AlreadyRunning, SocketError
-from takod.store import StoreError
+from takod.storage import StoreError
 from takod.supervisor import EventHook, Supervisor
 
 __all__ = [

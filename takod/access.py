@@ -2,7 +2,7 @@
 
 The HTTP app is a client of takod like any other; everything it needs from
 the store is one of these socket operations. Tokens live in runs.db (see
-tokens.py) and are read on every `access`, so creating or revoking one takes
+the tokens table) and are read on every `access`, so creating or revoking one takes
 effect at once. Links are signed with a key that survives restarts: the
 `[http] secret_env` variable, else a random key takod writes once to
 `<data_dir>/http.secret` (mode 0600). `watch` answers when a run or an
@@ -14,10 +14,9 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import sqlite3
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import trio
@@ -33,14 +32,12 @@ from tako._protocol import (
     Watch,
     ok,
 )
+from tako._records import iso
 from takod import links as signed
-from takod import store as db
-from takod import tokens
-from takod.approvals import read_approval
-from takod.config import DEFAULT_LISTEN
-
-if TYPE_CHECKING:
-    from takod.supervisor import Supervisor
+from takod.changes import Changes
+from takod.config import DEFAULT_LISTEN, HttpSettings
+from takod.scheduler import Clock
+from takod.storage.interface import Backend
 
 HttpOp = CreateToken | ListTokens | RevokeToken | GetAccess | ApprovalLinks | OpenLink | Watch
 MAX_WATCH = 300.0  # one `watch` holds at most this long; clients ask again
@@ -79,26 +76,27 @@ def load_secret(data_dir: Path, env: str) -> bytes:
     return path.read_bytes().strip()
 
 
-def _link_fields(conn: sqlite3.Connection, key: str) -> tuple[list[str] | None, int | None, int]:
-    """What a request's links are made of: its approvers, deadline and creation time."""
-    approval = read_approval(conn, key)  # raises approval_not_found
-    row = conn.execute(
-        "SELECT deadline_at, created_at FROM approvals WHERE key = ?", (key,)
-    ).fetchone()
-    return approval["approvers"], row[0], row[1]
-
-
 class Access:
     """Answers the HTTP surface's operations for one supervisor (see `op`)."""
 
-    def __init__(self, supervisor: Supervisor) -> None:
-        self.sup = supervisor
-        settings = supervisor.config.http
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        settings: HttpSettings,
+        data_dir: Path,
+        clock: Clock,
+        changes: Changes,
+    ) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.data_dir = data_dir
+        self.clock = clock
+        self.changes = changes
         self.configured_url = settings.public_url
         self.public_url = settings.public_url or f"http://{settings.listen or DEFAULT_LISTEN}"
         self._secret: bytes | None = None
         self._secret_lock = threading.Lock()  # first used by the committer's thread or ours
-        self._approval_watchers: set[trio.Event] = set()
 
     def served_at(self, url: str) -> None:
         """The HTTP server is bound at `url`: links point there unless `[http] public_url`
@@ -110,7 +108,7 @@ class Access:
     def secret(self) -> bytes:
         with self._secret_lock:
             if self._secret is None:
-                self._secret = load_secret(self.sup.data_dir, self.sup.config.http.secret_env)
+                self._secret = load_secret(self.data_dir, self.settings.secret_env)
             return self._secret
 
     def links(
@@ -120,40 +118,34 @@ class Access:
             self.secret, self.public_url, key, approvers, deadline_at, created_at
         )
 
-    def approvals_changed(self) -> None:
-        for event in self._approval_watchers:
-            event.set()
-
     async def op(self, req: HttpOp) -> bytes:
-        sup = self.sup
+        backend = self.backend
         match req:
             case CreateToken(name=name, scopes=scopes):
-                now = sup.clock.now_ms()
-                token = await sup._write(tokens.create, sup.store.conn, name, scopes, now)
+                now = self.clock.now_ms()
+                token = await backend.write(lambda tx: tx.create_token(name, scopes, now))
                 return ok(req.id, name=name, token=token, scopes=list(dict.fromkeys(scopes)))
             case ListTokens():
-                found = await sup._read(tokens.read_tokens)
-                for t in found:
-                    t["created_at"] = db.iso(t["created_at"])
-                return ok(req.id, tokens=found)
+                return ok(req.id, tokens=await backend.read(lambda r: r.tokens()))
             case RevokeToken(name=name):
-                await sup._write(tokens.revoke, sup.store.conn, name)
+                await backend.write(lambda tx: tx.revoke_token(name))
                 return ok(req.id, revoked=True)
             case GetAccess(token=None):
-                return ok(req.id, name=None, scopes=[], tokens=await sup._read(tokens.count))
+                count = await backend.read(lambda r: r.token_count())
+                return ok(req.id, name=None, scopes=[], tokens=count)
             case GetAccess(token=str(token)):
-                who = await sup._read(tokens.identify, token)
-                count = await sup._read(tokens.count)
+                who = await backend.read(lambda r: r.identify(token))
+                count = await backend.read(lambda r: r.token_count())
                 return ok(req.id, name=who.name, scopes=who.scopes, tokens=count)
             case ApprovalLinks(key=key):
-                approvers, deadline_at, created_at = await sup._read(_link_fields, key)
-                return ok(req.id, links=self.links(key, approvers, deadline_at, created_at))
+                fields = await backend.read(lambda r: r.link_fields(key))
+                return ok(req.id, links=self.links(key, *fields))
             case OpenLink(token=token):
-                claims = signed.verify(self.secret, token, sup.clock.now_ms())
-                approval = await sup._read(read_approval, claims.key)
+                claims = signed.verify(self.secret, token, self.clock.now_ms())
+                approval = await backend.read(lambda r: r.approval(claims.key))
                 return ok(
                     req.id, key=claims.key, approver=claims.approver,
-                    expires_at=db.iso(claims.expires_at), approval=approval,
+                    expires_at=iso(claims.expires_at), approval=approval,
                 )  # fmt: skip
             case Watch():
                 return await self.watch(req)
@@ -167,18 +159,18 @@ class Access:
         read and the wait still wakes it (no lost wake-up)."""
         if (req.run_id is None) == (req.key is None):
             raise InvalidRequest("watch takes exactly one of run_id and key")
-        sup = self.sup
         limit = min(req.timeout if req.timeout is not None else MAX_WATCH, MAX_WATCH)
         deadline = trio.current_time() + limit
         field = "run" if req.run_id is not None else "approval"
+        run_id, key = req.run_id, req.key
         while True:
             event = trio.Event()
-            self._register(req, event)
+            self.changes.watch(run_id, event)
             try:
-                obj = await (
-                    sup._read(db.read_run, req.run_id)
-                    if req.run_id is not None
-                    else sup._read(read_approval, req.key)
+                obj: Any = await (
+                    self.backend.read(lambda r: r.run(run_id))
+                    if run_id is not None
+                    else self.backend.read(lambda r: r.approval(key or ""))
                 )
                 now = fingerprint(obj)
                 if now != req.fingerprint:
@@ -188,20 +180,4 @@ class Access:
                 if not event.is_set():
                     return ok(req.id, changed=False, fingerprint=now, **{field: obj})
             finally:
-                self._unregister(req, event)
-
-    def _register(self, req: Watch, event: trio.Event) -> None:
-        if req.run_id is None:
-            self._approval_watchers.add(event)
-        else:  # the supervisor's run watchers: `run_changed` wakes them
-            self.sup._watchers.setdefault(req.run_id, set()).add(event)
-
-    def _unregister(self, req: Watch, event: trio.Event) -> None:
-        if req.run_id is None:
-            self._approval_watchers.discard(event)
-            return
-        watchers = self.sup._watchers.get(req.run_id)
-        if watchers is not None:
-            watchers.discard(event)
-            if not watchers:
-                del self.sup._watchers[req.run_id]
+                self.changes.unwatch(run_id, event)

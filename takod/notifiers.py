@@ -11,23 +11,30 @@ parallel. A failing notifier never blocks or fails the run that asked.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 import trio
 
-from takod.webhook import due_events, mark_delivered, mark_failed, next_attempt
-from worker_runtime.registry import NOTIFY_WORKFLOW
+from tako._records import NOTIFY_WORKFLOW, RunView
+from takod.changes import Changes
+from takod.scheduler import Clock
+from takod.storage.interface import Backend
 
-if TYPE_CHECKING:
-    from takod.supervisor import Supervisor
+# (workflow, payload, run id) -> the run once finished: the service's run_internal
+RunInternal = Callable[[str, bytes, str], Awaitable[RunView]]
 
 TARGET = "notifiers"
 BACKOFF_BASE, BACKOFF_CAP = 5.0, 600.0
 
 
 class Notifiers:
-    def __init__(self, supervisor: Supervisor) -> None:
-        self.sup = supervisor
+    def __init__(
+        self, backend: Backend, *, clock: Clock, changes: Changes, run_internal: RunInternal
+    ) -> None:
+        self.backend = backend
+        self.clock = clock
+        self.changes = changes
+        self.run_internal = run_internal
         self._kick = trio.Event()
         self._busy: set[str] = set()
 
@@ -38,31 +45,33 @@ class Notifiers:
         async with trio.open_nursery() as deliveries:
             while True:
                 self._kick = trio.Event()
-                now = self.sup.clock.now_ms()
-                for event_id, body, attempts in await self.sup._read(due_events, TARGET, now):
+                now = self.clock.now_ms()
+                for event_id, body, attempts in await self.backend.read(
+                    lambda r: r.due_events(TARGET, now)  # noqa: B023 - awaited at once
+                ):
                     if event_id not in self._busy:
                         self._busy.add(event_id)
-                        deliveries.start_soon(self._deliver, event_id, bytes(body), attempts)
-                next_at = await self.sup._read(next_attempt, TARGET)
+                        deliveries.start_soon(self._deliver, event_id, body, attempts)
+                next_at = await self.backend.read(lambda r: r.next_attempt(TARGET))
                 delay = 60.0 if next_at is None else max(0.0, (next_at - now) / 1000)
                 with trio.move_on_after(delay):
                     await self._kick.wait()
 
     async def _deliver(self, event_id: str, body: bytes, attempts: int) -> None:
-        sup = self.sup
         try:
             run_id = "notify:" + event_id.replace("#", ":")
-            run = await sup.run_internal(NOTIFY_WORKFLOW, body, run_id)
-            now = sup.clock.now_ms()
-            if run["status"] == "completed":
-                await sup._write(mark_delivered, sup.store.conn, TARGET, event_id, now)
-                sup.access.approvals_changed()  # its history may say `notified` now
+            run = await self.run_internal(NOTIFY_WORKFLOW, body, run_id)
+            now = self.clock.now_ms()
+            if run.status == "completed":
+                await self.backend.write(lambda tx: tx.mark_delivered(TARGET, event_id, now))
+                self.changes.delivered()  # its history may say `notified` now
             else:  # its own retries are used up: try the whole delivery again later
                 delay = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(attempts, 20))
                 delay *= 1 + random.uniform(-0.2, 0.2)
-                error = str(run.get("error") or run["status"])
-                await sup._write(
-                    mark_failed, sup.store.conn, TARGET, event_id, error, now + int(delay * 1000)
+                error = str(run.error or run.status)
+                next_at = now + int(delay * 1000)
+                await self.backend.write(
+                    lambda tx: tx.mark_failed(TARGET, event_id, error, next_at)
                 )
         finally:
             self._busy.discard(event_id)

@@ -19,17 +19,17 @@ import hmac
 import logging
 import random
 import ssl
-import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
 import trio
 
+from takod.scheduler import Clock
+from takod.storage.interface import Backend
+
 log = logging.getLogger("takod.webhook")
 BACKOFF_BASE, BACKOFF_CAP = 0.5, 300.0
-Read = Callable[..., Awaitable[Any]]
-Write = Callable[..., Awaitable[Any]]
+TARGET = "webhook"
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -42,16 +42,16 @@ class Webhook:
         self,
         url: str,
         secret: str | None,
-        read: Read,
-        write: Write,
+        backend: Backend,
+        clock: Clock,
         delivered: Callable[[], None] = lambda: None,
     ) -> None:
         """`delivered` is told when an event was delivered: the first one adds `notified`
         to its request's history, which live pages of that request show."""
         self.url = url
         self.secret = secret
-        self._read = read
-        self._write = write
+        self.backend = backend
+        self.clock = clock
         self._delivered = delivered
         self._kick = trio.Event()
 
@@ -62,16 +62,18 @@ class Webhook:
     async def run(self) -> None:
         while True:
             self._kick = trio.Event()
-            now = int(time.time() * 1000)
-            for event_id, body, attempts in await self._read(due_events, "webhook", now):
-                await self._deliver(event_id, bytes(body), attempts)
-            next_at = await self._read(next_attempt, "webhook")
-            delay = 60.0 if next_at is None else max(0.0, (next_at - time.time() * 1000) / 1000)
+            now = self.clock.now_ms()
+            for event_id, body, attempts in await self.backend.read(
+                lambda r: r.due_events(TARGET, now)  # noqa: B023 - awaited at once
+            ):
+                await self._deliver(event_id, body, attempts)
+            next_at = await self.backend.read(lambda r: r.next_attempt(TARGET))
+            delay = 60.0 if next_at is None else max(0.0, (next_at - self.clock.now_ms()) / 1000)
             with trio.move_on_after(delay):
                 await self._kick.wait()
 
     async def _deliver(self, event_id: str, body: bytes, attempts: int) -> None:
-        timestamp = str(int(time.time()))
+        timestamp = str(self.clock.now_ms() // 1000)
         headers = {
             "Content-Type": "application/json",
             "X-Tako-Event-Id": event_id,
@@ -85,15 +87,16 @@ class Webhook:
             error = None if 200 <= status < 300 else f"HTTP {status}"
         except (OSError, trio.TooSlowError, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}"
-        now = int(time.time() * 1000)
+        now = self.clock.now_ms()
         if error is None:
-            await self._write(mark_delivered, "webhook", event_id, now)
+            await self.backend.write(lambda tx: tx.mark_delivered(TARGET, event_id, now))
             self._delivered()
             return
         delay = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(attempts, 20))
         delay *= 1 + random.uniform(-0.2, 0.2)
         log.warning("webhook delivery of %s failed (%s); retrying in %.1fs", event_id, error, delay)
-        await self._write(mark_failed, "webhook", event_id, error, now + int(delay * 1000))
+        next_at = now + int(delay * 1000)
+        await self.backend.write(lambda tx: tx.mark_failed(TARGET, event_id, error, next_at))
 
 
 async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
@@ -122,45 +125,3 @@ async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
     if len(status_line) < 2 or not status_line[1].isdigit():
         raise ValueError(f"not an HTTP response: {response[:60]!r}")
     return int(status_line[1])
-
-
-# -- outbox queries (run on the read connection or inside the committer) ------------------
-
-
-def due_events(conn: Any, target: str, now: int) -> list[tuple[str, bytes, int]]:
-    """For each request, its oldest undelivered event to `target`, if due: order per request."""
-    rows = conn.execute(
-        "SELECT o.id, o.body, o.attempts FROM outbox o WHERE o.target = ?"
-        " AND o.delivered_at IS NULL AND o.next_at <= ? AND o.seq = (SELECT MIN(seq)"
-        " FROM outbox WHERE key = o.key AND target = o.target AND delivered_at IS NULL)"
-        " ORDER BY o.seq LIMIT 100",
-        (target, now),
-    ).fetchall()
-    return [(r[0], r[1], r[2]) for r in rows]
-
-
-def next_attempt(conn: Any, target: str) -> int | None:
-    row = conn.execute(
-        "SELECT MIN(next_at) FROM outbox WHERE target = ? AND delivered_at IS NULL", (target,)
-    ).fetchone()
-    return None if row is None else row[0]
-
-
-def mark_delivered(conn: Any, target: str, event_id: str, now: int) -> None:
-    conn.execute(
-        "UPDATE outbox SET delivered_at = ? WHERE id = ? AND target = ?", (now, event_id, target)
-    )
-    key, n = event_id.rsplit("#", 1)
-    if n == "1":  # the `requested` event: the request's history says people were told
-        conn.execute(
-            "INSERT INTO approval_history (key, at, event, reason) VALUES (?, ?, 'notified', ?)",
-            (key, now, target),
-        )
-
-
-def mark_failed(conn: Any, target: str, event_id: str, error: str, next_at: int) -> None:
-    conn.execute(
-        "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_at = ?"
-        " WHERE id = ? AND target = ?",
-        (error, next_at, event_id, target),
-    )

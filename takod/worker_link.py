@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import trio
@@ -33,32 +33,45 @@ from tako._protocol import (
     ok,
     op_name,
 )
-from takod import store as db
-from takod.approvals import first_timer
-from takod.committer import Pending, Sink
-from takod.transitions import Outcome, RunStatus
-from takod.workers import WorkerProc
-
-if TYPE_CHECKING:
-    from takod.supervisor import Supervisor
+from takod.changes import Changes
+from takod.payloads import Payloads
+from takod.rules.approvals import first_timer
+from takod.rules.runs import Outcome, RunStatus
+from takod.scheduler import Clock, Scheduler
+from takod.storage.interface import Backend, Parked, ParkOutcome, Pending, Sink, StepSaved
+from takod.workers import WorkerPool, WorkerProc
 
 log = logging.getLogger("takod")
 # (worker, request, write's result) -> the reply, or None for a plain `ok`
 Handler = Callable[[WorkerProc, Any, Any], bytes | None]
 
 
-def _ack_saved(worker: WorkerProc, req_id: ReqId, item: Pending) -> tuple[Sink, bytes] | None:
+def _ack_saved(worker: WorkerProc, req_id: ReqId, item: Pending[Any]) -> tuple[Sink, bytes] | None:
     """On the writer thread, right after COMMIT: a saved checkpoint's acknowledgement goes
     to the worker at once, instead of after a wake-up of trio (the rest of the
     bookkeeping, an event for `tako dev`, follows in trio)."""
-    if item.result == db.STEP_SAVED:
+    if item.result == StepSaved.SAVED:
         return worker.conn, ok(req_id)
     return None
 
 
 class WorkerLink:
-    def __init__(self, supervisor: Supervisor) -> None:
-        self.sup = supervisor
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        pool: WorkerPool,
+        scheduler: Scheduler,
+        changes: Changes,
+        payloads: Payloads,
+        clock: Clock,
+    ) -> None:
+        self.backend = backend
+        self.pool = pool
+        self.scheduler = scheduler
+        self.changes = changes
+        self.payloads = payloads
+        self.clock = clock
 
     async def serve(self, worker: WorkerProc) -> None:
         """Answer one worker's requests until its connection closes."""
@@ -78,17 +91,15 @@ class WorkerLink:
                 worker.conn.send(fail(req.id, exc))
 
     def _request(self, worker: WorkerProc, req: Request) -> None:
-        sup = self.sup
-        now = sup.clock.now_ms()
+        now = self.clock.now_ms()
         match req:
             case StepDone():
                 # size only: the worker's encode_value already refused what readers could
                 # not decode back, and a full decode here would cost every checkpoint
-                sup.check_size(f"result of step {req.key!r}", req.result)
-                release = sup.pool.paused  # stopping: the run waits for the restart
-                sup.committer.submit(
-                    sup.store.save_step,
-                    (req, now, release),
+                self.payloads.check_size(f"result of step {req.key!r}", req.result)
+                release = self.pool.paused  # stopping: the run waits for the restart
+                self.backend.submit(
+                    lambda tx: tx.save_step(req, now, release),
                     self._reply(worker, req, self._stepped),
                     atomic=True,
                     early=functools.partial(_ack_saved, worker, req.id),
@@ -97,20 +108,21 @@ class WorkerLink:
                 if req.delay is not None:  # takod's clock decides when it falls due
                     req.wake_at = now + req.delay
                 if req.approval is not None:
-                    sup.check_payload(f"data of approval {req.key!r}", req.approval.data)
-                sup.committer.submit(
-                    sup.store.park, (req, now, sup.check), self._reply(worker, req, self._parked)
+                    self.payloads.check_payload(f"data of approval {req.key!r}", req.approval.data)
+                check = self.payloads.check
+                self.backend.submit(
+                    lambda tx: tx.park(req, now, check), self._reply(worker, req, self._parked)
                 )
             case Finish():
-                sup.check_size("workflow result", req.result)  # encode_value checked it
-                sup.committer.submit(
-                    sup.store.finish, (req, now), self._reply(worker, req, self._finished)
+                self.payloads.check_size("workflow result", req.result)  # encode_value checked
+                self.backend.submit(
+                    lambda tx: tx.finish(req, now), self._reply(worker, req, self._finished)
                 )
             case Beat():
                 worker.conn.send(ok(req.id))
             case Hello():
                 worker.ready = True
-                sup.pool.kick()
+                self.pool.kick()
                 worker.conn.send(ok(req.id))
             case Leaving():
                 if worker.in_flight or worker.reserved:
@@ -122,10 +134,10 @@ class WorkerLink:
 
     def _reply(
         self, worker: WorkerProc, req: StepDone | Park | Finish, then: Handler
-    ) -> Callable[[Pending], None]:
+    ) -> Callable[[Pending[Any]], None]:
         """The committer callback: refusals answered here, successes passed to `then`."""
 
-        def done(item: Pending) -> None:
+        def done(item: Pending[Any]) -> None:
             if item.error is None:
                 reply = then(worker, req, item.result)
                 if not item.answered:  # the writer thread may have sent it already
@@ -136,17 +148,16 @@ class WorkerLink:
                 log.error("worker request %r failed", req, exc_info=error)
                 error = TakoError(f"internal error: {type(error).__name__}: {error}")
             if isinstance(error, StaleClaim | NotAllowed):
-                self.sup.pool.finished(worker, req.run_id)
+                self.pool.finished(worker, req.run_id)
             worker.conn.send(fail(req.id, error))
 
         return done
 
-    def _stepped(self, worker: WorkerProc, req: StepDone, outcome: str) -> bytes | None:
-        sup = self.sup
-        if outcome == db.STEP_SAVED:
-            if sup._watchers:  # someone watches a run (`watch`): free when nobody does
-                sup.run_changed(req.run_id)
-            sup.emit(
+    def _stepped(self, worker: WorkerProc, req: StepDone, outcome: StepSaved) -> bytes | None:
+        if outcome == StepSaved.SAVED:
+            if self.changes.runs:  # someone watches a run (`watch`): free when nobody does
+                self.changes.run_changed(req.run_id)
+            self.changes.emit(
                 "step",
                 run_id=req.run_id,
                 key=req.key,
@@ -155,28 +166,27 @@ class WorkerLink:
                 error=req.error,
             )
             return None
-        sup.pool.finished(worker, req.run_id)
-        if outcome == db.STEP_RELEASED:
-            sup.emit("released", run_id=req.run_id, key=req.key)
+        self.pool.finished(worker, req.run_id)
+        if outcome == StepSaved.RELEASED:
+            self.changes.emit("released", run_id=req.run_id, key=req.key)
         else:
-            sup.run_finished(req.run_id, "cancelled")
+            self.changes.run_finished(req.run_id, "cancelled")
         return ok(req.id, cancel=True)
 
-    def _parked(self, worker: WorkerProc, req: Park, result: bytes | None) -> bytes:
-        sup = self.sup
-        if result == db.CANCELLED:
-            sup.pool.finished(worker, req.run_id)
-            sup.run_finished(req.run_id, "cancelled")
+    def _parked(self, worker: WorkerProc, req: Park, parked: Parked) -> bytes:
+        if parked.outcome == ParkOutcome.CANCELLED:
+            self.pool.finished(worker, req.run_id)
+            self.changes.run_finished(req.run_id, "cancelled")
             return ok(req.id, cancel=True)
-        if result is not None:
-            return ok(req.id, result=msgspec.Raw(result))
-        sup.pool.finished(worker, req.run_id)
-        sup.scheduler.note(req.wake_at)
+        if parked.outcome == ParkOutcome.GO_ON:
+            return ok(req.id, result=msgspec.Raw(parked.result or b"null"))
+        self.pool.finished(worker, req.run_id)
+        self.scheduler.note(req.wake_at)
         if req.approval is not None:
-            sup.scheduler.note(first_timer(req.approval, sup.clock.now_ms()))
-            sup.approvals_changed()
-        sup.run_changed(req.run_id)
-        sup.emit(
+            self.scheduler.note(first_timer(req.approval, self.clock.now_ms()))
+            self.changes.approvals_changed()
+        self.changes.run_changed(req.run_id)
+        self.changes.emit(
             "parked",
             run_id=req.run_id,
             kind=req.kind,
@@ -188,11 +198,12 @@ class WorkerLink:
         return ok(req.id, parked=True)
 
     def _finished(self, worker: WorkerProc, req: Finish, outcome: Outcome) -> bytes | None:
-        sup = self.sup
-        sup.pool.finished(worker, req.run_id)
+        self.pool.finished(worker, req.run_id)
         if outcome.status == RunStatus.PENDING:
-            sup.emit("retrying", run_id=req.run_id, wake_at=outcome.wake_at, error=req.error)
-            sup.scheduler.note(outcome.wake_at)
+            self.changes.emit(
+                "retrying", run_id=req.run_id, wake_at=outcome.wake_at, error=req.error
+            )
+            self.scheduler.note(outcome.wake_at)
         else:
-            sup.run_finished(req.run_id, outcome.status, error=req.error)
+            self.changes.run_finished(req.run_id, outcome.status, error=req.error)
         return None

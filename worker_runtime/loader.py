@@ -25,12 +25,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tako._records import LoadError, Registry, WorkflowInfo
+from tako._records import NOTIFY_WORKFLOW, LoadError, Registry, WorkflowInfo
 from worker_runtime.examples import payload_example
 from worker_runtime.registry import (
     ATTR,
     NOTIFIER_ATTR,
-    NOTIFY_WORKFLOW,
     WorkflowDef,
     notify_workflow,
 )

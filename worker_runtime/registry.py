@@ -16,6 +16,7 @@ from typing import Any, TypeVar, cast, overload
 import msgspec
 
 from tako._durations import Duration, parse_duration
+from tako._records import NOTIFY_WORKFLOW
 
 ATTR = "__tako_workflow__"
 Handler = Callable[[Any, Any], Awaitable[Any]]
@@ -38,7 +39,6 @@ class WorkflowDef:
 
 
 NOTIFIER_ATTR = "__tako_notifier__"
-NOTIFY_WORKFLOW = "tako.notify"  # the built-in workflow that delivers events to notifiers
 N = TypeVar("N", bound=Callable[..., Any])
 
 

@@ -11,7 +11,6 @@ CREATE TABLE runs (
     traceback        TEXT,
     attempts         INTEGER NOT NULL DEFAULT 1,
     max_attempts     INTEGER NOT NULL,
-    crashes          INTEGER NOT NULL DEFAULT 0,
     wake_at          INTEGER,
     deadline_at      INTEGER,
     waiting_for      TEXT,
@@ -51,7 +50,6 @@ CREATE TABLE waiters (
     run_id     TEXT PRIMARY KEY,
     event      TEXT NOT NULL,
     step_key   TEXT NOT NULL,
-    timeout_at INTEGER,
     schema     TEXT
 ) STRICT;
 

@@ -1,0 +1,70 @@
+"""Who hears that something changed: `wait` and `watch` requests, deliveries, `tako dev`.
+
+One small hub that every layer is handed, so none of them needs a reference
+to the supervisor: the worker link says a run changed, the service says an
+approval did, and whoever waits on either is woken (never by polling).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+EventHook = Callable[[str, dict[str, Any]], None]
+
+
+class Changes:
+    def __init__(self, on_event: EventHook | None = None) -> None:
+        self.on_event = on_event
+        self.runs: dict[str, set[trio.Event]] = {}  # run id -> its waiters
+        self._approvals: set[trio.Event] = set()
+        self._deliveries: list[Callable[[], None]] = []
+
+    def emit(self, what: str, **fields: Any) -> None:
+        """A line for `tako dev`'s log (and the tests' event hook)."""
+        if self.on_event is not None:
+            self.on_event(what, fields)
+
+    def on_approvals(self, kick: Callable[[], None]) -> None:
+        """Call `kick` whenever approval events may wait in the outbox (a delivery)."""
+        self._deliveries.append(kick)
+
+    def run_changed(self, run_id: str) -> None:
+        """Wake whoever waits on this run (`wait`, `watch`): a step, a park, an end."""
+        for event in self.runs.get(run_id, ()):
+            event.set()
+
+    def run_finished(self, run_id: str, status: str = "", error: str | None = None) -> None:
+        self.run_changed(run_id)
+        if status:
+            self.emit(status, run_id=run_id, error=error)
+
+    def approvals_changed(self) -> None:
+        """Approval events may wait in the outbox, and approval pages may be stale."""
+        for kick in self._deliveries:
+            kick()
+        self.delivered()
+
+    def delivered(self) -> None:
+        """An event was delivered: a request's history may say `notified` now."""
+        for event in self._approvals:
+            event.set()
+
+    def watch(self, run_id: str | None, event: trio.Event) -> None:
+        """Set `event` when the run changes (or, with None, when any approval does)."""
+        if run_id is None:
+            self._approvals.add(event)
+        else:
+            self.runs.setdefault(run_id, set()).add(event)
+
+    def unwatch(self, run_id: str | None, event: trio.Event) -> None:
+        if run_id is None:
+            self._approvals.discard(event)
+            return
+        watchers = self.runs.get(run_id)
+        if watchers is not None:
+            watchers.discard(event)
+            if not watchers:
+                del self.runs[run_id]

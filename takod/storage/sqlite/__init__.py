@@ -1,0 +1,91 @@
+"""The SQLite backend: one runs.db per app, WAL, one writer thread with group commit.
+
+`SqliteBackend` is what the supervisor holds; `open_reads` is what the CLI
+uses while the supervisor is down. All of the backend's SQL lives in this
+folder: runs.py (writes on runs), approvals.py (requests, outbox, tokens),
+reads.py (the read views), files.py (opening and migrating the file).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import trio
+
+from takod.storage.interface import ApprovalEvents, Early, Pending, Reads, StoreError, Tx
+from takod.storage.sqlite.committer import Committer
+from takod.storage.sqlite.files import open_read_only, open_writer
+from takod.storage.sqlite.reads import SqliteReads
+from takod.storage.sqlite.runs import SqliteTx
+
+__all__ = ["SqliteBackend", "open_reads"]
+T = TypeVar("T")
+
+
+class SqliteBackend:
+    """The storage seam on one SQLite file (see takod/storage/interface.py)."""
+
+    def __init__(
+        self, path: Path, *, durability: str = "full", events: ApprovalEvents | None = None
+    ) -> None:
+        self.path = path
+        self.events = events or ApprovalEvents()
+        self._conn = open_writer(path, durability)
+        self.tx = SqliteTx(self._conn, self.events)
+        self.committer = Committer(self._conn, self.tx)
+        self._reader: sqlite3.Connection | None = None
+        # one reader connection, used by one thread at a time
+        self._read_limiter = trio.CapacityLimiter(1)
+
+    def submit(
+        self,
+        fn: Callable[[Tx], T],
+        on_done: Callable[[Pending[T]], None],
+        *,
+        atomic: bool = False,
+        early: Early | None = None,
+    ) -> Pending[T]:
+        return self.committer.submit(fn, on_done, atomic=atomic, early=early)
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        return await self.committer.write(fn)
+
+    async def read(self, fn: Callable[[Reads], T]) -> T:
+        reads = self.reads
+
+        def call() -> T:
+            return fn(reads)
+
+        return await trio.to_thread.run_sync(call, limiter=self._read_limiter)
+
+    @property
+    def reads(self) -> SqliteReads:
+        if self._reader is None:
+            self._reader = open_read_only(self.path)
+        return SqliteReads(self._reader)
+
+    async def run(self) -> None:
+        await self.committer.run()
+
+    def close(self) -> None:
+        # the reader first: the writer, closing last, checkpoints the WAL and removes it
+        if self._reader is not None:
+            self._reader.close()
+        self._conn.close()
+
+
+@contextmanager
+def open_reads(path: Path) -> Iterator[SqliteReads]:
+    """The read views on runs.db, read-only (the supervisor may be down, or running).
+    A file SQLite cannot read raises StoreError with SQLite's reason."""
+    conn = open_read_only(path)
+    try:
+        yield SqliteReads(conn)
+    except sqlite3.Error as exc:
+        raise StoreError(str(exc)) from None
+    finally:
+        conn.close()

@@ -1,0 +1,492 @@
+"""The SQLite backend's writes on runs, steps, waiters and kept signals.
+
+Every method runs on the committer's thread inside the transaction it opened
+for a whole batch (group commit, see committer.py); none commits by itself.
+What a park becomes, when a run retries and what a cancel does are decided by
+`takod.rules`; this module fetches the facts and writes the outcome.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+
+import msgspec
+
+from tako._errors import InvalidRequest, RunNotFound, StaleClaim
+from tako._protocol import Assign, Finish, MemoEntry, Park, StepDone
+from takod.rules import runs as rules
+from takod.rules.runs import FINISHED, Outcome, RunStatus
+from takod.storage.interface import (
+    WAKE_BATCH,
+    Created,
+    Delivered,
+    Due,
+    Hold,
+    NewRun,
+    Parked,
+    ParkOutcome,
+    Requeued,
+    SchemaCheck,
+    StepSaved,
+)
+from takod.storage.sqlite.approvals import ApprovalWrites
+
+_STEP_COLUMNS = (
+    "run_id, key, name, kind, status, result, error, attempts, seq, started_at, finished_at,"
+    " wake_at"
+)
+_STEP_CONFLICT = (
+    " ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status,"
+    " result = excluded.result, error = excluded.error, attempts = excluded.attempts,"
+    " finished_at = excluded.finished_at, wake_at = excluded.wake_at"
+)
+# A checkpoint from the worker that holds the run, of a run nobody asked to cancel.
+_SAVE_STEP_IF_HELD = (
+    f"INSERT INTO steps ({_STEP_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL"
+    " WHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND claim_token = ?"
+    " AND status = 'running' AND cancel_requested = 0)" + _STEP_CONFLICT
+)
+_UPSERT_STEP = (
+    f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    + _STEP_CONFLICT
+)
+_RESUME = (
+    "UPDATE runs SET status = 'pending', wake_at = NULL, waiting_for = NULL, updated_at = ?"
+    " WHERE id = ?"
+)
+
+
+def new_run_id(now_ms: int) -> str:
+    """An opaque id that sorts by creation time: 'r_' + 12 hex digits of ms + 8 random."""
+    return f"r_{now_ms:012x}{secrets.token_hex(4)}"
+
+
+class SqliteTx(ApprovalWrites):
+    """The backend's `Tx`: typed writes on one writer connection. Not thread-safe: the
+    committer's thread is the only one that calls it."""
+
+    # -- runs -------------------------------------------------------------------------
+
+    def create_run(self, new: NewRun, now: int) -> Created:
+        rid = new.run_id or new_run_id(now)
+        wake_at = now + new.delay_ms if new.delay_ms else None
+        deadline = now + new.timeout_ms if new.timeout_ms else None
+        cur = self.conn.execute(
+            "INSERT INTO runs (id, workflow, status, payload, max_attempts, wake_at, deadline_at,"
+            " created_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (rid, new.workflow, new.payload, new.max_attempts, wake_at, deadline, now, now),
+        )
+        if cur.rowcount == 1:
+            return Created(rid, RunStatus.PENDING, False)
+        row = self.conn.execute("SELECT status FROM runs WHERE id = ?", (rid,)).fetchone()
+        return Created(rid, row[0], True)
+
+    def claim(self, run_ids: Sequence[str], now: int, hold: Hold | None = None) -> list[Assign]:
+        out: list[Assign] = []
+        for rid in run_ids:
+            if hold is not None:
+                found = self.conn.execute(
+                    "SELECT workflow FROM runs WHERE id = ?", (rid,)
+                ).fetchone()
+                reason = hold(found[0]) if found else None
+                if reason is not None:
+                    self.conn.execute(
+                        "UPDATE runs SET error = ?, updated_at = ?"
+                        " WHERE id = ? AND status = 'pending'",
+                        (reason, now, rid),
+                    )
+                    continue
+            row = self.conn.execute(
+                "UPDATE runs SET status = 'running', claim_token = claim_token + 1,"
+                " updated_at = ?, wake_at = NULL, error = CASE WHEN attempts > 1 THEN error END"
+                " WHERE id = ? AND status = 'pending' AND (wake_at IS NULL OR wake_at <= ?)"
+                " RETURNING workflow, payload, attempts, claim_token",
+                (now, rid, now),
+            ).fetchone()
+            if row is None:
+                continue
+            memo = [
+                MemoEntry(key, status, msgspec.Raw(result or b"null"), error, attempts)
+                for key, status, result, error, attempts in self.conn.execute(
+                    "SELECT key, status, result, error, attempts FROM steps WHERE run_id = ?",
+                    (rid,),
+                )
+            ]
+            out.append(Assign(rid, row[0], msgspec.Raw(row[1]), row[2], row[3], memo))
+        return out
+
+    def save_step(self, step: StepDone, now: int, release: bool = False) -> StepSaved:
+        """Atomic by itself, so the committer runs it without a savepoint of its own (this
+        is the hottest write): the common case is one statement that saves the step only
+        if the worker still holds the run; anything else runs in a savepoint here."""
+        started, finished = step.started_at or now, step.finished_at or now
+        if not release:
+            saved = self.conn.execute(
+                _SAVE_STEP_IF_HELD,
+                (
+                    step.run_id, step.key, step.name, step.kind, step.status, bytes(step.result),
+                    step.error, step.attempts, step.seq, started, finished, step.run_id,
+                    step.token,
+                ),
+            )  # fmt: skip
+            if saved.rowcount == 1:
+                return StepSaved.SAVED
+        with self.savepoint():
+            cancel = self._check_claim(step.run_id, step.token)
+            self._upsert_step(
+                step, step.kind, step.status, bytes(step.result), step.error, step.attempts,
+                started, finished, None,
+            )  # fmt: skip
+            if cancel:
+                self._cancel_now(step.run_id, now)
+                return StepSaved.CANCELLED
+            if release:
+                self.release(step.run_id, step.token, now)
+                return StepSaved.RELEASED
+            return StepSaved.SAVED
+
+    def park(self, park: Park, now: int, check: SchemaCheck) -> Parked:
+        """Park a run, in one transaction; or answer the step at once when nothing needs
+        waiting for (a sleep already due, a kept signal the run consumes now, a request
+        decided while the run was away)."""
+        if self._check_claim(park.run_id, park.token):
+            self._cancel_now(park.run_id, now)
+            return Parked(ParkOutcome.CANCELLED)
+        found: bytes | None = None
+        waiting_for: str | None = None
+        schema: str | None = None
+        if park.kind == "approval":
+            assert park.approval is not None
+            waiting_for = f"approval:{park.run_id}:{park.key}"
+            found = self.create_approval(park.run_id, park.key, park.approval, now)
+        elif park.kind == "wait":
+            assert park.event is not None
+            waiting_for = park.event
+            schema = bytes(park.schema).decode() if bytes(park.schema) != b"null" else None
+            found = self._take_kept_signal(park.event, park.run_id, schema, now, check)
+        wake_at = park.wake_at if park.kind != "approval" else None
+        plan = rules.on_park(
+            park.kind, now=now, wake_at=wake_at, found=found, waiting_for=waiting_for
+        )
+        kind = "run" if park.kind == "retry" else park.kind
+        error = park.error if park.kind == "retry" else None
+        attempts = park.attempts if park.kind == "retry" else 1
+        finished = now if plan.run_status is None else None
+        self._upsert_step(
+            park, kind, plan.step_status, plan.result, error, attempts,
+            park.started_at or now, finished, plan.wake_at,
+        )  # fmt: skip
+        if plan.run_status is None:
+            return Parked(ParkOutcome.GO_ON, plan.result)
+        if park.kind == "wait":
+            self.conn.execute(
+                "INSERT OR REPLACE INTO waiters (run_id, event, step_key, schema)"
+                " VALUES (?, ?, ?, ?)",
+                (park.run_id, park.event, park.key, schema),
+            )
+        self.conn.execute(
+            "UPDATE runs SET status = ?, wake_at = ?, waiting_for = ?, updated_at = ? WHERE id = ?",
+            (plan.run_status, plan.wake_at, plan.waiting_for, now, park.run_id),
+        )
+        return Parked(ParkOutcome.PARKED)
+
+    def finish(self, finish: Finish, now: int) -> Outcome:
+        if self._check_claim(finish.run_id, finish.token) and finish.outcome != "completed":
+            self._cancel_now(finish.run_id, now)
+            return Outcome(RunStatus.CANCELLED, 0)
+        attempts, max_attempts = self.conn.execute(
+            "SELECT attempts, max_attempts FROM runs WHERE id = ?", (finish.run_id,)
+        ).fetchone()
+        decision = rules.on_handler_end(
+            finish.outcome, attempts=attempts, max_attempts=max_attempts, now_ms=now
+        )
+        if decision.status == RunStatus.PENDING:
+            self._drop_unfinished_steps(finish.run_id)
+            self.conn.execute(
+                "UPDATE runs SET status = 'pending', attempts = ?, wake_at = ?, error = ?,"
+                " traceback = ?, updated_at = ? WHERE id = ?",
+                (
+                    decision.attempts, decision.wake_at, finish.error, finish.traceback, now,
+                    finish.run_id,
+                ),
+            )  # fmt: skip
+        else:
+            completed = decision.status == RunStatus.COMPLETED
+            self._finish_run(
+                finish.run_id, decision.status, now,
+                result=bytes(finish.result) if completed else None,
+                error=finish.error, traceback=finish.traceback,
+            )  # fmt: skip
+        return decision
+
+    def crashed(self, run_ids: Sequence[str], *, alone: bool, reason: str, now: int) -> Requeued:
+        requeued: list[str] = []
+        failed: list[str] = []
+        for rid in run_ids:
+            row = self.conn.execute(
+                "SELECT attempts, max_attempts FROM runs WHERE id = ? AND status = 'running'",
+                (rid,),
+            ).fetchone()
+            if row is None:
+                continue
+            decision = rules.on_worker_crash(alone=alone, attempts=row[0], max_attempts=row[1])
+            if decision.status == RunStatus.FAILED:
+                self._finish_run(rid, RunStatus.FAILED, now, error=reason)
+                failed.append(rid)
+                continue
+            self.conn.execute(
+                "UPDATE runs SET status = 'pending', attempts = ?,"
+                " claim_token = claim_token + 1, updated_at = ? WHERE id = ?",
+                (decision.attempts, now, rid),
+            )
+            requeued.append(rid)
+        return Requeued(requeued, failed)
+
+    def release(self, run_id: str, token: int, now: int) -> None:
+        self.conn.execute(
+            "UPDATE runs SET status = 'pending', claim_token = claim_token + 1, updated_at = ?"
+            " WHERE id = ? AND claim_token = ? AND status = 'running'",
+            (now, run_id, token),
+        )
+
+    def recover(self, now: int) -> None:
+        self.conn.execute(
+            "UPDATE runs SET status = 'pending', claim_token = claim_token + 1, updated_at = ?"
+            " WHERE status = 'running'",
+            (now,),
+        )
+
+    def ready_runs(self, now: int, limit: int = 100_000) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT id FROM runs WHERE status = 'pending' AND (wake_at IS NULL OR wake_at <= ?)"
+            " ORDER BY created_at LIMIT ?",
+            (now, limit),
+        )
+        return [r[0] for r in rows]
+
+    def cancel(self, run_id: str, reason: str | None, now: int) -> RunStatus:
+        status = rules.on_cancel(run_id, self._status(run_id))
+        reason = reason or "cancelled"
+        if status == RunStatus.RUNNING:  # it stops at its next step boundary
+            self.conn.execute(
+                "UPDATE runs SET cancel_requested = 1, error = ?, updated_at = ? WHERE id = ?",
+                (reason, now, run_id),
+            )
+            return status
+        self._finish_run(run_id, RunStatus.CANCELLED, now, error=reason)
+        return status
+
+    def retry(self, run_id: str, now: int, timeout_ms: int | None = None) -> None:
+        rules.check_retry(run_id, self._status(run_id))
+        self._drop_unfinished_steps(run_id)
+        self.conn.execute(
+            "UPDATE runs SET status = 'pending', attempts = 1, error = NULL,"
+            " traceback = NULL, result = NULL, finished_at = NULL, cancel_requested = 0,"
+            " wake_at = NULL, deadline_at = ?, updated_at = ? WHERE id = ?",
+            (now + timeout_ms if timeout_ms else None, now, run_id),
+        )
+
+    # -- signals ----------------------------------------------------------------------
+
+    def signal(
+        self,
+        event: str,
+        payload: bytes,
+        *,
+        run_id: str | None,
+        ttl_ms: int,
+        now: int,
+        check: SchemaCheck,
+    ) -> Delivered:
+        if run_id is not None:
+            self._status(run_id)  # raises RunNotFound
+            rows = self.conn.execute(
+                "SELECT run_id, step_key, schema FROM waiters WHERE event = ? AND run_id = ?",
+                (event, run_id),
+            ).fetchall()
+        else:
+            rows = self.conn.execute(
+                "SELECT run_id, step_key, schema FROM waiters WHERE event = ?", (event,)
+            ).fetchall()
+        woken: list[str] = []
+        for rid, key, schema in rows:
+            if schema is not None:
+                problem = check(schema, payload)
+                if problem is not None:
+                    if run_id is not None:
+                        raise InvalidRequest(
+                            f"payload does not match the type run {rid} waits for: {problem}"
+                        )
+                    continue
+            self._resume_waiter(rid, key, payload, now)
+            woken.append(rid)
+        if woken:
+            return Delivered(woken, False)
+        self.conn.execute(
+            "INSERT INTO signals (event, run_id, payload, created_at, expires_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (event, run_id, payload, now, now + ttl_ms),
+        )
+        return Delivered([], True)
+
+    def _take_kept_signal(
+        self, event: str, run_id: str, schema: str | None, now: int, check: SchemaCheck
+    ) -> bytes | None:
+        rows = self.conn.execute(
+            "SELECT id, payload FROM signals WHERE event = ? AND (run_id IS NULL OR run_id = ?)"
+            " AND expires_at > ? ORDER BY id",
+            (event, run_id, now),
+        )
+        for sid, payload in rows.fetchall():
+            if schema is None or check(schema, payload) is None:
+                self.conn.execute("DELETE FROM signals WHERE id = ?", (sid,))
+                return bytes(payload)
+        return None
+
+    def _resume_waiter(self, run_id: str, key: str, result: bytes, now: int) -> None:
+        self.conn.execute("DELETE FROM waiters WHERE run_id = ?", (run_id,))
+        self.conn.execute(
+            "UPDATE steps SET status = 'completed', result = ?, finished_at = ?, wake_at = NULL"
+            " WHERE run_id = ? AND key = ?",
+            (result, now, run_id, key),
+        )
+        self.conn.execute(_RESUME, (now, run_id))
+
+    # -- the timer ----------------------------------------------------------------------
+
+    def wake_due(self, now: int, limit: int = WAKE_BATCH) -> Due:
+        """At most `limit` sleepers at a time, earliest first, so that a crowd due at one
+        instant is woken in transactions short enough for its first runs to get going
+        (and other writes to get in) while the rest are woken; the scheduler calls
+        again while anything is due."""
+        expired = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT id FROM runs WHERE deadline_at IS NOT NULL AND deadline_at <= ?", (now,)
+            ).fetchall()
+        ]
+        for rid in expired:
+            self._finish_run(rid, RunStatus.FAILED, now, error="timeout")
+        failures = [(rid, "timeout") for rid in expired]
+        ready, failed = self.approvals_due(now)
+        for rid, error in failed:
+            self._finish_run(rid, RunStatus.FAILED, now, error=error)
+        failures += failed
+        for rid, status in self.conn.execute(
+            "SELECT id, status FROM runs WHERE wake_at IS NOT NULL AND wake_at <= ?"
+            " ORDER BY wake_at LIMIT ?",
+            (now, limit),
+        ).fetchall():
+            if status == RunStatus.SLEEPING:  # a sleep ends; a retry backoff is over
+                self.conn.execute(
+                    "UPDATE steps SET status = CASE kind WHEN 'sleep' THEN 'completed'"
+                    " ELSE status END, result = CASE kind WHEN 'sleep' THEN X'6E756C6C'"
+                    " ELSE result END, finished_at = CASE kind WHEN 'sleep' THEN ? ELSE NULL END,"
+                    " wake_at = NULL WHERE run_id = ? AND status IN ('sleeping', 'running')",
+                    (now, rid),
+                )
+            elif status == RunStatus.WAITING:  # a wait times out with None
+                key = self.conn.execute(
+                    "SELECT step_key FROM waiters WHERE run_id = ?", (rid,)
+                ).fetchone()
+                if key is not None:
+                    self._resume_waiter(rid, key[0], b"null", now)
+                    self.conn.execute(
+                        "UPDATE steps SET error = 'timed out' WHERE run_id = ? AND key = ?",
+                        (rid, key[0]),
+                    )
+            self.conn.execute(_RESUME, (now, rid))
+            ready.append(rid)
+        return Due(ready, failures)
+
+    def prune(self, before: int) -> int:
+        ids = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < ?", (before,)
+            ).fetchall()
+        ]
+        for rid in ids:
+            self.conn.execute("DELETE FROM steps WHERE run_id = ?", (rid,))
+            self.forget_approvals(rid)
+            self.conn.execute("DELETE FROM runs WHERE id = ?", (rid,))
+        self.conn.execute("DELETE FROM signals WHERE expires_at <= ?", (before,))
+        return len(ids)
+
+    def expire_signals(self, now: int) -> None:
+        self.conn.execute("DELETE FROM signals WHERE expires_at <= ?", (now,))
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _check_claim(self, run_id: str, token: int) -> int:
+        """Refuse a write from a worker that no longer holds the run; return cancel_requested."""
+        row = self.conn.execute(
+            "SELECT cancel_requested FROM runs WHERE id = ? AND claim_token = ?"
+            " AND status = 'running'",
+            (run_id, token),
+        ).fetchone()
+        if row is None:
+            raise StaleClaim(f"run {run_id} is no longer held by this worker (token {token})")
+        return int(row[0])
+
+    def _status(self, run_id: str) -> RunStatus:
+        row = self.conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(f"no run with id {run_id!r}")
+        return RunStatus(row[0])
+
+    def _cancel_now(self, run_id: str, now: int) -> None:
+        """A cancel was requested while the run was running: it ends here, with the reason
+        the cancel gave (kept in its error meanwhile)."""
+        row = self.conn.execute("SELECT error FROM runs WHERE id = ?", (run_id,)).fetchone()
+        self._finish_run(run_id, RunStatus.CANCELLED, now, error=str(row[0] or "cancelled"))
+
+    def _upsert_step(
+        self,
+        msg: StepDone | Park,
+        kind: str,
+        status: str,
+        result: bytes | None,
+        error: str | None,
+        attempts: int,
+        started: int,
+        finished: int | None,
+        wake_at: int | None,
+    ) -> None:
+        self.conn.execute(
+            _UPSERT_STEP,
+            (
+                msg.run_id, msg.key, msg.name, kind, status, result, error, attempts, msg.seq,
+                started, finished, wake_at,
+            ),
+        )  # fmt: skip
+
+    def _drop_unfinished_steps(self, run_id: str) -> None:
+        """Steps that did not finish run again; so approvals that were not decided by
+        someone (cancelled with the run, say) are asked again, not replayed."""
+        self.forget_unfinished_approvals(run_id)
+        self.conn.execute("DELETE FROM steps WHERE run_id = ? AND status != 'completed'", (run_id,))
+        self.conn.execute("DELETE FROM waiters WHERE run_id = ?", (run_id,))
+
+    def _finish_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        now: int,
+        *,
+        result: bytes | None = None,
+        error: str | None = None,
+        traceback: str | None = None,
+    ) -> None:
+        assert status in FINISHED
+        self.conn.execute("DELETE FROM waiters WHERE run_id = ?", (run_id,))
+        if status != RunStatus.COMPLETED:
+            self.cancel_approvals_of(run_id, now)
+        self.conn.execute(
+            "UPDATE runs SET status = ?, result = ?, error = ?, traceback = ?, wake_at = NULL,"
+            " deadline_at = NULL, waiting_for = NULL, cancel_requested = 0,"
+            " claim_token = claim_token + 1, updated_at = ?, finished_at = ? WHERE id = ?",
+            (status, result, error, traceback, now, now, run_id),
+        )
