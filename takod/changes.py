@@ -19,7 +19,7 @@ class Changes:
     def __init__(self, on_event: EventHook | None = None) -> None:
         self.on_event = on_event
         self.runs: dict[str, set[trio.Event]] = {}  # run id -> its waiters
-        self._approvals: set[trio.Event] = set()
+        self.approvals: set[trio.Event] = set()  # waiters on any approval
         self._deliveries: list[Callable[[], None]] = []
 
     def emit(self, what: str, **fields: Any) -> None:
@@ -49,19 +49,19 @@ class Changes:
 
     def delivered(self) -> None:
         """An event was delivered: a request's history may say `notified` now."""
-        for event in self._approvals:
+        for event in self.approvals:
             event.set()
 
     def watch(self, run_id: str | None, event: trio.Event) -> None:
         """Set `event` when the run changes (or, with None, when any approval does)."""
         if run_id is None:
-            self._approvals.add(event)
+            self.approvals.add(event)
         else:
             self.runs.setdefault(run_id, set()).add(event)
 
     def unwatch(self, run_id: str | None, event: trio.Event) -> None:
         if run_id is None:
-            self._approvals.discard(event)
+            self.approvals.discard(event)
             return
         watchers = self.runs.get(run_id)
         if watchers is not None:

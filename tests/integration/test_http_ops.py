@@ -299,7 +299,7 @@ async def test_watch_a_run_wakes_on_a_park_a_signal_and_a_step(app: App) -> None
                 )
 
             nursery.start_soon(follow)
-            await eventually(lambda: sup._watchers.get(run_id), what="the watch to register")
+            await eventually(lambda: sup.changes.runs.get(run_id), what="the watch to register")
             gate1.touch()
         assert parked["changed"] and parked["run"]["status"] == "waiting"
 
@@ -323,13 +323,13 @@ async def test_watch_a_run_wakes_on_a_park_a_signal_and_a_step(app: App) -> None
                 saved.update(await watch_until(client, fingerprint, has_saved, run_id=run_id))
 
             nursery.start_soon(follow_step)
-            await eventually(lambda: sup._watchers.get(run_id), what="the watch to register")
+            await eventually(lambda: sup.changes.runs.get(run_id), what="the watch to register")
             gate2.touch()
         assert [s["key"] for s in saved["run"]["steps"]] == ["go", "save"]
         assert saved["run"]["status"] == "running"  # woken by the step, not by the end
         gate3.touch()
         assert (await client.result(run_id, timeout=15)) == "yes"
-    assert not sup._watchers  # nothing left behind
+    assert not sup.changes.runs  # nothing left behind
 
 
 async def test_watch_an_approval_wakes_on_a_decision_and_times_out_unchanged(app: App) -> None:
@@ -353,7 +353,7 @@ async def test_watch_an_approval_wakes_on_a_decision_and_times_out_unchanged(app
                 seen.update(await watch(client, key=key, fingerprint=first["fingerprint"]))
 
             nursery.start_soon(follow)
-            await eventually(lambda: sup.access._approval_watchers, what="the watch")
+            await eventually(lambda: sup.changes.approvals, what="the watch")
             await client.approve(key, by="a")
         assert seen["changed"] and seen["approval"]["approved_by"] == ["a"]
 
