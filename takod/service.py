@@ -25,7 +25,7 @@ from takod.config import AppConfig
 from takod.payloads import Payloads
 from takod.rules.runs import FINISHED, RunStatus
 from takod.scheduler import Clock, Scheduler
-from takod.storage.interface import Ask, Backend, Created, NewRun, Pending, Reads, Tx
+from takod.storage.interface import Ask, Backend, Created, NewRun, QueuedWrite, Reads, Tx
 from takod.workers import Slots, WorkerPool
 
 T = TypeVar("T")
@@ -242,10 +242,11 @@ class Service:
         self._emit_running(assigns)
         return assigns
 
-    async def crashed(self, run_ids: list[str], alone: bool, reason: str) -> list[str]:
+    async def lost(self, run_ids: list[str], alone: bool, reason: str) -> list[str]:
+        """A worker went away holding these runs (`alone`: it held only them)."""
         now = self.clock.now_ms()
         out = await self.backend.write(
-            lambda tx: tx.crashed(run_ids, alone=alone, reason=reason, now=now)
+            lambda tx: tx.requeue_lost(run_ids, alone=alone, reason=reason, now=now)
         )
         for rid in out.failed:
             self.changes.run_finished(rid, "failed", error=reason)
@@ -317,7 +318,7 @@ class Service:
         once its own events are out."""
         slots, write_and_claim = self._claiming(want, ready_of, write)
 
-        def done(item: Pending[tuple[T, list[Assign], list[str]]]) -> None:
+        def done(item: QueuedWrite[tuple[T, list[Assign], list[str]]]) -> None:
             if item.error is not None:
                 if slots is not None:
                     self.pool.unreserve(slots)

@@ -90,7 +90,7 @@ class Supervisor:
             config=config,
             socket_path=self.socket_path,
             claim=lambda run_ids: self.service.claim(run_ids),
-            crashed=lambda run_ids, alone, why: self.service.crashed(run_ids, alone, why),
+            lost=lambda run_ids, alone, why: self.service.lost(run_ids, alone, why),
             serve_worker=lambda worker: self.link.serve(worker),
         )
         self.link = WorkerLink(

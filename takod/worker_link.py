@@ -38,7 +38,7 @@ from takod.payloads import Payloads
 from takod.rules.approvals import first_timer
 from takod.rules.runs import Outcome, RunStatus
 from takod.scheduler import Clock, Scheduler
-from takod.storage.interface import Backend, Parked, ParkOutcome, Pending, Sink, StepSaved
+from takod.storage.interface import Backend, Parked, ParkOutcome, QueuedWrite, Sink, StepSaved
 from takod.workers import WorkerPool, WorkerProc
 
 log = logging.getLogger("takod")
@@ -46,12 +46,14 @@ log = logging.getLogger("takod")
 Handler = Callable[[WorkerProc, Any, Any], bytes | None]
 
 
-def _ack_saved(worker: WorkerProc, req_id: ReqId, item: Pending[Any]) -> tuple[Sink, bytes] | None:
+def _ack_saved(
+    worker: WorkerProc, req_id: ReqId, item: QueuedWrite[Any]
+) -> tuple[Sink, bytes] | None:
     """On the writer thread, right after COMMIT: a saved checkpoint's acknowledgement goes
     to the worker at once, instead of after a wake-up of trio (the rest of the
     bookkeeping, an event for `tako dev`, follows in trio)."""
     if item.result == StepSaved.SAVED:
-        return worker.conn, ok(req_id)
+        return worker.channel, ok(req_id)
     return None
 
 
@@ -75,20 +77,20 @@ class WorkerLink:
 
     async def serve(self, worker: WorkerProc) -> None:
         """Answer one worker's requests until its connection closes."""
-        async for line in worker.conn.lines():
+        async for line in worker.channel.lines():
             if isinstance(line, LineTooLarge):
-                worker.conn.send(fail(None, line))
+                worker.channel.send(fail(None, line))
                 continue
             try:
                 req = decode_request(line)
             except RequestError as exc:
-                worker.conn.send(fail(exc.req_id, exc.error))
+                worker.channel.send(fail(exc.req_id, exc.error))
                 continue
             worker.last_seen = trio.current_time()
             try:
                 self._request(worker, req)
             except TakoError as exc:
-                worker.conn.send(fail(req.id, exc))
+                worker.channel.send(fail(req.id, exc))
 
     def _request(self, worker: WorkerProc, req: Request) -> None:
         now = self.clock.now_ms()
@@ -119,29 +121,29 @@ class WorkerLink:
                     lambda tx: tx.finish(req, now), self._reply(worker, req, self._finished)
                 )
             case Beat():
-                worker.conn.send(ok(req.id))
+                worker.channel.send(ok(req.id))
             case Hello():
                 worker.ready = True
                 self.pool.kick()
-                worker.conn.send(ok(req.id))
+                worker.channel.send(ok(req.id))
             case Leaving():
                 if worker.in_flight or worker.reserved:
                     raise NotAllowed("runs are assigned to this worker")
                 worker.leaving = True
-                worker.conn.send(ok(req.id))
+                worker.channel.send(ok(req.id))
             case _:
                 raise InvalidRequest(f"op {op_name(req)!r} is not a worker op")
 
     def _reply(
         self, worker: WorkerProc, req: StepDone | Park | Finish, then: Handler
-    ) -> Callable[[Pending[Any]], None]:
+    ) -> Callable[[QueuedWrite[Any]], None]:
         """The committer callback: refusals answered here, successes passed to `then`."""
 
-        def done(item: Pending[Any]) -> None:
+        def done(item: QueuedWrite[Any]) -> None:
             if item.error is None:
                 reply = then(worker, req, item.result)
                 if not item.answered:  # the writer thread may have sent it already
-                    worker.conn.send(ok(req.id) if reply is None else reply)
+                    worker.channel.send(ok(req.id) if reply is None else reply)
                 return
             error = item.error
             if not isinstance(error, TakoError):
@@ -149,7 +151,7 @@ class WorkerLink:
                 error = TakoError(f"internal error: {type(error).__name__}: {error}")
             if isinstance(error, StaleClaim | NotAllowed):
                 self.pool.finished(worker, req.run_id)
-            worker.conn.send(fail(req.id, error))
+            worker.channel.send(fail(req.id, error))
 
         return done
 

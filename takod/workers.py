@@ -51,7 +51,7 @@ class WorkerProc:
     def __init__(self, wid: int, process: trio.Process, conn: Connection, capacity: int) -> None:
         self.id = wid
         self.process = process
-        self.conn = conn
+        self.channel = conn  # the worker's end of the socketpair, framed
         self.capacity = capacity
         self.in_flight: dict[str, int] = {}  # run id -> claim token
         self.reserved = 0  # places held for runs a write is about to wake (Slots)
@@ -81,7 +81,9 @@ class Slots:
 
 
 Claim = Callable[[list[str]], Awaitable[list[Assign]]]
-Crashed = Callable[[list[str], bool, str], Awaitable[list[str]]]  # -> the runs requeued
+# (runs, alone, reason) -> the runs requeued: a worker went away holding runs (it died,
+# its lease ran out, or it exited on its own)
+Lost = Callable[[list[str], bool, str], Awaitable[list[str]]]
 
 
 class WorkerPool:
@@ -92,14 +94,14 @@ class WorkerPool:
         config: AppConfig,
         socket_path: Path,
         claim: Claim,
-        crashed: Crashed,
+        lost: Lost,
         serve_worker: Callable[[WorkerProc], Awaitable[None]],
     ) -> None:
         self.app_dir = app_dir
         self.config = config
         self.socket_path = socket_path
         self._claim = claim
-        self._crashed = crashed
+        self._lost = lost
         self._serve_worker = serve_worker
         self.workers: dict[int, WorkerProc] = {}
         self._queue: deque[str] = deque()
@@ -156,19 +158,19 @@ class WorkerPool:
         self.unreserve(slots)
         if not assigns:
             return
-        if worker.conn.closed or worker.expired or worker.id not in self.workers:
+        if worker.channel.closed or worker.expired or worker.id not in self.workers:
             run_ids = [a.run_id for a in assigns]
             assert self._nursery is not None
             self._nursery.start_soon(self._requeue_lost, run_ids)
             return
         for a in assigns:
             worker.in_flight[a.run_id] = a.token
-            worker.conn.send(encode(a) + b"\n")
+            worker.channel.send(encode(a) + b"\n")
 
     async def _requeue_lost(self, run_ids: list[str]) -> None:
         while True:
             try:
-                self.enqueue(await self._crashed(run_ids, False, "worker exited"))
+                self.enqueue(await self._lost(run_ids, False, "worker exited"))
                 return
             except StorageError as exc:  # a full disk: the runs stay claimed until it passes
                 log.warning("could not requeue runs of a lost worker (%s); retrying", exc)
@@ -189,7 +191,7 @@ class WorkerPool:
         if worker.expired:
             return  # keep its connection: its late writes must be seen, and refused
         if worker.retired and not worker.in_flight and self._nursery is not None:
-            self._nursery.start_soon(worker.conn.aclose)  # the worker sees EOF and exits
+            self._nursery.start_soon(worker.channel.aclose)  # the worker sees EOF and exits
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -223,14 +225,14 @@ class WorkerPool:
             now = trio.current_time()
             for worker in list(self.workers.values()):
                 if worker.in_flight and not worker.expired and worker.last_seen < now - lease:
-                    if worker.conn.unread():
+                    if worker.channel.unread():
                         worker.last_seen = now
                         continue
                     worker.expired = True
                     held = [rid for rid, token in worker.in_flight.items() if token]
                     worker.in_flight.clear()
                     reason = f"worker pid {worker.process.pid} silent for over {lease:g}s"
-                    requeued = await self._crashed(held, False, reason)
+                    requeued = await self._lost(held, False, reason)
                     self.enqueue(requeued)
 
     async def _dispatch(self) -> None:
@@ -273,13 +275,13 @@ class WorkerPool:
                 self._queued.update(batch)
                 self._retry_soon()
                 return
-            if worker.conn.closed or worker.id not in self.workers:
-                requeued = await self._crashed([a.run_id for a in assigns], False, "worker exited")
+            if worker.channel.closed or worker.id not in self.workers:
+                requeued = await self._lost([a.run_id for a in assigns], False, "worker exited")
                 self.enqueue(requeued)
                 continue
             for a in assigns:
                 worker.in_flight[a.run_id] = a.token
-                worker.conn.send(encode(a) + b"\n")
+                worker.channel.send(encode(a) + b"\n")
             if not assigns and worker.exclusive:
                 worker.exclusive = False
 
@@ -344,7 +346,7 @@ class WorkerPool:
     async def _watch(self, worker: WorkerProc) -> None:
         """Serve a worker until its connection closes or it exits, then clean up after it."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(worker.conn.write_loop)
+            nursery.start_soon(worker.channel.write_loop)
 
             async def wait_exit() -> None:
                 await worker.process.wait()
@@ -365,7 +367,7 @@ class WorkerPool:
     async def _reap(self, worker: WorkerProc) -> None:
         self.workers.pop(worker.id, None)
         with trio.CancelScope(shield=True):
-            await worker.conn.aclose()
+            await worker.channel.aclose()
         code = worker.process.returncode
         if not worker.ready:
             self._boot_failures += 1
@@ -380,7 +382,7 @@ class WorkerPool:
                 self._suspects = set(held)
             with trio.CancelScope(shield=True):
                 reason = describe_exit(code) if crashed else "worker exited"
-                requeued = await self._crashed(held, alone, reason)
+                requeued = await self._lost(held, alone, reason)
             for rid in held:
                 if rid not in requeued:
                     self._isolate.discard(rid)
@@ -405,7 +407,7 @@ class WorkerPool:
         with trio.CancelScope(shield=True):
             workers = list(self.workers.values())
             for worker in workers:
-                await worker.conn.aclose()
+                await worker.channel.aclose()
             with trio.move_on_after(wait):
                 for worker in workers:
                     await worker.process.wait()

@@ -183,8 +183,11 @@ class Tx(Protocol):
     def finish(self, finish: Finish, now: int) -> Outcome:
         """The handler ended: retry with backoff, or finish the run."""
 
-    def crashed(self, run_ids: Sequence[str], *, alone: bool, reason: str, now: int) -> Requeued:
-        """A worker died holding these runs."""
+    def requeue_lost(
+        self, run_ids: Sequence[str], *, alone: bool, reason: str, now: int
+    ) -> Requeued:
+        """A worker went away holding these runs: requeue them, or fail those charged
+        their last attempt (`takod.rules.runs.on_worker_crash`)."""
 
     def release(self, run_id: str, token: int, now: int) -> None:
         """Give a run back to the queue, uncharged (the supervisor is stopping)."""
@@ -193,7 +196,7 @@ class Tx(Protocol):
         """At start-up: runs left running by a previous supervisor go back to pending."""
 
     def ready_runs(self, now: int, limit: int = 100_000) -> list[str]:
-        """Pending runs that may start now, oldest first."""
+        """QueuedWrite runs that may start now, oldest first."""
 
     def cancel(self, run_id: str, reason: str | None, now: int) -> RunStatus:
         """Cancel a run (a running one at its next step boundary); returns its status."""
@@ -282,7 +285,7 @@ class Sink(Protocol):
     def send_threadsafe(self, data: bytes) -> None: ...
 
 
-class Pending(Generic[T]):
+class QueuedWrite(Generic[T]):
     """One queued write: what to run, then (after the commit) its result or error."""
 
     __slots__ = ("answered", "atomic", "early", "error", "fn", "on_done", "result")
@@ -290,7 +293,7 @@ class Pending(Generic[T]):
     def __init__(
         self,
         fn: Callable[[Tx], T],
-        on_done: Callable[[Pending[T]], None],
+        on_done: Callable[[QueuedWrite[T]], None],
         atomic: bool = False,
         early: Early | None = None,
     ) -> None:
@@ -307,7 +310,7 @@ class Pending(Generic[T]):
         return self.result  # type: ignore[return-value]
 
 
-Early = Callable[[Pending[Any]], tuple[Sink, bytes] | None]
+Early = Callable[[QueuedWrite[Any]], tuple[Sink, bytes] | None]
 
 
 class Backend(Protocol):
@@ -316,11 +319,11 @@ class Backend(Protocol):
     def submit(
         self,
         fn: Callable[[Tx], T],
-        on_done: Callable[[Pending[T]], None],
+        on_done: Callable[[QueuedWrite[T]], None],
         *,
         atomic: bool = False,
         early: Early | None = None,
-    ) -> Pending[T]:
+    ) -> QueuedWrite[T]:
         """Queue `fn(tx)` for the next batch; `on_done(item)` runs in trio after the
         commit. `atomic`: fn is atomic by itself (spares a savepoint). `early(item)`
         runs on the writer thread as soon as the batch is committed and may answer

@@ -63,9 +63,9 @@ def test_sql_and_sqlite_live_only_in_a_backend() -> None:
                 names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
                 if "sqlite3" in names:
                     leaks.append(f"{path}:{node.lineno} imports sqlite3")
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                if SQL.search(node.value):
-                    leaks.append(f"{path}:{node.lineno} holds SQL")
+            text = node.value if isinstance(node, ast.Constant) else None
+            if isinstance(text, str) and SQL.search(text):
+                leaks.append(f"{path}:{node.lineno} holds SQL")
     assert leaks == []
 
 

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import trio
 
-from takod.storage.interface import ApprovalEvents, Early, Pending, Reads, StoreError, Tx
+from takod.storage.interface import ApprovalEvents, Early, QueuedWrite, Reads, StoreError, Tx
 from takod.storage.sqlite.committer import Committer
 from takod.storage.sqlite.files import open_read_only, open_writer
 from takod.storage.sqlite.reads import SqliteReads
@@ -44,11 +44,11 @@ class SqliteBackend:
     def submit(
         self,
         fn: Callable[[Tx], T],
-        on_done: Callable[[Pending[T]], None],
+        on_done: Callable[[QueuedWrite[T]], None],
         *,
         atomic: bool = False,
         early: Early | None = None,
-    ) -> Pending[T]:
+    ) -> QueuedWrite[T]:
         return self.committer.submit(fn, on_done, atomic=atomic, early=early)
 
     async def write(self, fn: Callable[[Tx], T]) -> T:

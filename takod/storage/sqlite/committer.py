@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import trio
 
 from tako._errors import StorageError, TakoError
-from takod.storage.interface import Early, Pending, Sink, Tx
+from takod.storage.interface import Early, QueuedWrite, Sink, Tx
 
 T = TypeVar("T")
 log = logging.getLogger("takod")
@@ -38,7 +38,7 @@ class Committer:
     def __init__(self, conn: sqlite3.Connection, tx: Tx) -> None:
         self._conn = conn
         self._tx = tx
-        self._queue: queue.SimpleQueue[Pending[Any] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[QueuedWrite[Any] | None] = queue.SimpleQueue()
         self._closed = False
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
@@ -63,11 +63,11 @@ class Committer:
     def submit(
         self,
         fn: Callable[[Tx], T],
-        on_done: Callable[[Pending[T]], None],
+        on_done: Callable[[QueuedWrite[T]], None],
         *,
         atomic: bool = False,
         early: Early | None = None,
-    ) -> Pending[T]:
+    ) -> QueuedWrite[T]:
         """Queue `fn(tx)` for the next transaction; `on_done(item)` runs in trio after
         the commit. `atomic=True` promises that `fn` leaves nothing half-written when it
         raises (one statement, or its own savepoint), which saves it a savepoint here.
@@ -79,7 +79,7 @@ class Committer:
 
         The hot path (a worker's checkpoints) uses this directly: no task and no
         event per write, just a callback that sends the reply."""
-        item = Pending(fn, on_done, atomic=atomic, early=early)
+        item = QueuedWrite(fn, on_done, atomic=atomic, early=early)
         if self._closed:
             item.error = StorageError("the supervisor is stopping; nothing was written")
             on_done(item)
@@ -132,12 +132,12 @@ class Committer:
                 token.run_sync_soon(self._deliver, batch)
         token.run_sync_soon(finished.set)
 
-    def _deliver(self, batch: list[Pending[Any]]) -> None:
+    def _deliver(self, batch: list[QueuedWrite[Any]]) -> None:
         """In trio: answer a committed batch's callers."""
         for item in batch:
             _done(item)
 
-    def _commit(self, batch: list[Pending[Any]]) -> None:
+    def _commit(self, batch: list[QueuedWrite[Any]]) -> None:
         conn, tx = self._conn, self._tx
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -167,14 +167,14 @@ class Committer:
                 item.error = _storage_error(exc)
 
 
-def _done(item: Pending[Any]) -> None:
+def _done(item: QueuedWrite[Any]) -> None:
     try:
         item.on_done(item)
     except Exception:  # one caller's bug must not stop the others' replies
         log.exception("a write's completion failed")
 
 
-def _answer_early(batch: list[Pending[Any]]) -> None:
+def _answer_early(batch: list[QueuedWrite[Any]]) -> None:
     """Run the batch's `early` hooks; what they answer goes out in one write per sink."""
     out: dict[Sink, list[bytes]] = {}
     for item in batch:

@@ -221,7 +221,9 @@ class SqliteTx(ApprovalWrites):
             )  # fmt: skip
         return decision
 
-    def crashed(self, run_ids: Sequence[str], *, alone: bool, reason: str, now: int) -> Requeued:
+    def requeue_lost(
+        self, run_ids: Sequence[str], *, alone: bool, reason: str, now: int
+    ) -> Requeued:
         requeued: list[str] = []
         failed: list[str] = []
         for rid in run_ids:
