@@ -24,7 +24,6 @@ from cli.options import (
     EXIT_UNREACHABLE,
     PAYLOAD,
     RUN_ID_TYPE,
-    STATUSES,
     BadInput,
     Unreachable,
     app_option,
@@ -37,9 +36,9 @@ from cli.render import render_run, render_runs, render_status, render_workflows
 from cli.text import duration_text, use_colour
 from tako import Client, SupervisorUnavailable, TakoError
 from tako._paths import find_app_dir
+from tako._records import STATUSES
 
 T = TypeVar("T")
-FINISHED = ("completed", "failed", "cancelled")
 RunShown = tuple[dict[str, Any], dict[str, Any]]  # a run, and its open approvals by step key
 
 

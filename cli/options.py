@@ -26,11 +26,10 @@ import click
 from cli.payloads import PayloadError, read_payload
 from tako._durations import parse_duration
 from tako._paths import find_app_dir, resolve_data_dir, resolve_socket
-from tako._protocol import RUN_ID_RULE
+from tako._records import RUN_ID_PATTERN, RUN_ID_RULE
 
 F = TypeVar("F", bound=Callable[..., Any])
-RUN_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
-STATUSES = ("pending", "running", "sleeping", "waiting", "completed", "failed", "cancelled")
+RUN_ID = re.compile(RUN_ID_PATTERN)
 
 # Exit codes (docs/cli.md). Click's own usage errors already exit with 2.
 EXIT_REFUSED = 1

@@ -16,10 +16,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from tako._errors import BadJson, InvalidRequest, TakoError, UnknownOp
+from tako._records import NULL as NULL  # takod and workers read it from here
+from tako._records import RUN_ID_PATTERN, RUN_ID_RULE
 
-NULL = msgspec.Raw(b"null")
 ABSENT = msgspec.Raw(b"")  # a Raw field that was not sent at all (null is a value)
-RUN_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}(?!\n)$"  # `$` alone would allow a final newline
 RunId = Annotated[str, msgspec.Meta(pattern=RUN_ID_PATTERN)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=100 * 365 * 86400)]  # up to a century
@@ -462,9 +462,6 @@ def decode_request(line: bytes) -> Request:
         raise RequestError(None, BadJson(f"invalid JSON: {exc}")) from None
     except RecursionError:
         raise RequestError(None, InvalidRequest("JSON nested too deeply")) from None
-
-
-RUN_ID_RULE = "1 to 128 of the characters A-Z a-z 0-9 . _ : @ -"
 
 
 def _readable(message: str) -> str:
