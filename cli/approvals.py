@@ -14,14 +14,27 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import msgspec
 from click.core import ParameterSource
 
 from cli import offline
 from cli.commands import connect, inherited, name_arg, now, read
-from cli.options import PAYLOAD, app_option, emit_json, global_options, json_option
+from cli.options import PAYLOAD, app_option, emit_json, global_options, json_option, plain
 from cli.render import render_approval, render_approvals, render_decided
 from cli.text import use_colour
 from tako import Client
+from tako._protocol import (
+    ABSENT,
+    ApprovalLinks,
+    Approve,
+    CancelApproval,
+    ClientRequest,
+    GetApproval,
+    ListApprovals,
+    Reject,
+)
+from tako._records import ApprovalView
+from tako._replies import ApprovalReply, ApprovalsReply, LinksReply
 
 F = TypeVar("F", bound=Callable[..., Any])
 STATUSES = ("pending", "approved", "edited", "rejected", "timed_out", "cancelled")
@@ -42,12 +55,15 @@ def actor_option(help_text: str) -> Callable[[F], F]:
     return decorate
 
 
-def print_decided(approval: dict[str, Any], as_json: bool) -> None:
-    """The request as the decision left it; `history` is for `approvals show` only."""
+def print_decided(request: ClientRequest, as_json: bool) -> None:
+    """Send a decision and print the request as it left it; `history` is for
+    `approvals show` only."""
+    approval = connect().call(request, ApprovalReply[ApprovalView]).approval
+    fields = {k: v for k, v in plain(approval).items() if k != "history"}
     if as_json:
-        emit_json({k: v for k, v in approval.items() if k != "history"})
+        emit_json(fields)
     else:
-        click.echo(render_decided(approval, color=use_colour()))
+        click.echo(render_decided(fields, color=use_colour()))
 
 
 @click.group("approvals", invoke_without_command=True, short_help="List approval requests.")
@@ -80,16 +96,12 @@ def approvals_group(
     wanted = None if status == "all" else status
     filters: dict[str, Any] = {"approver": approver, "workflow": workflow, "status": wanted}
 
-    def ask(client: Client) -> list[dict[str, Any]]:
-        approvals: list[dict[str, Any]] = client.request("list_approvals", **filters, limit=limit)[
-            "approvals"
-        ]
-        return approvals
+    def ask(client: Client) -> list[ApprovalView]:
+        request = ListApprovals(**filters, limit=limit)
+        return client.call(request, ApprovalsReply[ApprovalView]).approvals
 
-    def from_db(database: Path) -> list[dict[str, Any]]:
-        rows = offline.read(database, lambda r: r.approvals(**filters, limit=limit))
-        approvals: list[dict[str, Any]] = offline.plain(rows)
-        return approvals
+    def from_db(database: Path) -> list[ApprovalView]:
+        return offline.read(database, lambda r: r.approvals(**filters, limit=limit))
 
     approvals = read(ask, from_db, app)
     if as_json:
@@ -97,7 +109,8 @@ def approvals_group(
     else:
         empty = f"no {'' if wanted is None else wanted.replace('_', ' ') + ' '}approval requests"
         empty = "no pending approvals" if wanted == "pending" else empty
-        click.echo(render_approvals(approvals, now=now(), color=use_colour(), empty=empty))
+        shown = plain(approvals)
+        click.echo(render_approvals(shown, now=now(), color=use_colour(), empty=empty))
 
 
 @approvals_group.command("show", short_help="Show one approval request with its history.")
@@ -117,20 +130,20 @@ def show_cmd(
     `--links` adds the signed links of the HTTP pages (view, approve, reject) for each
     approver, `*` when anyone may decide; they need the supervisor (it holds the key)."""
 
-    def from_db(database: Path) -> dict[str, Any]:
-        approval: dict[str, Any] = offline.plain(offline.read(database, lambda r: r.approval(key)))
-        return approval
+    def from_db(database: Path) -> ApprovalView:
+        return offline.read(database, lambda r: r.approval(key))
 
     approval = read(
-        lambda c: c.request("get_approval", key=key)["approval"],
+        lambda c: c.call(GetApproval(key=key), ApprovalReply[ApprovalView]).approval,
         from_db,
         inherited(ctx, "app", app),
     )
-    links = connect().request("approval_links", key=key)["links"] if with_links else None
+    links = connect().call(ApprovalLinks(key=key), LinksReply).links if with_links else None
+    shown = plain(approval)
     if inherited(ctx, "as_json", as_json):
-        emit_json(approval if links is None else {**approval, "links": links})
+        emit_json(shown if links is None else {**shown, "links": links})
         return
-    click.echo(render_approval(approval, now=now(), color=use_colour()))
+    click.echo(render_approval(shown, now=now(), color=use_colour()))
     for approver, urls in (links or {}).items():
         who = "anyone" if approver == "*" else approver
         click.echo(f"\nlinks for {who}:")
@@ -147,8 +160,8 @@ def show_cmd(
 @click.pass_context
 def cancel_cmd(ctx: click.Context, key: str, by: str, reason: str | None, as_json: bool) -> None:
     """Cancel the request KEY: its run continues with the decision `cancelled`."""
-    reply = connect().request("cancel_approval", key=key, by=by, reason=reason)
-    print_decided(reply["approval"], inherited(ctx, "as_json", as_json))
+    request = CancelApproval(key=key, by=by, reason=reason)
+    print_decided(request, inherited(ctx, "as_json", as_json))
 
 
 @click.command("approve", short_help="Approve a request, as is or with an edited value.")
@@ -165,10 +178,9 @@ def cancel_cmd(ctx: click.Context, key: str, by: str, reason: str | None, as_jso
 @click.pass_context
 def approve_cmd(ctx: click.Context, key: str, by: str, value: Any, as_json: bool) -> None:
     """Approve the request KEY (`<run_id>:<step>`, see `tako approvals`)."""
-    fields: dict[str, Any] = {"key": key, "by": by}
-    if ctx.get_parameter_source("value") is ParameterSource.COMMANDLINE:
-        fields["value"] = value  # `--value null` is an edit too
-    print_decided(connect().request("approve", **fields)["approval"], as_json)
+    edited = ctx.get_parameter_source("value") is ParameterSource.COMMANDLINE
+    raw = msgspec.Raw(msgspec.json.encode(value)) if edited else ABSENT  # null is an edit too
+    print_decided(Approve(key=key, by=by, value=raw), as_json)
 
 
 @click.command("reject", short_help="Reject a request, with a reason.")
@@ -184,7 +196,7 @@ def approve_cmd(ctx: click.Context, key: str, by: str, value: Any, as_json: bool
 @global_options
 def reject_cmd(key: str, by: str, reason: str, as_json: bool) -> None:
     """Reject the request KEY (`<run_id>:<step>`, see `tako approvals`)."""
-    print_decided(connect().request("reject", key=key, by=by, reason=reason)["approval"], as_json)
+    print_decided(Reject(key=key, by=by, reason=reason), as_json)
 
 
 def _no_reason() -> str:

@@ -1,8 +1,8 @@
 """The client commands: run, signal, runs (list, show, cancel, retry, prune), status, workflows.
 
-Each is thin: parse, call the supervisor, print. Replies are used
-as the supervisor sent them (`Client.request`), so `--json` prints its
-timestamps unchanged. Read commands fall back to the database, read-only,
+Each is thin: parse, call the supervisor, print. Runs are read in takod's
+own form (`RunView`: raw JSON values, ISO 8601 text), so `--json` prints
+them as the supervisor sent them. Read commands fall back to the database, read-only,
 when the supervisor is down (`cli/offline.py`).
 """
 
@@ -12,9 +12,10 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
+import msgspec
 
 from cli import offline
 from cli.options import (
@@ -23,36 +24,51 @@ from cli.options import (
     EXIT_UNREACHABLE,
     PAYLOAD,
     RUN_ID_TYPE,
-    STATUSES,
     BadInput,
     Unreachable,
     app_option,
     emit_json,
     global_options,
     json_option,
+    plain,
     settings,
 )
 from cli.render import render_run, render_runs, render_status, render_workflows
 from cli.text import duration_text, use_colour
 from tako import Client, SupervisorUnavailable, TakoError
 from tako._paths import find_app_dir
-from tako._records import iso
+from tako._protocol import (
+    Cancel,
+    GetApproval,
+    GetRun,
+    ListRuns,
+    Prune,
+    Retry,
+    Status,
+    Wait,
+    Workflows,
+)
+from tako._records import STATUSES, ApprovalView, RunStatus, RunView, iso
+from tako._replies import (
+    ApprovalReply,
+    PrunedReply,
+    RunReply,
+    RunsReply,
+    StatusReply,
+    WaitReply,
+    WorkflowsReply,
+)
 
 if TYPE_CHECKING:
     from takod.storage import Reads
 
 T = TypeVar("T")
-FINISHED = ("completed", "failed", "cancelled")
-RunShown = tuple[dict[str, Any], dict[str, Any]]  # a run, and its open approvals by step key
+ViewShown = tuple[RunView, dict[str, ApprovalView]]  # a run, its open approvals by step key
+V = TypeVar("V", RunView, ApprovalView)
 
 
 def connect() -> Client:
     return Client(settings().socket_path())
-
-
-def reply_fields(reply: dict[str, Any]) -> dict[str, Any]:
-    """A reply without its envelope (`id`, `ok`): the op's own fields."""
-    return {k: v for k, v in reply.items() if k not in ("id", "ok")}
 
 
 def name_arg(value: str, what: str) -> str:
@@ -139,34 +155,34 @@ def run_cmd(
     run = _settled(client, started.run_id, "finished")
     if as_json:
         emit_json(run)
-    elif run["status"] == "completed":
-        emit_json(run["result"])
-    if run["status"] != "completed":
-        click.echo(f"Error: run {run['run_id']} {run['status']}: {run['error']}", err=True)
+    elif run.status == RunStatus.COMPLETED:
+        emit_json(msgspec.json.decode(run.result))
+    if run.status != RunStatus.COMPLETED:
+        click.echo(f"Error: run {run.run_id} {run.status}: {run.error}", err=True)
         click.get_current_context().exit(EXIT_REFUSED)
 
 
-def _settled(client: Client, run_id: str, until: str) -> dict[str, Any]:
-    """The run object (as takod sends it) once it is finished, or with until="parked"
-    once it sleeps or waits too."""
+def _settled(client: Client, run_id: str, until: Literal["finished", "parked"]) -> RunView:
+    """The run (as takod sends it) once it is finished, or with until="parked" once it
+    sleeps or waits too."""
     while True:  # each wait is held at most 300 s by takod; ask again until it is done
-        reply = client.request("wait", run_id=run_id, timeout=None, until=until)
-        if reply["finished"]:
-            run: dict[str, Any] = reply["run"]
-            return run
+        reply = client.call(Wait(run_id=run_id, until=until), WaitReply[RunView])
+        if reply.finished:
+            return reply.run
 
 
-def _where(run: dict[str, Any]) -> str:
+def _where(run: RunView) -> str:
     """One line on where a settled run stands: what it waits for, or how it ended."""
-    match run["status"]:
-        case "waiting":
-            return f'waiting for "{run["waiting_for"]}"'
-        case "sleeping":
+    match run.status:
+        case RunStatus.WAITING:
+            return f'waiting for "{run.waiting_for}"'
+        case RunStatus.SLEEPING:
             return "sleeping"
-        case "completed":
-            return f"completed → {json.dumps(run['result'], ensure_ascii=False)}"
+        case RunStatus.COMPLETED:
+            result = msgspec.json.decode(run.result)
+            return f"completed → {json.dumps(result, ensure_ascii=False)}"
         case status:
-            return f"{status}: {run['error']}"
+            return f"{status}: {run.error}"
 
 
 @click.command("signal", short_help="Send a signal to waiting runs.")
@@ -212,31 +228,24 @@ def runs_group(
     if ctx.invoked_subcommand is not None:
         return
 
-    def ask(client: Client) -> list[dict[str, Any]]:
-        reply = client.request("list_runs", status=status, workflow=workflow, limit=limit)
-        runs: list[dict[str, Any]] = reply["runs"]
-        return runs
+    def ask(client: Client) -> list[RunView]:
+        request = ListRuns(status=status, workflow=workflow, limit=limit)
+        return client.call(request, RunsReply[RunView]).runs
 
-    def from_db(database: Path) -> list[dict[str, Any]]:
-        rows = [
-            run
-            for stored in offline.offline_status(status)
-            for run in offline.plain(
-                offline.read(
-                    database,
-                    lambda r: r.runs(status=stored, workflow=workflow, limit=limit),  # noqa: B023
-                )
-            )
-        ]
-        rows.sort(key=lambda r: (r["created_at"], r["run_id"]), reverse=True)
-        result: list[dict[str, Any]] = offline.plain(rows[:limit])
-        return [offline.interrupted(run) for run in result]
+    def from_db(database: Path) -> list[RunView]:
+        def runs(reads: Reads) -> list[RunView]:
+            wanted = offline.offline_status(status)
+            return [r for s in wanted for r in reads.runs(status=s, workflow=workflow, limit=limit)]
+
+        rows = offline.read(database, runs)
+        rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+        return [offline.interrupted(run) for run in rows[:limit]]
 
     runs = read(ask, from_db, app)
     if as_json:
         emit_json(runs)
     else:
-        click.echo(render_runs(runs, now=now(), color=use_colour()))
+        click.echo(render_runs(plain(runs), now=now(), color=use_colour()))
 
 
 @runs_group.command("show")
@@ -249,36 +258,36 @@ def show_cmd(ctx: click.Context, run_id: str, app: str | None, as_json: bool) ->
     """Show one run with its steps as a timeline."""
     as_json = inherited(ctx, "as_json", as_json)
 
-    def ask(client: Client) -> RunShown:
-        run: dict[str, Any] = client.request("get_run", run_id=run_id)["run"]
+    def ask(client: Client) -> ViewShown:
+        run = client.call(GetRun(run_id=run_id), RunReply[RunView]).run
         if as_json:
             return run, {}
-        approvals = _open_approvals(run, lambda k: client.request("get_approval", key=k))
-        return run, {k: reply["approval"] for k, reply in approvals.items()}
+        reply = ApprovalReply[ApprovalView]
+        return run, _open_approvals(run, lambda k: client.call(GetApproval(key=k), reply).approval)
 
-    def from_db(database: Path) -> RunShown:
-        def both(reads: Reads) -> RunShown:
-            run = offline.plain(reads.run(run_id))
-            return run, _open_approvals(run, lambda k: reads.approval(k))
+    def from_db(database: Path) -> ViewShown:
+        def both(reads: Reads) -> ViewShown:
+            run = reads.run(run_id)
+            return offline.interrupted(run), _open_approvals(run, lambda k: reads.approval(k))
 
-        run, approvals = offline.plain(offline.read(database, both))
-        return offline.interrupted(run), approvals
+        return offline.read(database, both)
 
     run, approvals = read(ask, from_db, inherited(ctx, "app", app))
     if as_json:
         emit_json(run)
     else:
-        click.echo(render_run(run, now=now(), color=use_colour(), approvals=approvals))
+        shown = {k: plain(a) for k, a in approvals.items()}
+        click.echo(render_run(plain(run), now=now(), color=use_colour(), approvals=shown))
 
 
-def _open_approvals(run: dict[str, Any], get: Callable[[str], Any]) -> dict[str, Any]:
+def _open_approvals(run: RunView, get: Callable[[str], T]) -> dict[str, T]:
     """The approval objects of the run's waiting approval steps (who may decide, until
     when), by step key: the run object does not hold them."""
-    found: dict[str, Any] = {}
-    for step in run.get("steps") or []:
-        if step["kind"] == "approval" and step["status"] == "waiting":
+    found: dict[str, T] = {}
+    for step in run.steps or []:
+        if step.kind == "approval" and step.status == RunStatus.WAITING:
             try:
-                found[step["key"]] = get(f"{run['run_id']}:{step['key']}")
+                found[step.key] = get(f"{run.run_id}:{step.key}")
             except TakoError:  # pruned, or gone: the timeline is drawn without it
                 continue
     return found
@@ -292,13 +301,13 @@ def _open_approvals(run: dict[str, Any], get: Callable[[str], Any]) -> dict[str,
 @click.pass_context
 def cancel_cmd(ctx: click.Context, run_id: str, reason: str | None, as_json: bool) -> None:
     """Cancel a pending, sleeping, waiting or running run."""
-    run = connect().request("cancel", run_id=run_id, reason=reason)["run"]
+    run = connect().call(Cancel(run_id=run_id, reason=reason), RunReply[RunView]).run
     if inherited(ctx, "as_json", as_json):
         emit_json(run)
-    elif run["status"] == "cancelled":
+    elif run.status == RunStatus.CANCELLED:
         click.echo(f"run {run_id} cancelled")
     else:
-        click.echo(f"cancel requested: run {run_id} is {run['status']}; it stops at its next step")
+        click.echo(f"cancel requested: run {run_id} is {run.status}; it stops at its next step")
 
 
 @runs_group.command("retry", short_help="Re-queue a failed or cancelled run.")
@@ -308,12 +317,12 @@ def cancel_cmd(ctx: click.Context, run_id: str, reason: str | None, as_json: boo
 @click.pass_context
 def retry_cmd(ctx: click.Context, run_id: str, as_json: bool) -> None:
     """Re-queue a failed or cancelled run; its finished steps stay cached."""
-    run = connect().request("retry", run_id=run_id)["run"]
+    run = connect().call(Retry(run_id=run_id), RunReply[RunView]).run
     if inherited(ctx, "as_json", as_json):
         emit_json(run)
     else:
-        kept = sum(1 for s in run.get("steps") or [] if s["status"] == "completed")
-        click.echo(f"run {run_id} re-queued ({run['status']}); {kept} finished step(s) kept")
+        kept = sum(1 for s in run.steps or [] if s.status == RunStatus.COMPLETED)
+        click.echo(f"run {run_id} re-queued ({run.status}); {kept} finished step(s) kept")
 
 
 @runs_group.command("prune", short_help="Delete finished runs older than the retention.")
@@ -329,7 +338,7 @@ def prune_cmd(ctx: click.Context, older_than: float | None, as_json: bool) -> No
     """Delete finished runs (with their steps and approval requests) older than a duration.
 
     takod also does this by itself every hour, with `[runs] retention`."""
-    pruned = connect().request("prune", older_than=older_than)["pruned"]
+    pruned = connect().call(Prune(older_than=older_than), PrunedReply).pruned
     if inherited(ctx, "as_json", as_json):
         emit_json({"pruned": pruned})
     else:
@@ -343,7 +352,7 @@ def prune_cmd(ctx: click.Context, older_than: float | None, as_json: bool) -> No
 def status_cmd(app: str | None, as_json: bool) -> None:
     """Whether the supervisor is up, its workers, runs per status, next wake-up (exit 3: down)."""
     try:
-        status = reply_fields(connect().request("status"))
+        status = connect().call(Status(), StatusReply).fields()
     except SupervisorUnavailable as exc:
         status, message = _status_down(app, exc)
         if as_json:
@@ -389,7 +398,8 @@ def _status_down(app: str | None, exc: SupervisorUnavailable) -> tuple[dict[str,
 def workflows_cmd(as_json: bool) -> None:
     """The workflows the app defines, and each file that failed to load."""
     try:
-        registry = reply_fields(connect().request("workflows"))
+        reply = connect().call(Workflows(), WorkflowsReply)
+        registry = msgspec.to_builtins({"workflows": reply.workflows, "errors": reply.errors})
     except SupervisorUnavailable as exc:
         here = find_app_dir()
         if not (here / "workflows").is_dir():

@@ -16,6 +16,7 @@ from typing import Any
 
 from cli.render import render_workflows
 from cli.text import Paint, duration_text, local_time, relative, truncate
+from tako._records import FINISHED
 
 
 def banner(
@@ -93,7 +94,7 @@ class EventFormatter:
         if run_id is None:
             return f"{stamp}  {text}"
         workflow = self.workflows.get(run_id, "?")
-        if kind in ("completed", "failed", "cancelled"):
+        if kind in FINISHED:
             self.workflows.pop(run_id, None)
         return f"{stamp}  {self.paint(run_id, bold=True)} {self.paint.dim(workflow)}  {text}"
 

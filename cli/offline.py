@@ -21,7 +21,7 @@ import msgspec
 
 from cli.options import BadInput, Unreachable
 from tako._paths import find_app_dir
-from tako._records import Registry
+from tako._records import Registry, RunStatus, RunView
 
 if TYPE_CHECKING:
     from takod.storage import Reads
@@ -73,12 +73,12 @@ def read(database: Path, fn: Callable[[Reads], T]) -> T:
         return fn(reads)
 
 
-def interrupted(run: dict[str, Any]) -> dict[str, Any]:
+def interrupted(run: RunView) -> RunView:
     """With no supervisor, nothing runs: a run the store still calls `running` was
     interrupted, and a supervisor puts it back in the queue first thing when it starts.
     So it reads as what it is, `pending`."""
-    if run.get("status") == "running":
-        run["status"] = "pending"
+    if run.status == RunStatus.RUNNING:
+        return msgspec.structs.replace(run, status=RunStatus.PENDING)
     return run
 
 
@@ -99,11 +99,6 @@ def offline_counts(counts: dict[str, int]) -> dict[str, int]:
     if "running" in counts:
         counts["pending"] = counts.get("pending", 0) + counts.pop("running")
     return counts
-
-
-def plain(value: Any) -> Any:
-    """Store dicts hold msgspec.Raw JSON; round-trip them into plain values, as a reply is."""
-    return msgspec.json.decode(msgspec.json.encode(value))
 
 
 def describe(app_dir: Path) -> dict[str, Any]:

@@ -22,15 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+import msgspec
 
 from cli.payloads import PayloadError, read_payload
 from tako._durations import parse_duration
 from tako._paths import find_app_dir, resolve_data_dir, resolve_socket
-from tako._protocol import RUN_ID_RULE
+from tako._records import RUN_ID_PATTERN, RUN_ID_RULE
 
 F = TypeVar("F", bound=Callable[..., Any])
-RUN_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
-STATUSES = ("pending", "running", "sleeping", "waiting", "completed", "failed", "cancelled")
+RUN_ID = re.compile(RUN_ID_PATTERN)
 
 # Exit codes (docs/cli.md). Click's own usage errors already exit with 2.
 EXIT_REFUSED = 1
@@ -198,4 +198,19 @@ PAYLOAD = PayloadType()
 
 def emit_json(value: Any) -> None:
     """Print exactly one JSON document (pretty, UTF-8) on stdout."""
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    click.echo(json.dumps(plain(value), indent=2, ensure_ascii=False))
+
+
+def plain(value: Any) -> Any:
+    """`value` as plain JSON data: takod's view forms (`RunView`, `ApprovalView`, a list
+    of them) become the objects takod sent, raw values decoded and ISO text kept.
+    `steps` and `history`, which takod leaves out unless asked, stay out when unset."""
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if not isinstance(value, msgspec.Struct):
+        return value
+    fields: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(value))
+    for optional in ("steps", "history"):
+        if optional in fields and fields[optional] is None:
+            del fields[optional]
+    return fields

@@ -27,6 +27,7 @@ from cli.text import (
     truncate,
     when_text,
 )
+from tako._records import FINISHED
 
 Run = Mapping[str, Any]
 Approval = Mapping[str, Any]
@@ -70,7 +71,7 @@ def _header(
 ) -> list[str]:
     status = str(run["status"])
     state = paint.status(status)
-    if run.get("cancel_requested") and status not in ("cancelled", "completed", "failed"):
+    if run.get("cancel_requested") and status not in FINISHED:
         state += paint(" (cancel requested: stops at its next step)", "yellow")
     rows: list[tuple[str, str]] = [
         ("run", paint(str(run["run_id"]), bold=True)),
@@ -382,10 +383,6 @@ def render_workflows(registry: Mapping[str, Any], *, color: bool = False) -> str
             where = f"{e['file']}:{e['line']}" if e.get("line") is not None else str(e["file"])
             lines.append(f"  {paint(where, 'red')}  {e['message']}")
     return "\n".join(lines)
-
-
-def _timeout(seconds: float | None) -> str:
-    return "no timeout" if seconds is None else f"timeout {spec_duration(float(seconds))}"
 
 
 # -- approvals ----------------------------------------------------------------

@@ -6,12 +6,15 @@ and revoked tokens take effect at once, with no restart.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
 
 import click
+import msgspec
 
-from cli.commands import connect, inherited, name_arg, reply_fields
+from cli.commands import connect, inherited, name_arg
 from cli.options import emit_json, global_options, json_option
+from tako._protocol import CreateToken, ListTokens, RevokeToken, Scope
+from tako._replies import NewTokenReply, RevokedReply, TokenRow, TokensReply
 
 SCOPES = ("read", "start", "signal", "decide", "admin")
 
@@ -43,13 +46,14 @@ def tokens_group(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def create_cmd(ctx: click.Context, name: str, scopes: tuple[str, ...], as_json: bool) -> None:
     """Create the token NAME (a decision made with it is recorded as NAME's)."""
-    reply = reply_fields(connect().request("create_token", name=name, scopes=list(scopes)))
+    request = CreateToken(name=name, scopes=cast("list[Scope]", list(scopes)))
+    reply = connect().call(request, NewTokenReply)
     if inherited(ctx, "as_json", as_json):
-        emit_json(reply)
+        emit_json({"name": reply.name, "token": reply.token, "scopes": reply.scopes})
         return
-    click.echo(reply["token"])
+    click.echo(reply.token)
     click.echo(
-        f"token {name!r} ({', '.join(reply['scopes'])}): shown this once, only its hash is "
+        f"token {name!r} ({', '.join(reply.scopes)}): shown this once, only its hash is "
         "kept; store it now",
         err=True,
     )
@@ -61,17 +65,17 @@ def create_cmd(ctx: click.Context, name: str, scopes: tuple[str, ...], as_json: 
 @click.pass_context
 def list_cmd(ctx: click.Context, as_json: bool) -> None:
     """List the tokens by name, with their scopes and when they were made."""
-    tokens: list[dict[str, Any]] = connect().request("list_tokens")["tokens"]
+    tokens = connect().call(ListTokens(), TokensReply[TokenRow]).tokens
     if inherited(ctx, "as_json", as_json):
-        emit_json(tokens)
+        emit_json(msgspec.to_builtins(tokens))
         return
     if not tokens:
         click.echo("no tokens (create one with `tako tokens create NAME --scope read`)")
         return
-    width = max(len("NAME"), *(len(t["name"]) for t in tokens))
+    width = max(len("NAME"), *(len(t.name) for t in tokens))
     click.echo(f"{'NAME':<{width}}  {'SCOPES':<30}  CREATED")
     for t in tokens:
-        click.echo(f"{t['name']:<{width}}  {','.join(t['scopes']):<30}  {t['created_at']}")
+        click.echo(f"{t.name:<{width}}  {','.join(t.scopes):<30}  {t.created_at}")
 
 
 @tokens_group.command("revoke", short_help="Revoke a token at once.")
@@ -81,8 +85,8 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def revoke_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
     """Revoke the token NAME: calls carrying it are refused from now on."""
-    reply = reply_fields(connect().request("revoke_token", name=name))
+    reply = connect().call(RevokeToken(name=name), RevokedReply)
     if inherited(ctx, "as_json", as_json):
-        emit_json({"name": name, **reply})
+        emit_json({"name": name, "revoked": reply.revoked})
     else:
         click.echo(f"revoked token {name!r}")

@@ -17,21 +17,65 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 import msgspec
 
 from tako._durations import Duration, parse_duration
-from tako._errors import (
-    InvalidRequest,
-    RunCancelled,
-    RunFailed,
-    SupervisorUnavailable,
-    error_from_wire,
-)
+from tako._errors import InvalidRequest, RunCancelled, RunFailed, SupervisorUnavailable
 from tako._paths import resolve_socket
-from tako._protocol import non_finite
-from tako._records import Approval, NewToken, Registry, Run, SignalResult, TokenInfo
+from tako._protocol import (
+    ABSENT,
+    ApprovalLinks,
+    Approve,
+    Cancel,
+    CancelApproval,
+    ClientRequest,
+    CreateToken,
+    GetApproval,
+    GetRun,
+    ListApprovals,
+    ListRuns,
+    ListTokens,
+    Prune,
+    Reject,
+    Retry,
+    RevokeToken,
+    Scope,
+    Signal,
+    Start,
+    Status,
+    Wait,
+    Workflows,
+    non_finite,
+)
+from tako._records import (
+    Approval,
+    NewToken,
+    Registry,
+    Run,
+    RunStatus,
+    SignalResult,
+    TokenInfo,
+)
+from tako._replies import (
+    ApprovalReply,
+    ApprovalsReply,
+    LinksReply,
+    NewTokenReply,
+    PrunedReply,
+    ReplyT,
+    RevokedReply,
+    RunReply,
+    RunsReply,
+    SignalReply,
+    StartReply,
+    StatusReply,
+    TokensReply,
+    WaitReply,
+    WorkflowsReply,
+    decode_reply,
+)
 
 T = TypeVar("T")
 _UNSET: Any = object()  # `value` not given (None is a value)
@@ -43,11 +87,6 @@ class StartResult(msgspec.Struct):
     run_id: str
     status: str
     deduplicated: bool
-
-
-class _WaitReply(msgspec.Struct):
-    finished: bool
-    run: Run
 
 
 class Client:
@@ -81,12 +120,10 @@ class Client:
         delay: Duration | None = None,
     ) -> StartResult:
         """Like `start`, and say whether the run already existed (`deduplicated`)."""
-        fields: dict[str, Any] = {"workflow": workflow, "payload": _raw(payload)}
-        if run_id is not None:
-            fields["run_id"] = run_id
-        if delay is not None:
-            fields["delay"] = parse_duration(delay)
-        return msgspec.convert(self.request("start", **fields), StartResult)
+        seconds = None if delay is None else parse_duration(delay)
+        request = Start(workflow=workflow, payload=_raw(payload), run_id=run_id, delay=seconds)
+        reply = self.call(request, StartReply)
+        return StartResult(reply.run_id, reply.status, reply.deduplicated)
 
     def signal(
         self,
@@ -97,39 +134,34 @@ class Client:
         ttl: Duration | None = None,
     ) -> SignalResult:
         """Wake every run waiting on `event` (or only `run_id`); kept if nobody waits."""
-        fields: dict[str, Any] = {"event": event, "payload": _raw(payload)}
-        if run_id is not None:
-            fields["run_id"] = run_id
-        if ttl is not None:
-            fields["ttl"] = parse_duration(ttl)
-        return msgspec.convert(self.request("signal", **fields), SignalResult)
+        seconds = None if ttl is None else parse_duration(ttl)
+        request = Signal(event=event, payload=_raw(payload), run_id=run_id, ttl=seconds)
+        reply = self.call(request, SignalReply)
+        return SignalResult(reply.delivered, reply.kept)
 
     def get_run(self, run_id: str) -> Run:
-        return msgspec.convert(self.request("get_run", run_id=run_id)["run"], Run)
+        return self.call(GetRun(run_id=run_id), RunReply[Run]).run
 
     def list_runs(
         self, status: str | None = None, workflow: str | None = None, limit: int = 100
     ) -> list[Run]:
-        reply = self.request("list_runs", status=status, workflow=workflow, limit=limit)
-        return msgspec.convert(reply["runs"], list[Run])
+        request = ListRuns(status=status, workflow=workflow, limit=limit)
+        return self.call(request, RunsReply[Run]).runs
 
     def cancel(self, run_id: str, reason: str | None = None) -> Run:
-        reply = self.request("cancel", run_id=run_id, reason=reason)
-        return msgspec.convert(reply["run"], Run)
+        return self.call(Cancel(run_id=run_id, reason=reason), RunReply[Run]).run
 
     def retry(self, run_id: str) -> Run:
-        return msgspec.convert(self.request("retry", run_id=run_id)["run"], Run)
+        return self.call(Retry(run_id=run_id), RunReply[Run]).run
 
     def wait(self, run_id: str, *, timeout: Duration | None = None, parked: bool = False) -> Run:
         """The run once it is finished (with `parked=True`: or sleeping or waiting);
         TimeoutError if `timeout` passes first."""
         deadline = None if timeout is None else time.monotonic() + parse_duration(timeout)
-        until = "parked" if parked else "finished"
+        until: Literal["finished", "parked"] = "parked" if parked else "finished"
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            reply = msgspec.convert(
-                self.request("wait", run_id=run_id, timeout=left, until=until), _WaitReply
-            )
+            reply = self.call(Wait(run_id=run_id, timeout=left, until=until), WaitReply[Run])
             if reply.finished:
                 return reply.run
             if deadline is not None and time.monotonic() >= deadline:
@@ -138,17 +170,18 @@ class Client:
     def result(self, run_id: str, *, timeout: Duration | None = None) -> Any:
         """Wait for the run and return its result; RunFailed / RunCancelled otherwise."""
         run = self.wait(run_id, timeout=timeout)
-        if run.status == "failed":
+        if run.status == RunStatus.FAILED:
             raise RunFailed(f"run {run_id} failed: {run.error}", run=run)
-        if run.status == "cancelled":
+        if run.status == RunStatus.CANCELLED:
             raise RunCancelled(f"run {run_id} was cancelled: {run.error}", run=run)
         return run.result
 
     def status(self) -> dict[str, Any]:
-        return {k: v for k, v in self.request("status").items() if k not in ("id", "ok")}
+        return self.call(Status(), StatusReply).fields()
 
     def workflows(self) -> Registry:
-        return msgspec.convert(self.request("workflows"), Registry)
+        reply = self.call(Workflows(), WorkflowsReply)
+        return Registry(workflows=reply.workflows, errors=reply.errors)
 
     # -- approvals ------------------------------------------------------------
 
@@ -164,12 +197,9 @@ class Client:
         """Approve a request; with `value`, approve an edited value instead of its data.
         `seen`: the request's `digest` as you saw it; if its value changed since, the
         approval is refused (`Stale`)."""
-        fields: dict[str, Any] = {"key": key, "by": by, "decision_id": decision_id}
-        if seen is not None:
-            fields["seen"] = seen
-        if value is not _UNSET:
-            fields["value"] = _raw(value)
-        return msgspec.convert(self.request("approve", **fields)["approval"], Approval)
+        edited = ABSENT if value is _UNSET else _raw(value)
+        request = Approve(key=key, by=by, value=edited, decision_id=decision_id, seen=seen)
+        return self.call(request, ApprovalReply[Approval]).approval
 
     def reject(
         self,
@@ -180,10 +210,8 @@ class Client:
         decision_id: str | None = None,
         seen: str | None = None,
     ) -> Approval:
-        reply = self.request(
-            "reject", key=key, by=by, reason=reason, decision_id=decision_id, seen=seen
-        )
-        return msgspec.convert(reply["approval"], Approval)
+        request = Reject(key=key, by=by, reason=reason, decision_id=decision_id, seen=seen)
+        return self.call(request, ApprovalReply[Approval]).approval
 
     def cancel_approval(
         self,
@@ -194,10 +222,8 @@ class Client:
         decision_id: str | None = None,
         seen: str | None = None,
     ) -> Approval:
-        reply = self.request(
-            "cancel_approval", key=key, by=by, reason=reason, decision_id=decision_id, seen=seen
-        )
-        return msgspec.convert(reply["approval"], Approval)
+        request = CancelApproval(key=key, by=by, reason=reason, decision_id=decision_id, seen=seen)
+        return self.call(request, ApprovalReply[Approval]).approval
 
     def list_approvals(
         self,
@@ -207,53 +233,51 @@ class Client:
         limit: int = 100,
     ) -> list[Approval]:
         """Requests oldest first (pending ones by default); `approver`: those they may decide."""
-        reply = self.request(
-            "list_approvals", approver=approver, workflow=workflow, status=status, limit=limit
-        )
-        return msgspec.convert(reply["approvals"], list[Approval])
+        request = ListApprovals(approver=approver, workflow=workflow, status=status, limit=limit)
+        return self.call(request, ApprovalsReply[Approval]).approvals
 
     def get_approval(self, key: str) -> Approval:
-        return msgspec.convert(self.request("get_approval", key=key)["approval"], Approval)
+        return self.call(GetApproval(key=key), ApprovalReply[Approval]).approval
 
     def approval_links(self, key: str) -> dict[str, dict[str, str]]:
         """The signed links of a request: `{approver: {"view", "approve", "reject"}}`,
         one entry per approver, or `"*"` when anyone may decide."""
-        links: dict[str, dict[str, str]] = self.request("approval_links", key=key)["links"]
-        return links
+        return self.call(ApprovalLinks(key=key), LinksReply).links
 
     # -- API tokens for the HTTP surface ---------------------------------------------------
 
     def create_token(self, name: str, scopes: list[str]) -> NewToken:
         """A new token with these scopes (read, start, signal, decide, admin). Its
         `token` is in this reply only: takod keeps just its hash."""
-        return msgspec.convert(self.request("create_token", name=name, scopes=scopes), NewToken)
+        request = CreateToken(name=name, scopes=cast("list[Scope]", scopes))
+        reply = self.call(request, NewTokenReply)
+        return NewToken(name=reply.name, token=reply.token, scopes=reply.scopes)
 
     def list_tokens(self) -> list[TokenInfo]:
-        return msgspec.convert(self.request("list_tokens")["tokens"], list[TokenInfo])
+        return self.call(ListTokens(), TokensReply[TokenInfo]).tokens
 
     def revoke_token(self, name: str) -> None:
         """Revoke the token `name` at once; RunNotFound (code not_found) if there is none."""
-        self.request("revoke_token", name=name)
+        self.call(RevokeToken(name=name), RevokedReply)
 
     def prune(self, older_than: Duration | None = None) -> int:
         """Delete finished runs older than `older_than` (default: the app's retention)."""
         seconds = parse_duration(older_than) if older_than is not None else None
-        return int(self.request("prune", older_than=seconds)["pruned"])
+        return self.call(Prune(older_than=seconds), PrunedReply).pruned
 
     # -- the wire --------------------------------------------------------------------
 
-    def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        """Send one request; return the reply's fields or raise its typed error."""
+    def call(self, request: ClientRequest, reply: type[ReplyT]) -> ReplyT:
+        """Send one request; return its reply decoded as `reply`, or raise its typed error.
+
+        The methods above are built on this; it is also the way to an op they do
+        not cover, or to a reply in takod's own form (`RunReply[RunView]`)."""
         with self._lock:
             self._next_id += 1
-            line = _encode({"id": self._next_id, "op": op, **fields}) + b"\n"
-        reply = self._exchange(line)
-        if not reply.get("ok"):
-            error = reply.get("error") or {}
-            raise error_from_wire(str(error.get("code")), str(error.get("message")))
-        return reply
+            request.id = self._next_id
+        return decode_reply(self._exchange(_encode(request) + b"\n"), reply)
 
-    def _exchange(self, line: bytes) -> dict[str, Any]:
+    def _exchange(self, line: bytes) -> bytes:
         sock, reused = self._checkout()
         try:
             data = _roundtrip(sock, line)
@@ -269,8 +293,7 @@ class Client:
                 raise SupervisorUnavailable(socket_path=str(self.socket_path)) from None
         with self._lock:
             self._idle.append(sock)
-        reply: dict[str, Any] = msgspec.json.decode(data)
-        return reply
+        return data
 
     def _checkout(self) -> tuple[_socket.socket, bool]:
         with self._lock:

@@ -11,22 +11,27 @@ milliseconds since the Unix epoch.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
 from tako._errors import BadJson, InvalidRequest, TakoError, UnknownOp
+from tako._records import NULL as NULL  # takod and workers read it from here
+from tako._records import RUN_ID_PATTERN, RUN_ID_RULE
 
-NULL = msgspec.Raw(b"null")
 ABSENT = msgspec.Raw(b"")  # a Raw field that was not sent at all (null is a value)
-RUN_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}(?!\n)$"  # `$` alone would allow a final newline
 RunId = Annotated[str, msgspec.Meta(pattern=RUN_ID_PATTERN)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=100 * 365 * 86400)]  # up to a century
 ReqId = int | str | None
 
 
-class _Req(msgspec.Struct, tag_field="op", forbid_unknown_fields=False, kw_only=True):
+class _Req(
+    msgspec.Struct, tag_field="op", forbid_unknown_fields=False, kw_only=True, omit_defaults=True
+):
+    """A request. Defaults are left out of an encoded line: takod reads them back as
+    the same defaults, and a field never given (`Approve.value`) must stay absent."""
+
     id: ReqId = None
 
 
@@ -251,7 +256,7 @@ class Prune(_Req, tag="prune"):
     older_than: Seconds | None = None
 
 
-Request = (
+ClientRequest = (
     Start
     | Signal
     | GetRun
@@ -266,12 +271,6 @@ Request = (
     | CancelApproval
     | ListApprovals
     | GetApproval
-    | Hello
-    | StepDone
-    | Park
-    | Finish
-    | Leaving
-    | Beat
     | Prune
     | CreateToken
     | ListTokens
@@ -281,33 +280,17 @@ Request = (
     | OpenLink
     | Watch
 )
-OPS = frozenset(
-    cls.__struct_config__.tag
-    for cls in (
-        Start,
-        Signal,
-        GetRun,
-        ListRuns,
-        Cancel,
-        Retry,
-        Status,
-        Workflows,
-        Wait,
-        Approve,
-        Reject,
-        CancelApproval,
-        ListApprovals,
-        GetApproval,
-        Hello,
-        StepDone,
-        Park,
-        Finish,
-        Leaving,
-        Beat,
-        Prune,
-        *HTTP_OPS,
-    )
-)
+WorkerRequest = Hello | StepDone | Park | Finish | Leaving | Beat
+Request = ClientRequest | WorkerRequest  # what either peer may send
+
+
+def _tags(union: Any) -> frozenset[str]:
+    return frozenset(cls.__struct_config__.tag for cls in get_args(union))
+
+
+CLIENT_OPS = _tags(ClientRequest)
+WORKER_OPS = _tags(WorkerRequest)
+OPS = CLIENT_OPS | WORKER_OPS
 
 
 # -- supervisor to worker -------------------------------------------------------
@@ -339,7 +322,6 @@ class Envelope(msgspec.Struct):
     op: Any = None
 
 
-_decoder = msgspec.json.Decoder(Request)
 _envelope = msgspec.json.Decoder(Envelope)
 encode = msgspec.json.Encoder().encode
 
@@ -435,36 +417,73 @@ def readable_json(stored: bytes | str) -> msgspec.Raw:
     return msgspec.Raw(stored)
 
 
-def decode_request(line: bytes) -> Request:
-    """Decode one request line, or raise RequestError with the reply it deserves."""
-    try:
-        request: Request = _decoder.decode(line)
-        return request
-    except msgspec.ValidationError as exc:
+class _Peer:
+    """How one kind of peer's request lines are read: its ops and its decoder, and
+    what to tell it when it sends the other kind's op."""
+
+    def __init__(self, union: Any, ops: frozenset[str], others: frozenset[str], whose: str):
+        self.decoder = msgspec.json.Decoder(union)
+        self.ops = ops
+        self.others = others
+        self.whose = whose
+
+    def decode(self, line: bytes) -> Any:
+        """Decode one request line, or raise RequestError with the reply it deserves."""
         try:
-            env = _envelope.decode(line)
-        except msgspec.ValidationError:  # JSON, but not an object: no id or op to read
-            env = Envelope()
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            # not JSON after all: the typed decoder just tripped on a value first
+            return self.decoder.decode(line)
+        except msgspec.ValidationError as exc:
+            req_id, op = _envelope_of(line, exc)
+            err: TakoError
+            if isinstance(op, str) and op in self.others:
+                err = InvalidRequest(self.whose.format(op=op))
+            elif isinstance(op, str) and op not in self.ops:
+                err = UnknownOp(f"unknown op {op!r}; see docs/protocol.md for the list")
+            else:
+                err = InvalidRequest(_readable(str(exc)))
+            raise RequestError(req_id, err) from None
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise RequestError(None, BadJson(f"invalid JSON: {exc}")) from None
         except RecursionError:
-            env = Envelope()
-        if not isinstance(env.id, int | str) or isinstance(env.id, bool):
-            env.id = None
-        err: TakoError
-        if isinstance(env.op, str) and env.op not in OPS:
-            err = UnknownOp(f"unknown op {env.op!r}; see docs/protocol.md for the list")
-        else:
-            err = InvalidRequest(_readable(str(exc)))
-        raise RequestError(env.id, err) from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise RequestError(None, InvalidRequest("JSON nested too deeply")) from None
+
+
+def _envelope_of(line: bytes, exc: msgspec.ValidationError) -> tuple[ReqId, Any]:
+    """The id and op of a line that failed to decode as a request, to answer it by."""
+    try:
+        env = _envelope.decode(line)
+    except msgspec.ValidationError:  # JSON, but not an object: no id or op to read
+        env = Envelope()
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        # not JSON after all: the typed decoder just tripped on a value first
         raise RequestError(None, BadJson(f"invalid JSON: {exc}")) from None
     except RecursionError:
-        raise RequestError(None, InvalidRequest("JSON nested too deeply")) from None
+        env = Envelope()
+    if not isinstance(env.id, int | str) or isinstance(env.id, bool):
+        env.id = None
+    return env.id, env.op
 
 
-RUN_ID_RULE = "1 to 128 of the characters A-Z a-z 0-9 . _ : @ -"
+_any_peer = _Peer(Request, OPS, frozenset(), "")
+_client = _Peer(ClientRequest, CLIENT_OPS, WORKER_OPS, "op {op!r} is for worker processes only")
+_worker = _Peer(WorkerRequest, WORKER_OPS, CLIENT_OPS, "op {op!r} is not a worker op")
+
+
+def decode_request(line: bytes) -> Request:
+    """Decode one request line of either kind of peer, or raise RequestError."""
+    request: Request = _any_peer.decode(line)
+    return request
+
+
+def decode_client_request(line: bytes) -> ClientRequest:
+    """Decode one line from a client; a worker's op is refused as takod refuses it."""
+    request: ClientRequest = _client.decode(line)
+    return request
+
+
+def decode_worker_request(line: bytes) -> WorkerRequest:
+    """Decode one line from a worker; a client's op is refused as takod refuses it."""
+    request: WorkerRequest = _worker.decode(line)
+    return request
 
 
 def _readable(message: str) -> str:

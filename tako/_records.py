@@ -20,6 +20,12 @@ J = TypeVar("J")  # a JSON value: msgspec.Raw in takod, the decoded value in cli
 W = TypeVar("W")  # a moment: ISO 8601 text in takod, an aware datetime in clients
 S = TypeVar("S")  # the step object of a run
 H = TypeVar("H")  # the history entry of an approval
+# JSON null as raw text. msgspec cannot hold `Raw` in a union, so takod's forms declare
+# their raw fields as plain `msgspec.Raw` defaulting to this instead of `Raw | None`.
+NULL = msgspec.Raw(b"null")
+# A run id: what `start(run_id=...)`, the CLI and the HTTP API accept
+RUN_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}(?!\n)$"  # `$` alone would allow a final newline
+RUN_ID_RULE = "1 to 128 of the characters A-Z a-z 0-9 . _ : @ -"
 
 
 class RunStatus(StrEnum):
@@ -36,6 +42,7 @@ class RunStatus(StrEnum):
 
 FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 PARKED = frozenset({RunStatus.SLEEPING, RunStatus.WAITING})
+STATUSES = tuple(s.value for s in RunStatus)  # plain text, in the order a run goes through
 
 
 class StepObject(msgspec.Struct, Generic[J, W], kw_only=True):
@@ -84,11 +91,16 @@ class Run(RunObject[Any, datetime, StepRecord], kw_only=True):
 class StepView(StepObject[msgspec.Raw, str], kw_only=True):
     """A step as takod sends it."""
 
+    result: msgspec.Raw = NULL
+
 
 class RunView(RunObject[msgspec.Raw, str, StepView], kw_only=True):
     """A run as takod sends it: lists of runs leave `steps` out."""
 
     steps: list[StepView] | msgspec.UnsetType = msgspec.UNSET  # type: ignore[assignment]
+
+    payload: msgspec.Raw = NULL
+    result: msgspec.Raw = NULL
 
 
 class DecisionObject(msgspec.Struct, Generic[J, W], kw_only=True):
@@ -111,6 +123,9 @@ class Decision(DecisionObject[Any, datetime], kw_only=True):
 class StoredDecision(DecisionObject[msgspec.Raw, int], kw_only=True):
     """A decision as takod stores it and hands it to the worker (decided_at in ms)."""
 
+    value: msgspec.Raw = NULL
+    original: msgspec.Raw = NULL
+
 
 class HistoryObject(msgspec.Struct, Generic[J, W], kw_only=True):
     at: W
@@ -127,6 +142,9 @@ class HistoryEntry(HistoryObject[Any, datetime], kw_only=True):
 
 class HistoryView(HistoryObject[msgspec.Raw, str], kw_only=True):
     """A history entry as takod sends it."""
+
+    value: msgspec.Raw = NULL
+    original: msgspec.Raw = NULL
 
 
 class ApprovalObject(msgspec.Struct, Generic[J, W, H], kw_only=True):
@@ -157,6 +175,10 @@ class ApprovalView(ApprovalObject[msgspec.Raw, str, HistoryView], kw_only=True):
     """An approval request as takod sends it: lists leave `history` out."""
 
     history: list[HistoryView] | msgspec.UnsetType = msgspec.UNSET  # type: ignore[assignment]
+
+    data: msgspec.Raw = NULL
+    value: msgspec.Raw = NULL
+    schema: msgspec.Raw = NULL
 
 
 class ApprovalEvent(msgspec.Struct, kw_only=True):

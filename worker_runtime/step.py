@@ -28,7 +28,7 @@ import msgspec
 from tako._durations import Duration, backoff_seconds, parse_duration
 from tako._errors import ApprovalRejected, NonRetryable, StaleClaim, StepFailed
 from tako._protocol import ApprovalSpec, MemoEntry, Park, StepDone
-from tako._records import Decision, ms_to_datetime
+from tako._records import Decision, StoredDecision, ms_to_datetime
 from worker_runtime.failures import Unencodable, describe, encode_value
 from worker_runtime.wait_schema import wait_schema
 
@@ -103,7 +103,6 @@ class Step:
         self._seen: dict[str, int] = {}
         self._seqs: dict[str, int] = {}
         self._max_payload = max_payload
-        self._current = ""
         # steps called but not awaited yet: {n: (method, name)}, n counting calls
         self._unawaited: dict[int, tuple[str, Any]] = {}
         self._calls = 0
@@ -131,7 +130,6 @@ class Step:
         self._seen[name] = n
         key = name if n == 1 else f"{name}#{n}"
         self._seqs[key] = len(self._seqs)  # its place in this execution, for the timeline
-        self._current = key
         self.log.extra = {"run_id": self.run_id, "step": key}
         return key
 
@@ -437,20 +435,9 @@ async def _invoke(loop: Loop, fn: Callable[[], Any]) -> Any:
     return value
 
 
-class _Decided(msgspec.Struct, kw_only=True):
-    status: str
-    approved: bool
-    value: msgspec.Raw = msgspec.Raw(b"null")
-    by: str | None = None
-    approved_by: list[str] = []
-    reason: str | None = None
-    original: msgspec.Raw = msgspec.Raw(b"null")
-    decided_at: int | None = None
-
-
 def _decision(raw: bytes, type_: Any) -> Decision:
     """The stored decision, with its value converted to the request's type."""
-    d = msgspec.json.decode(raw, type=_Decided)
+    d = msgspec.json.decode(raw, type=StoredDecision)
     value = bytes(d.value)
     return Decision(
         status=d.status,

@@ -20,6 +20,7 @@ from starlette.routing import Route
 from tako._durations import parse_duration
 from tako._errors import Forbidden, InvalidRequest, TakoError
 from tako._protocol import Name, RunId, Seconds
+from tako._records import NULL
 from tako.http._access import Access, Actor
 from tako.http._link import TakodLink
 
@@ -49,15 +50,12 @@ _encoder = msgspec.json.Encoder()
 # -- bodies (decoded strictly: an unknown field is a mistake worth saying) -----------
 
 
-NULL = msgspec.Raw(b"null")
 Json = msgspec.Raw | msgspec.UnsetType  # any JSON, passed on to takod as it came
 
 
 def given(value: Json) -> msgspec.Raw:
     return NULL if isinstance(value, msgspec.UnsetType) else value
 
-
-STATUSES = ("pending", "running", "sleeping", "waiting", "completed", "failed", "cancelled")
 
 # Seconds, or a duration such as "10m" or "1h30m" (up to a century, as takod takes it).
 Duration = (

@@ -11,10 +11,9 @@ from typing import Any
 
 import msgspec
 
-from tako._records import Approval, Run
+from tako._records import STATUSES, Approval, Run
 from tako.http._api import (
     STATUS_OF_CODE,
-    STATUSES,
     CancelBody,
     DecisionBody,
     ErrorReply,

@@ -31,8 +31,9 @@ from starlette.routing import Route
 
 from cli.render import approvers_text, decision_text, history_text, left_text, render_run, run_info
 from tako._errors import Forbidden, TakoError, Unauthorized
+from tako._records import STATUSES
 from tako.http._access import TOKEN_COOKIE, Access, Actor
-from tako.http._api import STATUS_OF_CODE, STATUSES, DecisionBody, acting_as, decide
+from tako.http._api import STATUS_OF_CODE, DecisionBody, acting_as, decide
 from tako.http._forms import Field, error_field, fields_for, refill, value_from_form
 from tako.http._link import TakodLink
 

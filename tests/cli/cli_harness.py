@@ -24,6 +24,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import tako
+from cli.options import plain
+from tako._protocol import GetRun
+from tako._records import RunView
+from tako._replies import RunReply
 from tests.procs import http_pids, worker_pids
 
 T = TypeVar("T")
@@ -187,7 +191,8 @@ class DevServer:
 
     def wait_status(self, run_id: str, *statuses: str) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
-            run: dict[str, Any] = self.client().request("get_run", run_id=run_id)["run"]
+            reply = self.client().call(GetRun(run_id=run_id), RunReply[RunView])
+            run: dict[str, Any] = plain(reply.run)
             return run if run["status"] in statuses else None
 
         return eventually(check, what=f"run {run_id} to be {'/'.join(statuses)}")

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 import tako
+from tako._protocol import GetAccess
+from tako._replies import AccessReply
 from tests.cli.cli_harness import DevServer, make_app, short_data_dir
 from tests.cli.test_cli_approvals import FLOWS, parked, start
 
@@ -32,8 +34,8 @@ def test_create_prints_the_token_once_list_never_shows_it_revoke_is_at_once(
     token = made.out.strip()
     assert token.startswith("tako_") and "\n" not in token
     assert "shown this once" in made.err
-    who = server.client().request("access", token=token)
-    assert (who["name"], who["scopes"]) == ("deploy-bot", ["start", "read"])
+    who = server.client().call(GetAccess(token=token), AccessReply)
+    assert (who.name, who.scopes) == ("deploy-bot", ["start", "read"])
 
     as_json = server.tako("tokens", "create", "ci", "--scope", "admin", "--json")
     assert as_json.code == 0, as_json.err
@@ -63,7 +65,7 @@ def test_create_prints_the_token_once_list_never_shows_it_revoke_is_at_once(
     revoked = server.tako("tokens", "revoke", "deploy-bot", "--json")
     assert revoked.code == 0 and revoked.json() == {"name": "deploy-bot", "revoked": True}
     with pytest.raises(tako.Unauthorized, match="not valid"):  # at once
-        server.client().request("access", token=token)
+        server.client().call(GetAccess(token=token), AccessReply)
     unknown = server.tako("tokens", "revoke", "deploy-bot")
     assert unknown.code == 1 and "no token named 'deploy-bot'" in unknown.err
     assert server.tako("tokens", "revoke", "ci").code == 0
@@ -74,7 +76,7 @@ def test_approvals_show_links_prints_each_approvers_links(server: DevServer) -> 
     key = parked(server, start(server, "refund", {"order": 5, "amount": 9}, "links-1"))
     shown = server.tako("approvals", "show", key, "--links")
     assert shown.code == 0, shown.err
-    made = server.client().request("approval_links", key=key)["links"]
+    made = server.client().approval_links(key)
     assert set(made) == {"alice", "bob"}
     for approver, urls in made.items():
         assert f"links for {approver}:" in shown.out

@@ -12,10 +12,12 @@ import stat
 import time
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 
 import tako
+from tako._errors import error_from_wire
 from takod import links
 from tests.conftest import App, eventually, running
 from tests.integration.test_approvals import APPROVALS, parked_key
@@ -29,7 +31,16 @@ def runtime() -> str:
 
 
 async def ask(client: tako.AsyncClient, op: str, **fields: Any) -> dict[str, Any]:
-    return await trio.to_thread.run_sync(functools.partial(client.sync.request, op, **fields))
+    return await trio.to_thread.run_sync(functools.partial(_request, client.sync, op, **fields))
+
+
+def _request(client: tako.Client, op: str, **fields: Any) -> dict[str, Any]:
+    """Any op with any fields, the reply as takod sent it: the error codes are the point."""
+    line = msgspec.json.encode({"id": 1, "op": op, **fields}) + b"\n"
+    reply: dict[str, Any] = msgspec.json.decode(client._exchange(line))
+    if not reply["ok"]:
+        raise error_from_wire(reply["error"]["code"], reply["error"]["message"])
+    return reply
 
 
 async def refused(client: tako.AsyncClient, op: str, **fields: Any) -> tako.TakoError:

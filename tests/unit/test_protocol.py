@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -42,10 +43,13 @@ from tako._protocol import (
     Wait,
     Watch,
     Workflows,
+    decode_client_request,
     decode_request,
+    decode_worker_request,
     fail,
     ok,
 )
+from tako._replies import PrunedReply, RevokedReply, decode_reply
 
 
 def line(**fields: Any) -> bytes:
@@ -446,3 +450,39 @@ def test_run_ids_take_at_signs_colons_and_up_to_128_characters(run_id: str) -> N
 def test_run_ids_outside_the_rule_are_invalid(run_id: str) -> None:
     with pytest.raises(RequestError):
         decode_request(line(id=1, op="start", workflow="w", run_id=run_id))
+
+
+@pytest.mark.parametrize(
+    ("decode", "line", "message"),
+    [
+        (decode_client_request, b'{"id": 1, "op": "step"}', "'step' is for worker processes only"),
+        (decode_client_request, b'{"id": 1, "op": "beat"}', "'beat' is for worker processes only"),
+        (decode_worker_request, b'{"id": 1, "op": "get_run"}', "'get_run' is not a worker op"),
+    ],
+)
+def test_each_peer_is_refused_the_other_peers_ops(
+    decode: Callable[[bytes], object], line: bytes, message: str
+) -> None:
+    with pytest.raises(RequestError) as caught:
+        decode(line)
+    assert (caught.value.req_id, caught.value.error.code) == (1, "invalid")
+    assert caught.value.error.message == f"op {message}"
+
+
+def test_each_peer_decodes_its_own_ops() -> None:
+    assert isinstance(decode_client_request(b'{"op": "get_run", "run_id": "r"}'), GetRun)
+    assert isinstance(decode_worker_request(b'{"op": "beat"}'), Beat)
+    with pytest.raises(RequestError) as caught:
+        decode_client_request(b'{"id": "a", "op": "nope"}')
+    assert (caught.value.req_id, caught.value.error.code) == ("a", "unknown_op")
+
+
+def test_a_reply_decodes_to_its_struct_or_raises_its_typed_error() -> None:
+    assert decode_reply(b'{"id": 1, "ok": true, "pruned": 3}', PrunedReply).pruned == 3
+    failed = b'{"id": 1, "ok": false, "error": {"code": "not_found", "message": "no run"}}'
+    with pytest.raises(RunNotFound, match="no run"):
+        decode_reply(failed, PrunedReply)
+    with pytest.raises(RunNotFound):  # a failure that happens to fit the shape
+        decode_reply(
+            b'{"ok": false, "revoked": true, "error": {"code": "not_found"}}', RevokedReply
+        )

@@ -16,7 +16,7 @@ import msgspec
 
 from tako._errors import ApprovalNotFound, RunNotFound, Unauthorized
 from tako._protocol import readable_json
-from tako._records import ApprovalView, HistoryView, RunView, StepView, iso
+from tako._records import NULL, ApprovalView, HistoryView, RunView, StepView, iso
 from takod.rules.approvals import digest
 from takod.storage.interface import Identity, LinkFields, OutboxEvent, TokenEntry
 
@@ -40,8 +40,8 @@ def decision_object(raw: bytes | None) -> dict[str, Any] | None:
     return decided
 
 
-def _raw_or_none(value: bytes | None) -> Any:
-    return readable_json(value) if value is not None else None
+def _raw(value: bytes | None) -> msgspec.Raw:
+    return readable_json(value) if value is not None else NULL
 
 
 def run_view(row: sqlite3.Row, steps: list[sqlite3.Row] | None = None) -> RunView:
@@ -50,7 +50,7 @@ def run_view(row: sqlite3.Row, steps: list[sqlite3.Row] | None = None) -> RunVie
         workflow=row["workflow"],
         status=row["status"],
         payload=readable_json(row["payload"]),
-        result=_raw_or_none(row["result"]),
+        result=_raw(row["result"]),
         error=row["error"],
         traceback=row["traceback"],
         attempts=row["attempts"],
@@ -68,7 +68,7 @@ def run_view(row: sqlite3.Row, steps: list[sqlite3.Row] | None = None) -> RunVie
                 name=s["name"],
                 kind=s["kind"],
                 status=s["status"],
-                result=_raw_or_none(s["result"]),
+                result=_raw(s["result"]),
                 error=s["error"],
                 attempts=s["attempts"],
                 started_at=iso(s["started_at"]),
@@ -92,7 +92,7 @@ def approval_view(row: sqlite3.Row, history: list[sqlite3.Row] | None = None) ->
         data=readable_json(row["data"]),
         value=readable_json(row["value"]),
         digest=digest(row["value"]),
-        schema=_raw_or_none(row["schema"]),
+        schema=_raw(row["schema"]),
         approvers=json.loads(row["approvers"]) if row["approvers"] is not None else None,
         required=row["required"],
         approved_by=json.loads(row["approved_by"]),
@@ -106,8 +106,8 @@ def approval_view(row: sqlite3.Row, history: list[sqlite3.Row] | None = None) ->
                 at=iso(h["at"]) or "",
                 event=h["event"],
                 actor=h["actor"],
-                value=_raw_or_none(h["value"]),
-                original=_raw_or_none(h["original"]),
+                value=_raw(h["value"]),
+                original=_raw(h["original"]),
                 reason=h["reason"],
             )
             for h in history
