@@ -24,9 +24,11 @@ ReplyT = TypeVar("ReplyT", bound="Reply")
 
 
 class Reply(msgspec.Struct, kw_only=True):
-    """What every reply carries besides its id: whether the request succeeded."""
+    """What every reply carries: the request's id and whether it succeeded. takod
+    encodes these Structs (`encode_reply`); clients decode them (`decode_reply`)."""
 
-    ok: bool
+    id: Any = None
+    ok: bool = True
 
 
 class StartReply(Reply, kw_only=True):
@@ -65,8 +67,8 @@ class StatusReply(Reply, kw_only=True):
     database: str | None = None
 
     def fields(self) -> dict[str, Any]:
-        """The status as `tako status --json` prints it: the reply without `ok`."""
-        return {f: getattr(self, f) for f in self.__struct_fields__ if f != "ok"}
+        """The status as `tako status --json` prints it: the reply without `id` and `ok`."""
+        return {f: getattr(self, f) for f in self.__struct_fields__ if f not in ("id", "ok")}
 
 
 class WorkflowsReply(Reply, kw_only=True):
@@ -95,7 +97,7 @@ class NewTokenReply(Reply, kw_only=True):
 
 
 class TokenRow(msgspec.Struct, kw_only=True):
-    """A token as takod lists it (`created_at` as ISO 8601 text)."""
+    """A token as takod lists it (`created_at` as ISO 8601 text), never the token."""
 
     name: str
     scopes: list[str]
@@ -112,6 +114,27 @@ class RevokedReply(Reply, kw_only=True):
 
 class PrunedReply(Reply, kw_only=True):
     pruned: int
+
+
+class LinkReply(Reply, Generic[A], kw_only=True):
+    """`open_link`: whose signed link it is, until when, and its request."""
+
+    key: str
+    approver: str
+    expires_at: str
+    approval: A
+
+
+class WatchRunReply(Reply, Generic[R], kw_only=True):
+    changed: bool
+    fingerprint: str
+    run: R
+
+
+class WatchApprovalReply(Reply, Generic[A], kw_only=True):
+    changed: bool
+    fingerprint: str
+    approval: A
 
 
 class AccessReply(Reply, kw_only=True):
@@ -155,3 +178,11 @@ def decode_reply(line: bytes, reply: type[ReplyT]) -> ReplyT:
             return decoded
     error = _failure.decode(line).error or _WireError()
     raise error_from_wire(str(error.code), str(error.message))
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_reply(reply: Reply) -> bytes:
+    """One reply line, as takod writes it."""
+    return _encoder.encode(reply) + b"\n"

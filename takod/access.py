@@ -30,9 +30,19 @@ from tako._protocol import (
     OpenLink,
     RevokeToken,
     Watch,
-    ok,
 )
-from tako._records import iso
+from tako._records import ApprovalView, RunView, iso
+from tako._replies import (
+    AccessReply,
+    LinkReply,
+    LinksReply,
+    NewTokenReply,
+    Reply,
+    RevokedReply,
+    TokensReply,
+    WatchApprovalReply,
+    WatchRunReply,
+)
 from takod import links as signed
 from takod.changes import Changes
 from takod.config import DEFAULT_LISTEN, HttpSettings
@@ -118,40 +128,42 @@ class Access:
             self.secret, self.public_url, key, approvers, deadline_at, created_at
         )
 
-    async def op(self, req: HttpOp) -> bytes:
+    async def op(self, req: HttpOp) -> Reply:
         backend = self.backend
         match req:
             case CreateToken(name=name, scopes=scopes):
                 now = self.clock.now_ms()
                 token = await backend.write(lambda tx: tx.create_token(name, scopes, now))
-                return ok(req.id, name=name, token=token, scopes=list(dict.fromkeys(scopes)))
+                return NewTokenReply(
+                    id=req.id, name=name, token=token, scopes=list(dict.fromkeys(scopes))
+                )
             case ListTokens():
-                return ok(req.id, tokens=await backend.read(lambda r: r.tokens()))
+                return TokensReply(id=req.id, tokens=await backend.read(lambda r: r.tokens()))
             case RevokeToken(name=name):
                 await backend.write(lambda tx: tx.revoke_token(name))
-                return ok(req.id, revoked=True)
+                return RevokedReply(id=req.id, revoked=True)
             case GetAccess(token=None):
                 count = await backend.read(lambda r: r.token_count())
-                return ok(req.id, name=None, scopes=[], tokens=count)
+                return AccessReply(id=req.id, name=None, scopes=[], tokens=count)
             case GetAccess(token=str(token)):
                 who = await backend.read(lambda r: r.identify(token))
                 count = await backend.read(lambda r: r.token_count())
-                return ok(req.id, name=who.name, scopes=who.scopes, tokens=count)
+                return AccessReply(id=req.id, name=who.name, scopes=who.scopes, tokens=count)
             case ApprovalLinks(key=key):
                 fields = await backend.read(lambda r: r.link_fields(key))
-                return ok(req.id, links=self.links(key, *fields))
+                return LinksReply(id=req.id, links=self.links(key, *fields))
             case OpenLink(token=token):
                 claims = signed.verify(self.secret, token, self.clock.now_ms())
                 approval = await backend.read(lambda r: r.approval(claims.key))
-                return ok(
-                    req.id, key=claims.key, approver=claims.approver,
-                    expires_at=iso(claims.expires_at), approval=approval,
+                return LinkReply(
+                    id=req.id, key=claims.key, approver=claims.approver,
+                    expires_at=iso(claims.expires_at) or "", approval=approval,
                 )  # fmt: skip
             case Watch():
                 return await self.watch(req)
         raise InvalidRequest(f"op {req!r} is not an HTTP surface op")  # pragma: no cover
 
-    async def watch(self, req: Watch) -> bytes:
+    async def watch(self, req: Watch) -> Reply:
         """Reply once the object's fingerprint differs from the caller's (at once when it
         has none), else after the timeout with `changed: false`.
 
@@ -161,7 +173,6 @@ class Access:
             raise InvalidRequest("watch takes exactly one of run_id and key")
         limit = min(req.timeout if req.timeout is not None else MAX_WATCH, MAX_WATCH)
         deadline = trio.current_time() + limit
-        field = "run" if req.run_id is not None else "approval"
         run_id, key = req.run_id, req.key
         while True:
             event = trio.Event()
@@ -174,10 +185,16 @@ class Access:
                 )
                 now = fingerprint(obj)
                 if now != req.fingerprint:
-                    return ok(req.id, changed=True, fingerprint=now, **{field: obj})
+                    return watched(req.id, True, now, obj)
                 with trio.move_on_at(deadline):
                     await event.wait()
                 if not event.is_set():
-                    return ok(req.id, changed=False, fingerprint=now, **{field: obj})
+                    return watched(req.id, False, now, obj)
             finally:
                 self.changes.unwatch(run_id, event)
+
+
+def watched(req_id: Any, changed: bool, fingerprint: str, obj: RunView | ApprovalView) -> Reply:
+    if isinstance(obj, RunView):
+        return WatchRunReply(id=req_id, changed=changed, fingerprint=fingerprint, run=obj)
+    return WatchApprovalReply(id=req_id, changed=changed, fingerprint=fingerprint, approval=obj)

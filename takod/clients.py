@@ -22,13 +22,13 @@ from tako._protocol import (
     Approve,
     Cancel,
     CancelApproval,
+    ClientRequest,
     GetApproval,
     GetRun,
     ListApprovals,
     ListRuns,
     Prune,
     Reject,
-    Request,
     RequestError,
     Retry,
     Signal,
@@ -36,10 +36,23 @@ from tako._protocol import (
     Status,
     Wait,
     Workflows,
-    decode_request,
+    decode_client_request,
     fail,
-    ok,
     op_name,
+)
+from tako._replies import (
+    ApprovalReply,
+    ApprovalsReply,
+    PrunedReply,
+    Reply,
+    RunReply,
+    RunsReply,
+    SignalReply,
+    StartReply,
+    StatusReply,
+    WaitReply,
+    WorkflowsReply,
+    encode_reply,
 )
 from takod.access import Access
 from takod.catalog import Catalog
@@ -59,7 +72,7 @@ def peer_uid(stream: trio.SocketStream) -> int:
     return int(uid)
 
 
-def as_error(req: Request, exc: BaseException) -> TakoError:
+def as_error(req: ClientRequest, exc: BaseException) -> TakoError:
     """What a client is told when its request failed: a bug is logged, not explained."""
     if isinstance(exc, TakoError):
         return exc
@@ -115,7 +128,7 @@ class Clients:
                         conn.send(fail(None, line))
                         continue
                     try:
-                        req = decode_request(line)
+                        req = decode_client_request(line)
                     except RequestError as exc:
                         conn.send(fail(exc.req_id, exc.error))
                         continue
@@ -133,7 +146,9 @@ class Clients:
                 await _all_answered(in_progress)
             conn.finish()
 
-    async def _answer(self, conn: Connection, req: Request, in_progress: trio.Semaphore) -> None:
+    async def _answer(
+        self, conn: Connection, req: ClientRequest, in_progress: trio.Semaphore
+    ) -> None:
         try:
             conn.send(await self.dispatch(req))
         except Exception as exc:
@@ -148,7 +163,11 @@ class Clients:
                 conn.send(fail(req.id, as_error(req, result)))
             else:
                 run_id, status, dedup = result
-                conn.send(ok(req.id, run_id=run_id, status=status, deduplicated=dedup))
+                conn.send(
+                    encode_reply(
+                        StartReply(id=req.id, run_id=run_id, status=status, deduplicated=dedup)
+                    )
+                )
 
         try:
             payload = bytes(req.payload)
@@ -156,42 +175,47 @@ class Clients:
         except Exception as exc:
             reply(exc)
 
-    async def dispatch(self, req: Request) -> bytes:
+    async def dispatch(self, req: ClientRequest) -> bytes:
         """One client request's reply line."""
         if isinstance(req, HTTP_OPS):
-            return await self.access.op(req)
-        service = self.service
+            return encode_reply(await self.access.op(req))
+        return encode_reply(await self._reply(req))
+
+    async def _reply(self, req: ClientRequest) -> Reply:
+        service, rid = self.service, req.id
         match req:
             case Signal():
                 delivered, kept = await service.signal(
                     req.event, bytes(req.payload), run_id=req.run_id, ttl=req.ttl
                 )
-                return ok(req.id, delivered=delivered, kept=kept)
+                return SignalReply(id=rid, delivered=delivered, kept=kept)
             case GetRun(run_id=run_id):
-                return ok(req.id, run=await service.read(lambda r: r.run(run_id)))
+                return RunReply(id=rid, run=await service.read(lambda r: r.run(run_id)))
             case ListRuns(status=status, workflow=workflow, limit=limit):
                 runs = await service.list_runs(status=status, workflow=workflow, limit=limit)
-                return ok(req.id, runs=runs)
+                return RunsReply(id=rid, runs=runs)
             case Cancel(run_id=run_id, reason=reason):
-                return ok(req.id, run=await service.cancel(run_id, reason))
+                return RunReply(id=rid, run=await service.cancel(run_id, reason))
             case Retry(run_id=run_id):
-                return ok(req.id, run=await service.retry(run_id))
+                return RunReply(id=rid, run=await service.retry(run_id))
             case Wait(run_id=run_id, timeout=timeout, until=until):
                 settled = FINISHED | PARKED if until == "parked" else FINISHED
                 finished, run = await service.wait(run_id, timeout, settled)
-                return ok(req.id, finished=finished, run=run)
+                return WaitReply(id=rid, finished=finished, run=run)
             case Status():
                 now = await service.status()
-                return ok(
-                    req.id, supervisor="running", pid=os.getpid(), workers=now.workers,
+                return StatusReply(
+                    id=rid, supervisor="running", pid=os.getpid(), workers=now.workers,
                     runs=now.runs, next_wake_at=now.next_wake_at, app=self.app,
                     database=self.database,
                 )  # fmt: skip
             case Workflows():
                 registry = self.catalog.registry
-                return ok(req.id, workflows=registry.of_the_app(), errors=registry.errors)
+                return WorkflowsReply(
+                    id=rid, workflows=registry.of_the_app(), errors=registry.errors
+                )
             case Approve() | Reject() | CancelApproval():
-                return ok(req.id, approval=await service.decide(ask_of(req)))
+                return ApprovalReply(id=rid, approval=await service.decide(ask_of(req)))
             case ListApprovals():
                 approvals = await service.read(
                     lambda r: r.approvals(
@@ -199,11 +223,11 @@ class Clients:
                         limit=req.limit,
                     )
                 )  # fmt: skip
-                return ok(req.id, approvals=approvals)
+                return ApprovalsReply(id=rid, approvals=approvals)
             case GetApproval(key=key):
-                return ok(req.id, approval=await service.read(lambda r: r.approval(key)))
+                return ApprovalReply(id=rid, approval=await service.read(lambda r: r.approval(key)))
             case Prune(older_than=older_than):
-                return ok(req.id, pruned=await service.prune(older_than))
+                return PrunedReply(id=rid, pruned=await service.prune(older_than))
             case _:
                 raise InvalidRequest(f"op {op_name(req)!r} is for worker processes only")
 

@@ -25,10 +25,10 @@ from tako._protocol import (
     Leaving,
     Park,
     ReqId,
-    Request,
     RequestError,
     StepDone,
-    decode_request,
+    WorkerRequest,
+    decode_worker_request,
     fail,
     ok,
     op_name,
@@ -82,7 +82,7 @@ class WorkerLink:
                 worker.channel.send(fail(None, line))
                 continue
             try:
-                req = decode_request(line)
+                req = decode_worker_request(line)
             except RequestError as exc:
                 worker.channel.send(fail(exc.req_id, exc.error))
                 continue
@@ -92,7 +92,7 @@ class WorkerLink:
             except TakoError as exc:
                 worker.channel.send(fail(req.id, exc))
 
-    def _request(self, worker: WorkerProc, req: Request) -> None:
+    def _request(self, worker: WorkerProc, req: WorkerRequest) -> None:
         now = self.clock.now_ms()
         match req:
             case StepDone():

@@ -30,6 +30,7 @@ import msgspec
 from tako._errors import TakoError
 from tako._protocol import Assign, Finish, Park, StepDone
 from tako._records import ApprovalView, RunStatus, RunView
+from tako._replies import TokenRow
 from takod.rules.runs import Outcome
 
 T = TypeVar("T")
@@ -137,12 +138,6 @@ class LinkFields(NamedTuple):
     approvers: list[str] | None
     deadline_at: int | None
     created_at: int
-
-
-class TokenEntry(msgspec.Struct, kw_only=True):
-    name: str
-    scopes: list[str]
-    created_at: str  # ISO 8601
 
 
 class Identity(NamedTuple):
@@ -271,7 +266,7 @@ class Reads(Protocol):
 
     def next_attempt(self, target: str) -> int | None: ...
 
-    def tokens(self) -> list[TokenEntry]: ...
+    def tokens(self) -> list[TokenRow]: ...
 
     def token_count(self) -> int: ...
 

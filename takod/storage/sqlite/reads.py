@@ -17,8 +17,9 @@ import msgspec
 from tako._errors import ApprovalNotFound, RunNotFound, Unauthorized
 from tako._protocol import readable_json
 from tako._records import NULL, ApprovalView, HistoryView, RunView, StepView, iso
+from tako._replies import TokenRow
 from takod.rules.approvals import digest
-from takod.storage.interface import Identity, LinkFields, OutboxEvent, TokenEntry
+from takod.storage.interface import Identity, LinkFields, OutboxEvent
 
 RUN_COLUMNS = (
     "id, workflow, status, payload, result, error, traceback, attempts, max_attempts,"
@@ -227,10 +228,10 @@ class SqliteReads:
         ).fetchone()
         return None if row is None else row[0]
 
-    def tokens(self) -> list[TokenEntry]:
+    def tokens(self) -> list[TokenRow]:
         rows = self.conn.execute("SELECT name, scopes, created_at FROM tokens ORDER BY name")
         return [
-            TokenEntry(name=n, scopes=json.loads(s), created_at=iso(at) or "") for n, s, at in rows
+            TokenRow(name=n, scopes=json.loads(s), created_at=iso(at) or "") for n, s, at in rows
         ]
 
     def token_count(self) -> int:
