@@ -19,8 +19,8 @@ import trio
 from takod.storage.interface import ApprovalEvents, Early, QueuedWrite, Reads, StoreError, Tx
 from takod.storage.sqlite.committer import Committer
 from takod.storage.sqlite.files import open_read_only, open_writer
-from takod.storage.sqlite.reads import SqliteReads
-from takod.storage.sqlite.runs import SqliteTx
+from takod.storage.sqlite.reads import SqlReads
+from takod.storage.sqlite.runs import SqlTx
 
 __all__ = ["SqliteBackend", "open_reads"]
 T = TypeVar("T")
@@ -35,7 +35,7 @@ class SqliteBackend:
         self.path = path
         self.events = events or ApprovalEvents()
         self._conn = open_writer(path, durability)
-        self.tx = SqliteTx(self._conn, self.events)
+        self.tx = SqlTx(self._conn, self.events)
         self.committer = Committer(self._conn, self.tx)
         self._reader: sqlite3.Connection | None = None
         # one reader connection, used by one thread at a time
@@ -63,10 +63,10 @@ class SqliteBackend:
         return await trio.to_thread.run_sync(call, limiter=self._read_limiter)
 
     @property
-    def reads(self) -> SqliteReads:
+    def reads(self) -> SqlReads[sqlite3.Connection]:
         if self._reader is None:
             self._reader = open_read_only(self.path)
-        return SqliteReads(self._reader)
+        return SqlReads(self._reader)
 
     async def run(self) -> None:
         await self.committer.run()
@@ -79,12 +79,12 @@ class SqliteBackend:
 
 
 @contextmanager
-def open_reads(path: Path) -> Iterator[SqliteReads]:
+def open_reads(path: Path) -> Iterator[SqlReads[sqlite3.Connection]]:
     """The read views on runs.db, read-only (the supervisor may be down, or running).
     A file SQLite cannot read raises StoreError with SQLite's reason."""
     conn = open_read_only(path)
     try:
-        yield SqliteReads(conn)
+        yield SqlReads(conn)
     except sqlite3.Error as exc:
         raise StoreError(str(exc)) from None
     finally:

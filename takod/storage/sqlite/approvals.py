@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -25,6 +24,7 @@ from tako._records import iso
 from takod.rules import approvals as rules
 from takod.rules.approvals import Entry, Past, Request
 from takod.storage.interface import ApprovalEvents, Ask, SchemaCheck, TokenNotFound
+from takod.storage.sqlite.portable import SQLITE, Conn, Dialect
 from takod.storage.sqlite.reads import decision_object, hash_token
 
 _COLUMNS = (
@@ -32,27 +32,30 @@ _COLUMNS = (
     " decision, decided_at, on_timeout, remind_every, escalate_to, deadline_at, remind_at,"
     " escalate_at"
 )
+C = TypeVar("C", bound=Conn)
 TOKEN_PREFIX = "tako_"  # recognisable in a config file or a leak scanner
 
 
-class ApprovalWrites:
-    def __init__(self, conn: sqlite3.Connection, events: ApprovalEvents) -> None:
+class ApprovalWrites(Generic[C]):
+    def __init__(self, conn: C, events: ApprovalEvents, dialect: Dialect = SQLITE) -> None:
         self.conn = conn
         self.events = events
+        self.dialect = dialect
+        self.owner: int | None = None  # the supervisor whose claims these are (PostgreSQL)
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """Undo everything inside if it raises (unless SQLite already rolled the whole
         transaction back, as on a full disk: then the error says so to the committer)."""
-        self.conn.execute("SAVEPOINT inner")
+        self.conn.execute("SAVEPOINT verb")
         try:
             yield
         except BaseException:
             if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK TO inner")
-                self.conn.execute("RELEASE inner")
+                self.conn.execute("ROLLBACK TO SAVEPOINT verb")
+                self.conn.execute("RELEASE SAVEPOINT verb")
             raise
-        self.conn.execute("RELEASE inner")
+        self.conn.execute("RELEASE SAVEPOINT verb")
 
     # -- creating ---------------------------------------------------------------------
 
@@ -160,7 +163,9 @@ class ApprovalWrites:
         keys = [
             r[0]
             for r in self.conn.execute(
-                "SELECT key FROM approvals WHERE timer_at IS NOT NULL AND timer_at <= ?", (now,)
+                "SELECT key FROM approvals WHERE timer_at IS NOT NULL AND timer_at <= ?"
+                + self.dialect.skip_locked,
+                (now,),
             ).fetchall()
         ]
         for key in keys:
@@ -308,7 +313,7 @@ class ApprovalWrites:
 
     def _load(self, key: str) -> Request:
         row = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM approvals WHERE key = ?", (key,)
+            f"SELECT {_COLUMNS} FROM approvals WHERE key = ?{self.dialect.lock}", (key,)
         ).fetchone()
         if row is None:
             raise ApprovalNotFound(f"no approval request with key {key!r} (see `tako approvals`)")

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -20,7 +19,9 @@ from tako._records import NULL, ApprovalView, HistoryView, RunView, StepView, is
 from tako._replies import TokenRow
 from takod.rules.approvals import digest
 from takod.storage.interface import Identity, LinkFields, OutboxEvent
+from takod.storage.sqlite.portable import Conn
 
+C = TypeVar("C", bound=Conn)
 RUN_COLUMNS = (
     "id, workflow, status, payload, result, error, traceback, attempts, max_attempts,"
     " created_at, updated_at, wake_at, waiting_for, cancel_requested"
@@ -45,7 +46,7 @@ def _raw(value: bytes | None) -> msgspec.Raw:
     return readable_json(value) if value is not None else NULL
 
 
-def run_view(row: sqlite3.Row, steps: list[sqlite3.Row] | None = None) -> RunView:
+def run_view(row: Any, steps: list[Any] | None = None) -> RunView:
     return RunView(
         run_id=row["id"],
         workflow=row["workflow"],
@@ -81,7 +82,7 @@ def run_view(row: sqlite3.Row, steps: list[sqlite3.Row] | None = None) -> RunVie
     )
 
 
-def approval_view(row: sqlite3.Row, history: list[sqlite3.Row] | None = None) -> ApprovalView:
+def approval_view(row: Any, history: list[Any] | None = None) -> ApprovalView:
     """The approval object; `history` only for `show`."""
     return ApprovalView(
         key=row["key"],
@@ -116,10 +117,10 @@ def approval_view(row: sqlite3.Row, history: list[sqlite3.Row] | None = None) ->
     )
 
 
-class SqliteReads:
-    """The backend's `Reads` on one read-only connection."""
+class SqlReads(Generic[C]):
+    """The backends' `Reads` on one read-only connection whose rows read by name."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: C) -> None:
         self.conn = conn
 
     def run(self, run_id: str, *, steps: bool = True) -> RunView:
@@ -161,7 +162,7 @@ class SqliteReads:
         row = self.conn.execute(
             "SELECT MIN(t) FROM (SELECT MIN(wake_at) AS t FROM runs WHERE wake_at IS NOT NULL"
             " UNION ALL SELECT MIN(deadline_at) FROM runs WHERE deadline_at IS NOT NULL"
-            " UNION ALL SELECT MIN(timer_at) FROM approvals WHERE timer_at IS NOT NULL)"
+            " UNION ALL SELECT MIN(timer_at) FROM approvals WHERE timer_at IS NOT NULL) AS due"
         ).fetchone()
         return None if row is None else row[0]
 

@@ -30,7 +30,7 @@ from takod.storage.interface import (
     SchemaCheck,
     StepSaved,
 )
-from takod.storage.sqlite.approvals import ApprovalWrites
+from takod.storage.sqlite.approvals import ApprovalWrites, C
 
 _STEP_COLUMNS = (
     "run_id, key, name, kind, status, result, error, attempts, seq, started_at, finished_at,"
@@ -62,9 +62,10 @@ def new_run_id(now_ms: int) -> str:
     return f"r_{now_ms:012x}{secrets.token_hex(4)}"
 
 
-class SqliteTx(ApprovalWrites):
-    """The backend's `Tx`: typed writes on one writer connection. Not thread-safe: the
-    committer's thread is the only one that calls it."""
+class SqlTx(ApprovalWrites[C]):
+    """The backends' `Tx`: typed writes on one writer connection (SQLite's, or
+    PostgreSQL's through takod/storage/postgres). Not thread-safe: the committer's
+    thread is the only one that calls it."""
 
     # -- runs -------------------------------------------------------------------------
 
@@ -99,11 +100,11 @@ class SqliteTx(ApprovalWrites):
                     )
                     continue
             row = self.conn.execute(
-                "UPDATE runs SET status = 'running', claim_token = claim_token + 1,"
+                "UPDATE runs SET status = 'running', claim_token = claim_token + 1, owner = ?,"
                 " updated_at = ?, wake_at = NULL, error = CASE WHEN attempts > 1 THEN error END"
                 " WHERE id = ? AND status = 'pending' AND (wake_at IS NULL OR wake_at <= ?)"
                 " RETURNING workflow, payload, attempts, claim_token",
-                (now, rid, now),
+                (self.owner, now, rid, now),
             ).fetchone()
             if row is None:
                 continue
@@ -182,8 +183,9 @@ class SqliteTx(ApprovalWrites):
             return Parked(ParkOutcome.GO_ON, plan.result)
         if park.kind == "wait":
             self.conn.execute(
-                "INSERT OR REPLACE INTO waiters (run_id, event, step_key, schema)"
-                " VALUES (?, ?, ?, ?)",
+                "INSERT INTO waiters (run_id, event, step_key, schema) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (run_id) DO UPDATE SET event = excluded.event,"
+                " step_key = excluded.step_key, schema = excluded.schema",
                 (park.run_id, park.event, park.key, schema),
             )
         self.conn.execute(
@@ -305,12 +307,15 @@ class SqliteTx(ApprovalWrites):
         if run_id is not None:
             self._status(run_id)  # raises RunNotFound
             rows = self.conn.execute(
-                "SELECT run_id, step_key, schema FROM waiters WHERE event = ? AND run_id = ?",
+                "SELECT run_id, step_key, schema FROM waiters WHERE event = ? AND run_id = ?"
+                + self.dialect.lock,
                 (event, run_id),
             ).fetchall()
-        else:
+        else:  # locked: a waiter another supervisor resumes meanwhile is not resumed twice
             rows = self.conn.execute(
-                "SELECT run_id, step_key, schema FROM waiters WHERE event = ?", (event,)
+                "SELECT run_id, step_key, schema FROM waiters WHERE event = ? ORDER BY run_id"
+                + self.dialect.lock,
+                (event,),
             ).fetchall()
         woken: list[str] = []
         for rid, key, schema in rows:
@@ -343,8 +348,9 @@ class SqliteTx(ApprovalWrites):
         )
         for sid, payload in rows.fetchall():
             if schema is None or check(schema, payload) is None:
-                self.conn.execute("DELETE FROM signals WHERE id = ?", (sid,))
-                return bytes(payload)
+                taken = self.conn.execute("DELETE FROM signals WHERE id = ?", (sid,))
+                if taken.rowcount == 1:  # not consumed by another supervisor meanwhile
+                    return bytes(payload)
         return None
 
     def _resume_waiter(self, run_id: str, key: str, result: bytes, now: int) -> None:
@@ -366,7 +372,9 @@ class SqliteTx(ApprovalWrites):
         expired = [
             r[0]
             for r in self.conn.execute(
-                "SELECT id FROM runs WHERE deadline_at IS NOT NULL AND deadline_at <= ?", (now,)
+                "SELECT id FROM runs WHERE deadline_at IS NOT NULL AND deadline_at <= ?"
+                + self.dialect.skip_locked,
+                (now,),
             ).fetchall()
         ]
         for rid in expired:
@@ -378,16 +386,17 @@ class SqliteTx(ApprovalWrites):
         failures += failed
         for rid, status in self.conn.execute(
             "SELECT id, status FROM runs WHERE wake_at IS NOT NULL AND wake_at <= ?"
-            " ORDER BY wake_at LIMIT ?",
+            " AND status IN ('pending', 'sleeping', 'waiting') ORDER BY wake_at LIMIT ?"
+            + self.dialect.skip_locked,
             (now, limit),
         ).fetchall():
             if status == RunStatus.SLEEPING:  # a sleep ends; a retry backoff is over
                 self.conn.execute(
                     "UPDATE steps SET status = CASE kind WHEN 'sleep' THEN 'completed'"
-                    " ELSE status END, result = CASE kind WHEN 'sleep' THEN X'6E756C6C'"
-                    " ELSE result END, finished_at = CASE kind WHEN 'sleep' THEN ? ELSE NULL END,"
+                    " ELSE status END, result = CASE kind WHEN 'sleep' THEN ? ELSE result END,"
+                    " finished_at = CASE kind WHEN 'sleep' THEN ? ELSE NULL END,"
                     " wake_at = NULL WHERE run_id = ? AND status IN ('sleeping', 'running')",
-                    (now, rid),
+                    (rules.NULL, now, rid),
                 )
             elif status == RunStatus.WAITING:  # a wait times out with None
                 key = self.conn.execute(
@@ -426,7 +435,7 @@ class SqliteTx(ApprovalWrites):
         """Refuse a write from a worker that no longer holds the run; return cancel_requested."""
         row = self.conn.execute(
             "SELECT cancel_requested FROM runs WHERE id = ? AND claim_token = ?"
-            " AND status = 'running'",
+            " AND status = 'running'" + self.dialect.lock,
             (run_id, token),
         ).fetchone()
         if row is None:

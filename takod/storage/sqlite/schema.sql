@@ -1,6 +1,7 @@
 -- The whole schema of runs.db, as the migrations in migrations/ build it.
 -- tests/unit/test_schema.py checks that the two agree. Times are ms since the epoch.
 
+-- owner: the supervisor holding a running run (PostgreSQL; NULL on SQLite).
 CREATE TABLE runs (
     id               TEXT PRIMARY KEY,
     workflow         TEXT NOT NULL,
@@ -18,7 +19,8 @@ CREATE TABLE runs (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     created_at       INTEGER NOT NULL,
     updated_at       INTEGER NOT NULL,
-    finished_at      INTEGER
+    finished_at      INTEGER,
+    owner            INTEGER
 ) STRICT;
 
 -- The scheduler's one timer reads MIN(wake_at) and MIN(deadline_at); both

@@ -1,0 +1,100 @@
+"""The PostgreSQL backend: an app's runs in a schema of its own, shared by its supervisors.
+
+The verbs are the SQLite backend's (written in the SQL both databases speak,
+see takod/storage/sqlite/portable.py) run through psycopg, with PostgreSQL's
+row locks where several supervisors may reach for the same row: decisions
+serialise on the request, a waiter is resumed once, due timers and outbox
+deliveries are taken with SKIP LOCKED. Writes are batched in one transaction
+per batch by a writer thread, as on SQLite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import psycopg
+import trio
+
+from takod.storage.interface import ApprovalEvents, Early, QueuedWrite, Reads, StoreError, Tx
+from takod.storage.postgres.committer import Committer, DatabaseUnavailable
+from takod.storage.postgres.connection import PgConn, connect
+from takod.storage.postgres.schema import migrate, redact
+from takod.storage.sqlite.portable import POSTGRES
+from takod.storage.sqlite.reads import SqlReads
+from takod.storage.sqlite.runs import SqlTx
+
+__all__ = ["PostgresBackend", "open_reads"]
+T = TypeVar("T")
+
+
+class PostgresBackend:
+    """The storage seam on one PostgreSQL schema (see takod/storage/interface.py)."""
+
+    def __init__(self, url: str, app: str, *, events: ApprovalEvents | None = None) -> None:
+        self.url = url
+        self.app = app
+        self.events = events or ApprovalEvents()
+        migrate(url, app)
+        self.tx: SqlTx[PgConn] = SqlTx(self._connect(), self.events, POSTGRES)
+        self.committer = Committer(self.tx, self._connect)
+        self._reader: PgConn | None = None
+        self._read_limiter = trio.CapacityLimiter(1)
+
+    def _connect(self, by_name: bool = False) -> PgConn:
+        try:
+            return connect(self.url, self.app, by_name=by_name)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(
+                f"cannot reach the database at {redact(self.url)}: {str(exc).strip()}"
+            ) from None
+
+    def submit(
+        self,
+        fn: Callable[[Tx], T],
+        on_done: Callable[[QueuedWrite[T]], None],
+        *,
+        atomic: bool = False,
+        early: Early | None = None,
+    ) -> QueuedWrite[T]:
+        return self.committer.submit(fn, on_done, atomic=atomic, early=early)
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        return await self.committer.write(fn)
+
+    async def read(self, fn: Callable[[Reads], T]) -> T:
+        def call() -> T:
+            if self._reader is None or self._reader.raw.broken or self._reader.raw.closed:
+                self._reader = self._connect(by_name=True)
+            try:
+                return fn(SqlReads(self._reader))
+            except psycopg.OperationalError as exc:
+                raise DatabaseUnavailable(
+                    f"the database cannot be reached ({str(exc).strip()})"
+                ) from None
+
+        return await trio.to_thread.run_sync(call, limiter=self._read_limiter)
+
+    async def run(self) -> None:
+        await self.committer.run()
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        self.tx.conn.close()
+
+
+@contextmanager
+def open_reads(url: str, app: str) -> Iterator[SqlReads[PgConn]]:
+    """The read views on the app's schema, without a supervisor."""
+    try:
+        conn = connect(url, app, by_name=True)
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot reach the database at {redact(url)}: {exc}") from None
+    try:
+        yield SqlReads(conn)
+    except psycopg.Error as exc:
+        raise StoreError(str(exc).strip()) from None
+    finally:
+        conn.close()

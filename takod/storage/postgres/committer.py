@@ -1,0 +1,72 @@
+"""The PostgreSQL backend's writer: group commit (takod/storage/batch.py) on one connection.
+
+PostgreSQL aborts a whole transaction on a failed statement, so every write
+runs in a savepoint of its own; a lost connection fails the batch with
+`unavailable`, and the next batch reconnects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import psycopg
+
+from tako._errors import StorageError, TakoError
+from takod.storage.batch import BatchWriter
+from takod.storage.postgres.connection import PgConn
+from takod.storage.sqlite.runs import SqlTx
+
+
+class DatabaseUnavailable(TakoError):
+    """The database cannot be reached; nothing was written. Retry once it is back."""
+
+    code = "unavailable"
+
+
+class Committer(BatchWriter):
+    database_errors = (psycopg.Error,)
+    atomic_statements = False
+
+    def __init__(self, tx: SqlTx[PgConn], reconnect: Callable[[], PgConn]) -> None:
+        super().__init__(tx)
+        self.sql = tx
+        self._reconnect = reconnect
+
+    @property
+    def conn(self) -> PgConn:
+        return self.sql.conn
+
+    def begin(self) -> None:
+        if self.conn.raw.closed or self.conn.raw.broken:
+            self.sql.conn = self._reconnect()
+        self.conn.raw.execute("BEGIN")
+
+    def savepoint(self) -> None:
+        self.conn.raw.execute("SAVEPOINT op")
+
+    def rollback_to(self) -> bool:
+        if self.conn.raw.broken:
+            return False
+        self.conn.raw.execute("ROLLBACK TO SAVEPOINT op")
+        return True
+
+    def release(self) -> None:
+        self.conn.raw.execute("RELEASE SAVEPOINT op")
+
+    def commit(self) -> None:
+        self.conn.raw.execute("COMMIT")
+
+    def abandon(self) -> None:
+        if not self.conn.raw.broken and not self.conn.raw.closed:
+            with contextlib.suppress(psycopg.Error):  # it is going anyway
+                self.conn.raw.execute("ROLLBACK")
+
+    def storage_error(self, exc: BaseException) -> TakoError:
+        if isinstance(exc, psycopg.OperationalError) or self.conn.raw.broken:
+            return DatabaseUnavailable(
+                f"the database cannot be reached ({str(exc).strip()}); nothing was written"
+            )
+        if isinstance(exc, psycopg.Error):
+            return StorageError(f"the database refused the write: {str(exc).strip()}")
+        return super().storage_error(exc)
