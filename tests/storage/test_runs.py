@@ -737,9 +737,7 @@ async def test_read_run_has_the_spec_shape(backend: Backend) -> None:
 
 
 async def test_read_runs_newest_first_with_filters(backend: Backend) -> None:
-    ids = [
-        await start(backend, workflow="a" if n % 2 else "b", now=NOW + n) for n in range(6)
-    ]
+    ids = [await start(backend, workflow="a" if n % 2 else "b", now=NOW + n) for n in range(6)]
     await claim(backend, ids[0])
     await claim(backend, ids[3])
 
