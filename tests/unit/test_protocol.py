@@ -46,6 +46,7 @@ from tako._protocol import (
     fail,
     ok,
 )
+from tako._records import iso
 
 
 def line(**fields: Any) -> bytes:
@@ -446,3 +447,9 @@ def test_run_ids_take_at_signs_colons_and_up_to_128_characters(run_id: str) -> N
 def test_run_ids_outside_the_rule_are_invalid(run_id: str) -> None:
     with pytest.raises(RequestError):
         decode_request(line(id=1, op="start", workflow="w", run_id=run_id))
+
+
+def test_moments_go_out_as_iso_8601_utc_in_milliseconds() -> None:
+    assert iso(None) is None
+    assert iso(0) == "1970-01-01T00:00:00.000Z"
+    assert iso(1_800_000_000_007) == "2027-01-15T08:00:00.007Z"
