@@ -416,8 +416,9 @@ async def test_finish_failed_with_attempts_left_is_retried_later(backend: Backen
     assert (view.status, view.attempts, view.wake_at) == ("pending", 2, iso(out.wake_at))
     assert (view.error, view.traceback) == ("ValueError: bad", "Traceback ...")
     assert [s.key for s in view.steps or []] == ["load"]  # the failed step runs again
-    assert await backend.write(lambda tx: tx.claim([a.run_id], out.wake_at - 1)) == []
-    b = await claim(backend, a.run_id, out.wake_at)
+    due = out.wake_at
+    assert await backend.write(lambda tx: tx.claim([a.run_id], due - 1)) == []
+    b = await claim(backend, a.run_id, due)
     assert b.attempt == 2
     assert [m.key for m in b.memo] == ["load"]
     # the error of the last attempt stays visible while the next one runs

@@ -21,6 +21,7 @@ from tako._errors import RunNotFound
 from takod.storage import StoreError, open_backend, open_reads
 from takod.storage.interface import NewRun
 from takod.storage.sqlite import SqliteBackend
+from takod.storage.sqlite import open_reads as sqlite_reads
 from takod.storage.sqlite.files import APPLICATION_ID, migrations, open_read_only
 
 NOW = 1_800_000_000_000
@@ -176,7 +177,7 @@ async def test_the_read_only_connection_cannot_write(tmp_path: Path) -> None:
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
             backend.reads.conn.execute("DELETE FROM runs")
         assert await backend.read(lambda r: r.counts()) == {"pending": 1}
-    with open_reads(path) as reads:
+    with sqlite_reads(path) as reads:
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
             reads.conn.execute("DELETE FROM runs")
         assert reads.counts() == {"pending": 1}
