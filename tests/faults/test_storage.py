@@ -1,7 +1,7 @@
 """Storage faults: a full disk, a runs.db that is not ours, stale sockets, long paths.
 
 A full disk is simulated with SQLite's `max_page_count` on takod's own writer
-connection, set through the committer (the only code that writes on it).
+connection, set through the SQLite backend's committer (the only code that writes on it).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import trio
 import tako
 import takod
 from takod.server import MAX_SOCKET_PATH, supervisor_pid
+from takod.storage.sqlite import SqliteBackend
 from tests.conftest import App, TakodProcess, eventually, running, status_of
 
 pytestmark = pytest.mark.slow
@@ -51,9 +52,15 @@ def runtime() -> str:
     return "asyncio"  # these tests are about takod's storage, not the worker's event loop
 
 
+def sqlite_backend(sup: takod.Supervisor) -> SqliteBackend:
+    assert isinstance(sup.backend, SqliteBackend)
+    return sup.backend
+
+
 async def sql(sup: takod.Supervisor, query: str) -> Any:
     """One statement on takod's writer connection, in the committer's next transaction."""
-    return await sup.committer.write(lambda: sup.store.conn.execute(query).fetchone()[0])
+    conn = sqlite_backend(sup)._conn
+    return await sup.backend.write(lambda _: conn.execute(query).fetchone()[0])
 
 
 async def disk_full_after(sup: takod.Supervisor, pages: int) -> None:
@@ -155,7 +162,8 @@ async def test_a_result_refused_by_a_full_disk_is_written_once_space_is_back(app
         await eventually(lambda: all_status(client, [run_id], "waiting"), what="the run to park")
         await disk_full_after(sup, 10)  # room for the signal, not for a 300 kB result
         refusals: list[BaseException] = []
-        finish: Callable[..., Any] = sup.store.finish
+        tx = sqlite_backend(sup).tx
+        finish: Callable[..., Any] = tx.finish
 
         def watched_finish(*args: Any, **kwargs: Any) -> Any:
             try:
@@ -164,7 +172,7 @@ async def test_a_result_refused_by_a_full_disk_is_written_once_space_is_back(app
                 refusals.append(exc)
                 raise
 
-        sup.store.finish = watched_finish  # type: ignore[method-assign]
+        tx.finish = watched_finish  # type: ignore[method-assign]
         assert (await client.signal("release")).delivered == 1
         await eventually(lambda: refusals, what="the run's result to meet the full disk")
         await sql(sup, f"PRAGMA max_page_count = {NO_LIMIT}")
@@ -328,7 +336,8 @@ async def test_a_timer_or_claim_refused_by_a_full_disk_is_retried(app: App, writ
         client = app.client()
         run_id = await client.start("napper")
         await eventually(lambda: all_status(client, [run_id], "sleeping"), what="the nap")
-        real = getattr(sup.store, write)
+        tx = sqlite_backend(sup).tx
+        real = getattr(tx, write)
         refused: list[str] = []
 
         def full_once(*args: Any, **kwargs: Any) -> Any:
@@ -337,7 +346,7 @@ async def test_a_timer_or_claim_refused_by_a_full_disk_is_retried(app: App, writ
                 raise tako.StorageError("the disk holding runs.db is full (simulated)")
             return real(*args, **kwargs)
 
-        setattr(sup.store, write, full_once)
+        setattr(tx, write, full_once)
         assert await client.result(run_id, timeout=15) == "rested"
         assert refused == [write]
         assert (await client.status())["supervisor"] == "running"

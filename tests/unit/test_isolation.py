@@ -3,7 +3,8 @@
 The policy (takod.workers): a run in flight in two crashes in a row next runs on a
 worker of its own; a run is charged an attempt only when it crashes a worker alone;
 its innocent neighbours are requeued free. The pool is driven here through its own
-interface: the store's side (claim, requeue after a crash) is played by the test,
+interface: the service's side (claim, requeue after a crash: takod.service, writing
+through the storage backend) is played by the test,
 which records every claim and every crash report the pool makes.
 """
 
@@ -33,9 +34,10 @@ async def hold(payload, step):
 """
 
 
-class Store:
-    """The supervisor's side of the pool, as the test plays it: every run claimed is
-    assigned, every run a crash leaves behind is requeued, and both are recorded."""
+class Service:
+    """The supervisor's side of the pool (takod.service.Service), as the test plays it:
+    every run claimed is assigned, every run a crash leaves behind is requeued, and both
+    are recorded."""
 
     def __init__(self) -> None:
         self.claims: list[list[str]] = []
@@ -43,7 +45,7 @@ class Store:
         self._token = 0
 
     async def claim(self, run_ids: list[str]) -> list[Assign]:
-        await trio.lowlevel.checkpoint()  # a write through the committer, in takod
+        await trio.lowlevel.checkpoint()  # a write through the storage backend, in takod
         self.claims.append(list(run_ids))
         assigns = []
         for rid in run_ids:
@@ -52,23 +54,23 @@ class Store:
             assigns.append(Assign(rid, "hold", raw, attempt=1, token=self._token, memo=[]))
         return assigns
 
-    async def crashed(self, run_ids: list[str], alone: bool, reason: str) -> list[str]:
+    async def lost(self, run_ids: list[str], alone: bool, reason: str) -> list[str]:
         await trio.lowlevel.checkpoint()
         self.crashes.append((list(run_ids), alone))
         return list(run_ids)
 
 
 @asynccontextmanager
-async def pool(tmp_path: Path, concurrency: int) -> AsyncIterator[tuple[WorkerPool, Store]]:
+async def pool(tmp_path: Path, concurrency: int) -> AsyncIterator[tuple[WorkerPool, Service]]:
     (tmp_path / "workflows").mkdir()
     (tmp_path / "workflows" / "hold.py").write_text(HOLD)
     (tmp_path / "tako.toml").write_text('name = "isolation"\n')
-    store = Store()
+    service = Service()
     settings = WorkerSettings(concurrency=concurrency, idle_timeout=3600, lease=3600)
 
     async def serve_worker(worker: WorkerProc) -> None:
         """Just enough of takod's side of a worker's connection: hellos and beats."""
-        async for line in worker.conn.lines():
+        async for line in worker.channel.lines():
             assert isinstance(line, bytes)
             worker.last_seen = trio.current_time()
             req = decode_request(line)
@@ -76,20 +78,20 @@ async def pool(tmp_path: Path, concurrency: int) -> AsyncIterator[tuple[WorkerPo
                 worker.ready = True
                 p.kick()
             if isinstance(req, Hello | Beat):
-                worker.conn.send(ok(req.id))
+                worker.channel.send(ok(req.id))
 
     p = WorkerPool(
         app_dir=tmp_path,
         config=AppConfig(name="isolation", workers=settings),
         socket_path=tmp_path / "unused.sock",
-        claim=store.claim,
-        crashed=store.crashed,
+        claim=service.claim,
+        lost=service.lost,
         serve_worker=serve_worker,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(p.run)
         try:
-            yield p, store
+            yield p, service
         finally:
             await p.stop()
             nursery.cancel_scope.cancel()
@@ -102,28 +104,28 @@ def holding(p: WorkerPool, *run_ids: str) -> WorkerProc | None:
     return live[0] if sorted(held) == sorted(run_ids) and all(held.values()) else None
 
 
-async def crash(p: WorkerPool, store: Store, *run_ids: str) -> None:
+async def crash(p: WorkerPool, service: Service, *run_ids: str) -> None:
     """SIGKILL the worker holding exactly `run_ids`, and wait for the pool's report."""
     worker = await eventually(lambda: holding(p, *run_ids), what=f"a worker holding {run_ids}")
-    reports = len(store.crashes)
+    reports = len(service.crashes)
     os.kill(worker.process.pid, signal.SIGKILL)
-    await eventually(lambda: len(store.crashes) > reports, what="the crash to be reported")
+    await eventually(lambda: len(service.crashes) > reports, what="the crash to be reported")
 
 
 async def test_only_a_run_in_two_crashes_in_a_row_is_isolated_and_only_alone_charged(
     tmp_path: Path,
 ) -> None:
-    async with pool(tmp_path, concurrency=2) as (p, store):
+    async with pool(tmp_path, concurrency=2) as (p, service):
         p.enqueue(["a", "b"])
-        await crash(p, store, "a", "b")  # 1st crash: a and b, both suspects now
+        await crash(p, service, "a", "b")  # 1st crash: a and b, both suspects now
         worker = await eventually(lambda: holding(p, "a", "b"), what="a and b to run again")
         assert not worker.exclusive  # one crash isolates nobody
         p.finished(worker, "b")  # b completes: no longer a suspect
         p.enqueue(["c"])
-        await crash(p, store, "a", "c")  # 2nd crash in a row for a; c's first
+        await crash(p, service, "a", "c")  # 2nd crash in a row for a; c's first
         worker = await eventually(lambda: holding(p, "a"), what="a to run alone")
         assert worker.exclusive and p.isolated == {"a"}
-        await crash(p, store, "a")  # a crashes a worker of its own: now it is charged
+        await crash(p, service, "a")  # a crashes a worker of its own: now it is charged
         worker = await eventually(lambda: holding(p, "c"), what="c to run again")
         assert p.isolated == {"a"} and not worker.exclusive
         p.finished(worker, "c")
@@ -131,8 +133,8 @@ async def test_only_a_run_in_two_crashes_in_a_row_is_isolated_and_only_alone_cha
         assert worker.exclusive
         p.finished(worker, "a")
         assert p.isolated == frozenset()
-    assert store.claims == [["a", "b"], ["a", "b"], ["c"], ["a"], ["c"], ["a"]]
-    assert store.crashes == [
+    assert service.claims == [["a", "b"], ["a", "b"], ["c"], ["a"], ["c"], ["a"]]
+    assert service.crashes == [
         (["a", "b"], False),
         (["a", "c"], False),  # innocent c is not charged, though it crashed with a
         (["a"], True),
@@ -142,11 +144,11 @@ async def test_only_a_run_in_two_crashes_in_a_row_is_isolated_and_only_alone_cha
 async def test_innocent_neighbours_in_two_crashes_are_isolated_but_never_charged(
     tmp_path: Path,
 ) -> None:
-    async with pool(tmp_path, concurrency=3) as (p, store):
+    async with pool(tmp_path, concurrency=3) as (p, service):
         p.enqueue(["a", "b", "c"])
-        await crash(p, store, "a", "b", "c")
-        await crash(p, store, "a", "b", "c")  # no telling the poison apart: each runs alone
-        await crash(p, store, "a")  # a was the poison
+        await crash(p, service, "a", "b", "c")
+        await crash(p, service, "a", "b", "c")  # no telling the poison apart: each runs alone
+        await crash(p, service, "a")  # a was the poison
         worker = await eventually(lambda: holding(p, "b"), what="b to run alone")
         assert worker.exclusive
         p.finished(worker, "b")
@@ -155,5 +157,5 @@ async def test_innocent_neighbours_in_two_crashes_are_isolated_but_never_charged
         p.finished(worker, "c")
         worker = await eventually(lambda: holding(p, "a"), what="a to run alone")
         p.finished(worker, "a")
-    assert store.claims == [["a", "b", "c"], ["a", "b", "c"], ["a"], ["b"], ["c"], ["a"]]
-    assert store.crashes == [(["a", "b", "c"], False), (["a", "b", "c"], False), (["a"], True)]
+    assert service.claims == [["a", "b", "c"], ["a", "b", "c"], ["a"], ["b"], ["c"], ["a"]]
+    assert service.crashes == [(["a", "b", "c"], False), (["a", "b", "c"], False), (["a"], True)]

@@ -49,6 +49,7 @@ from tako._protocol import (
     fail,
     ok,
 )
+from tako._records import iso
 from tako._replies import PrunedReply, RevokedReply, decode_reply
 
 
@@ -486,3 +487,9 @@ def test_a_reply_decodes_to_its_struct_or_raises_its_typed_error() -> None:
         decode_reply(
             b'{"ok": false, "revoked": true, "error": {"code": "not_found"}}', RevokedReply
         )
+
+
+def test_moments_go_out_as_iso_8601_utc_in_milliseconds() -> None:
+    assert iso(None) is None
+    assert iso(0) == "1970-01-01T00:00:00.000Z"
+    assert iso(1_800_000_000_007) == "2027-01-15T08:00:00.007Z"

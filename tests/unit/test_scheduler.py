@@ -1,8 +1,8 @@
 """The one timer (takod.scheduler) on trio's MockClock: days pass in no time, nothing sleeps.
 
-The store is replaced by a plain in-memory list of due times with the same two calls the
-scheduler makes: `next_wake()` (the earliest due time) and `wake_due(now)` (move on
-everything due at `now`).
+The service (and the storage backend behind it) is replaced by a plain in-memory list of
+due times with the same two calls the scheduler makes: `next_wake()` (the earliest due
+time, a read) and `wake_due(now)` (move on everything due at `now`, a write).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ SWEEP_MS = int(SAFETY_SWEEP * 1000)
 DAY_MS = 86_400_000
 
 
-class FakeStore:
+class FakeService:
     """Due times in a sorted list; records what fired and when."""
 
     def __init__(self, clock: TrioClock) -> None:
@@ -63,15 +63,15 @@ def clock() -> TrioClock:
 
 
 @pytest.fixture
-def fake(clock: TrioClock) -> FakeStore:
-    return FakeStore(clock)
+def fake(clock: TrioClock) -> FakeService:
+    return FakeService(clock)
 
 
 # pytest-trio runs a test on the clock found among the *test's* arguments, so every test
 # below asks for `autojump_clock` itself, even when only the `scheduler` fixture uses it.
 @pytest.fixture
 async def scheduler(
-    autojump_clock: trio.testing.MockClock, clock: TrioClock, fake: FakeStore
+    autojump_clock: trio.testing.MockClock, clock: TrioClock, fake: FakeService
 ) -> AsyncIterator[Scheduler]:
     sched = Scheduler(clock, fake.next_wake, fake.wake_due)
     async with trio.open_nursery() as nursery:
@@ -105,7 +105,7 @@ async def test_trio_clock_follows_mock_time(autojump_clock: trio.testing.MockClo
 async def test_fires_exactly_at_the_due_time(
     autojump_clock: trio.testing.MockClock,
     clock: TrioClock,
-    fake: FakeStore,
+    fake: FakeService,
     scheduler: Scheduler,
 ) -> None:
     fake.add(EPOCH + 5000)
@@ -119,7 +119,7 @@ async def test_fires_exactly_at_the_due_time(
 
 
 async def test_due_times_known_at_start_fire_in_order(
-    autojump_clock: trio.testing.MockClock, clock: TrioClock, fake: FakeStore
+    autojump_clock: trio.testing.MockClock, clock: TrioClock, fake: FakeService
 ) -> None:
     for offset in (30_000, 1_000, 7_500, 7_500, 59_000):
         fake.add(EPOCH + offset)
@@ -139,7 +139,7 @@ async def test_due_times_known_at_start_fire_in_order(
 
 
 async def test_a_due_time_already_past_fires_at_once(
-    autojump_clock: trio.testing.MockClock, clock: TrioClock, fake: FakeStore
+    autojump_clock: trio.testing.MockClock, clock: TrioClock, fake: FakeService
 ) -> None:
     fake.add(EPOCH - DAY_MS)  # fell due while takod was down
     sched = Scheduler(clock, fake.next_wake, fake.wake_due)
@@ -153,7 +153,7 @@ async def test_a_due_time_already_past_fires_at_once(
 async def test_note_of_an_earlier_time_wakes_it_earlier(
     autojump_clock: trio.testing.MockClock,
     clock: TrioClock,
-    fake: FakeStore,
+    fake: FakeService,
     scheduler: Scheduler,
 ) -> None:
     fake.add(EPOCH + 50_000)
@@ -172,7 +172,7 @@ async def test_note_of_an_earlier_time_wakes_it_earlier(
 async def test_without_a_note_an_earlier_time_waits_for_the_planned_wake(
     autojump_clock: trio.testing.MockClock,
     clock: TrioClock,
-    fake: FakeStore,
+    fake: FakeService,
     scheduler: Scheduler,
 ) -> None:
     # the contrast to the test above: the note is what makes the timer move
@@ -187,7 +187,7 @@ async def test_without_a_note_an_earlier_time_waits_for_the_planned_wake(
 async def test_note_of_a_later_time_changes_nothing(
     autojump_clock: trio.testing.MockClock,
     clock: TrioClock,
-    fake: FakeStore,
+    fake: FakeService,
     scheduler: Scheduler,
 ) -> None:
     fake.add(EPOCH + 5_000)
@@ -204,7 +204,7 @@ async def test_note_of_a_later_time_changes_nothing(
 async def test_a_note_while_next_wake_is_read_is_not_lost(
     autojump_clock: trio.testing.MockClock,
     clock: TrioClock,
-    fake: FakeStore,
+    fake: FakeService,
     scheduler: Scheduler,
 ) -> None:
     fake.add(EPOCH + 2_000)
@@ -213,7 +213,7 @@ async def test_a_note_while_next_wake_is_read_is_not_lost(
     await fake.reading.wait()
     assert clock.now_ms() == EPOCH + 2_000
     assert fake.fired == [(EPOCH + 2_000, EPOCH + 2_000)]
-    # this read has already seen an empty store; then a run parks until +3 s
+    # this read has already seen nothing due; then a run parks until +3 s
     fake.add(EPOCH + 3_000)
     scheduler.note(EPOCH + 3_000)
     fake.release.set()
@@ -222,7 +222,7 @@ async def test_a_note_while_next_wake_is_read_is_not_lost(
 
 
 async def test_a_note_during_the_first_read_is_not_lost(
-    autojump_clock: trio.testing.MockClock, clock: TrioClock, fake: FakeStore
+    autojump_clock: trio.testing.MockClock, clock: TrioClock, fake: FakeService
 ) -> None:
     fake.hold_next_wake = 1
     sched = Scheduler(clock, fake.next_wake, fake.wake_due)
@@ -240,7 +240,7 @@ async def test_a_note_during_the_first_read_is_not_lost(
 async def test_due_times_days_away_fire_after_jumping_the_clock(
     autojump_clock: trio.testing.MockClock,
     clock: TrioClock,
-    fake: FakeStore,
+    fake: FakeService,
     scheduler: Scheduler,
 ) -> None:
     far = EPOCH + 3 * DAY_MS + 1234
@@ -259,7 +259,7 @@ async def test_due_times_days_away_fire_after_jumping_the_clock(
 async def test_nothing_fires_when_nothing_is_due_but_the_safety_sweep(
     autojump_clock: trio.testing.MockClock,
     clock: TrioClock,
-    fake: FakeStore,
+    fake: FakeService,
     scheduler: Scheduler,
 ) -> None:
     assert SAFETY_SWEEP == 60.0
@@ -277,7 +277,7 @@ async def test_nothing_fires_when_nothing_is_due_but_the_safety_sweep(
 async def test_the_safety_sweep_finds_what_nobody_noted(
     autojump_clock: trio.testing.MockClock,
     clock: TrioClock,
-    fake: FakeStore,
+    fake: FakeService,
     scheduler: Scheduler,
 ) -> None:
     await until(clock, EPOCH + 1_000)

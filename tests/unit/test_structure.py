@@ -14,7 +14,7 @@ SQL = re.compile(
     r"\b(SELECT\s.+\sFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+TABLE)\b",
     re.I | re.S,
 )
-BACKENDS = ("takod/storage/sqlite/",)
+BACKENDS = ("takod/storage/sqlite/", "takod/storage/postgres/")
 
 
 def modules() -> dict[str, Path]:

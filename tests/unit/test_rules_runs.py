@@ -1,5 +1,5 @@
-"""The pure run-state rules: retries with backoff, crash attribution, who may
-be cancelled or retried."""
+"""The pure run-state rules (takod.rules.runs): retries with backoff, crash attribution,
+what a park becomes, who may be cancelled or retried."""
 
 from __future__ import annotations
 
@@ -9,14 +9,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from takod.transitions import (
+from tako._errors import NotAllowed
+from takod.rules.runs import (
     CANCELLABLE,
     FINISHED,
+    NULL,
     PARKED,
     RETRYABLE,
     Outcome,
+    Parking,
     RunStatus,
+    check_retry,
+    on_cancel,
     on_handler_end,
+    on_park,
     on_worker_crash,
 )
 
@@ -163,31 +169,111 @@ def test_handler_end_property(outcome: str, attempts: int, extra: int, seed: int
 
 @pytest.mark.parametrize(("attempts", "max_attempts"), [(1, 4), (4, 4), (1, 1)])
 def test_crash_not_alone_requeues_without_charge(attempts: int, max_attempts: int) -> None:
-    # the decision reads `alone` only; how often the run crashed before does not enter it
-    out = on_worker_crash(crashes=1, alone=False, attempts=attempts, max_attempts=max_attempts)
+    # the decision reads `alone` only (the pool tells a poison run from its neighbours)
+    out = on_worker_crash(alone=False, attempts=attempts, max_attempts=max_attempts)
     assert out == Outcome(RunStatus.PENDING, attempts, None)
 
 
 @pytest.mark.parametrize(("attempts", "max_attempts"), [(1, 4), (3, 4), (1, 2)])
 def test_crash_alone_is_charged_an_attempt(attempts: int, max_attempts: int) -> None:
-    out = on_worker_crash(crashes=2, alone=True, attempts=attempts, max_attempts=max_attempts)
+    out = on_worker_crash(alone=True, attempts=attempts, max_attempts=max_attempts)
     assert out == Outcome(RunStatus.PENDING, attempts + 1, None)
 
 
 @pytest.mark.parametrize(("attempts", "max_attempts"), [(4, 4), (1, 1)])
 def test_crash_alone_on_the_last_attempt_fails(attempts: int, max_attempts: int) -> None:
-    out = on_worker_crash(crashes=3, alone=True, attempts=attempts, max_attempts=max_attempts)
+    out = on_worker_crash(alone=True, attempts=attempts, max_attempts=max_attempts)
     assert out == Outcome(RunStatus.FAILED, attempts, None)
 
 
 def test_a_run_that_keeps_crashing_alone_uses_up_its_attempts() -> None:
     attempts, max_attempts = 1, 3
     statuses = []
-    for crash in range(1, 10):
-        out = on_worker_crash(crashes=crash, alone=True, attempts=attempts, max_attempts=3)
+    for _ in range(10):
+        out = on_worker_crash(alone=True, attempts=attempts, max_attempts=max_attempts)
         statuses.append(out.status)
         if out.status != RunStatus.PENDING:
             break
         attempts = out.attempts
     assert statuses == [RunStatus.PENDING, RunStatus.PENDING, RunStatus.FAILED]
     assert attempts == max_attempts
+
+
+# -- on_park ----------------------------------------------------------------------------------
+
+
+def test_a_sleep_in_the_future_parks_the_run_sleeping() -> None:
+    assert on_park("sleep", now=NOW, wake_at=NOW + 1) == Parking(
+        RunStatus.SLEEPING, "sleeping", None, NOW + 1
+    )
+
+
+@pytest.mark.parametrize("offset", [0, -1, -86_400_000])
+def test_a_sleep_already_due_completes_at_once_with_null(offset: int) -> None:
+    plan = on_park("sleep", now=NOW, wake_at=NOW + offset)
+    assert plan == Parking(None, "completed", NULL, NOW + offset)
+    assert plan.result == b"null"
+
+
+def test_a_retry_backoff_parks_the_run_with_its_step_still_running() -> None:
+    # even when already due: the timer, not the park, moves a backoff on
+    for wake_at in (NOW + 2000, NOW):
+        assert on_park("retry", now=NOW, wake_at=wake_at) == Parking(
+            RunStatus.SLEEPING, "running", None, wake_at
+        )
+
+
+@pytest.mark.parametrize("kind", ["sleep", "retry"])
+def test_a_sleep_or_backoff_needs_a_due_time(kind: str) -> None:
+    with pytest.raises(AssertionError, match="needs a due time"):
+        on_park(kind, now=NOW)
+
+
+@pytest.mark.parametrize("timeout", [None, NOW + 5000])
+def test_a_wait_with_nothing_found_waits(timeout: int | None) -> None:
+    plan = on_park("wait", now=NOW, wake_at=timeout, waiting_for="go")
+    assert plan == Parking(RunStatus.WAITING, "waiting", None, timeout, "go")
+
+
+def test_an_approval_with_nothing_found_waits_for_its_request() -> None:
+    plan = on_park("approval", now=NOW, waiting_for="approval:r-1:manager")
+    assert plan == Parking(RunStatus.WAITING, "waiting", None, None, "approval:r-1:manager")
+
+
+@pytest.mark.parametrize("kind", ["wait", "approval"])
+def test_what_already_answers_a_wait_completes_it_at_once(kind: str) -> None:
+    """A kept signal the wait consumed, a decision made while the run was away: the run
+    does not park, even with a timeout still ahead."""
+    plan = on_park(kind, now=NOW, wake_at=NOW + 5000, found=b'{"ok": true}', waiting_for="go")
+    assert plan == Parking(None, "completed", b'{"ok": true}')
+    # a found `null` is an answer too, not "nothing found"
+    assert on_park(kind, now=NOW, found=b"null").run_status is None
+
+
+# -- on_cancel and check_retry ------------------------------------------------------------------
+
+
+def test_a_running_run_is_asked_to_stop_and_stays_running() -> None:
+    assert on_cancel("r-1", RunStatus.RUNNING) == RunStatus.RUNNING
+
+
+@pytest.mark.parametrize("status", [RunStatus.PENDING, RunStatus.SLEEPING, RunStatus.WAITING])
+def test_a_run_not_running_is_cancelled_now(status: RunStatus) -> None:
+    assert on_cancel("r-1", status) == RunStatus.CANCELLED
+
+
+@pytest.mark.parametrize("status", sorted(FINISHED))
+def test_a_finished_run_cannot_be_cancelled(status: RunStatus) -> None:
+    with pytest.raises(NotAllowed, match=f"run r-1 is {status}; only unfinished runs"):
+        on_cancel("r-1", status)
+
+
+@pytest.mark.parametrize("status", sorted(RETRYABLE))
+def test_a_failed_or_cancelled_run_may_be_retried(status: RunStatus) -> None:
+    check_retry("r-1", status)  # raises NotAllowed when it may not
+
+
+@pytest.mark.parametrize("status", sorted(set(RunStatus) - RETRYABLE))
+def test_any_other_run_may_not_be_retried(status: RunStatus) -> None:
+    with pytest.raises(NotAllowed, match=f"run r-1 is {status}; only failed or cancelled"):
+        check_retry("r-1", status)

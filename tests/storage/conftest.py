@@ -1,0 +1,61 @@
+"""The backends the conformance suite runs against, and the one fixture that opens them.
+
+Each entry of `BACKENDS` is an async factory: given a fresh folder of the test's own, it
+yields an open Backend whose `run()` is going, and closes it afterwards. Every test in
+tests/storage takes the `backend` fixture and runs once per entry, through the
+`takod.storage.interface` verbs only: a new backend is added here, and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from takod.storage import Backend, open_backend
+from tests.pg import database_url, drop_app, fresh_app
+
+Factory = Callable[[Path], AbstractAsyncContextManager[Backend]]
+
+
+@asynccontextmanager
+async def sqlite(tmp_path: Path) -> AsyncIterator[Backend]:
+    """runs.db in a folder of its own, as takod lays it out."""
+    backend = open_backend(tmp_path / "apps" / "shop" / "runs.db")
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(backend.run)
+            yield backend
+            nursery.cancel_scope.cancel()
+    finally:
+        backend.close()
+
+
+@asynccontextmanager
+async def postgres(tmp_path: Path) -> AsyncIterator[Backend]:
+    """A schema of its own on the test database (see tests/pg.py), dropped afterwards."""
+    from takod.storage.postgres import PostgresBackend
+
+    url, app = database_url(), fresh_app()
+    backend = PostgresBackend(url, app)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(backend.run)
+            yield backend
+            nursery.cancel_scope.cancel()
+    finally:
+        backend.close()
+        drop_app(url, app)
+
+
+BACKENDS: dict[str, Factory] = {"sqlite": sqlite, "postgres": postgres}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    """An open, running backend with nothing in it."""
+    async with BACKENDS[request.param](tmp_path) as opened:
+        yield opened
