@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -35,6 +36,9 @@ class RunSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class StorageSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     durability: Literal["full", "normal"] = "full"
+    # postgresql://...: the app's runs in PostgreSQL, shared by several supervisors;
+    # unset: runs.db in the data dir. $TAKO_DATABASE_URL overrides it.
+    url: str | None = None
 
 
 class ApprovalSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -43,6 +47,7 @@ class ApprovalSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     webhook_secret: str | None = None  # or given here (prefer the variable)
 
 
+DATABASE_URL_ENV = "TAKO_DATABASE_URL"
 DEFAULT_LISTEN = "127.0.0.1:8787"  # HTTP, when [http] listen is not set
 
 
@@ -91,6 +96,16 @@ def load_config(app_dir: Path) -> AppConfig:
             except ValueError as exc:
                 raise ConfigError(f"{path}: [{section}] {key}: {exc}") from None
     try:
-        return msgspec.convert(raw, AppConfig)
+        config = msgspec.convert(raw, AppConfig)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    from_env = os.environ.get(DATABASE_URL_ENV)
+    if from_env:
+        config.storage.url = from_env
+    if config.storage.url is not None and not config.storage.url.startswith(
+        ("postgresql://", "postgres://")
+    ):
+        raise ConfigError(
+            f"{path}: [storage] url must be a postgresql:// URL (leave it unset for SQLite)"
+        )
+    return config

@@ -35,7 +35,7 @@ from takod.payloads import Payloads
 from takod.scheduler import Clock, Scheduler, SystemClock
 from takod.server import DataDirLock, open_listener
 from takod.service import Service
-from takod.storage import ApprovalEvents, Backend, open_backend
+from takod.storage import ApprovalEvents, Backend, open_backend, redact
 from takod.webhook import TARGET as WEBHOOK_TARGET
 from takod.webhook import Webhook
 from takod.worker_link import WorkerLink
@@ -105,9 +105,10 @@ class Supervisor:
             backend, settings=config.http, data_dir=self.data_dir, clock=clock, changes=changes
         )
         self.events.links = self.access.links
+        url = config.storage.url
         self.clients = Clients(
             self.service, self.access, self.catalog, app=config.name,
-            database=str(self.db_path), max_line=self.max_line,
+            database=str(self.db_path) if url is None else redact(url), max_line=self.max_line,
         )  # fmt: skip
         self.notifiers = Notifiers(
             backend, clock=clock, changes=changes, run_internal=self.service.run_internal
@@ -131,9 +132,11 @@ class Supervisor:
         try:
             if self.socket_path.parent == self.data_dir:
                 os.chmod(self.data_dir, 0o700)
+            storage = self.config.storage
             backend = open_backend(
-                self.db_path, durability=self.config.storage.durability, events=self.events
-            )
+                self.db_path, durability=storage.durability, events=self.events,
+                url=storage.url, app=self.config.name,
+            )  # fmt: skip
             try:
                 self._build(backend)
                 await self._serve(task_status)

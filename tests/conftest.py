@@ -20,15 +20,17 @@ import trio
 
 import tako
 import takod
+from tests.pg import database_url, drop_app, fresh_app
 
 
 class App:
     """A temp app folder (workflows/ and tako.toml) with a short data dir for its socket."""
 
-    def __init__(self, root: Path, data_dir: Path, runtime: str) -> None:
+    def __init__(self, root: Path, data_dir: Path, runtime: str, name: str = "testapp") -> None:
         self.dir = root
         self.data_dir = data_dir
         self.runtime = runtime
+        self.name = name
         (root / "workflows").mkdir(parents=True, exist_ok=True)
         self.settings: dict[str, dict[str, Any]] = {"workers": {"runtime": runtime}}
         self.configure(workers={"idle_timeout": "1s"})
@@ -54,7 +56,7 @@ class App:
     def configure(self, **sections: dict[str, Any]) -> None:
         for section, values in sections.items():
             self.settings.setdefault(section, {}).update(values)
-        lines = ['name = "testapp"']
+        lines = [f'name = "{self.name}"']
         for section, values in self.settings.items():
             lines.append(f"[{section}]")
             for key, value in values.items():
@@ -74,12 +76,29 @@ def runtime(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def app(tmp_path: Path, runtime: str) -> Iterator[App]:
+def store(request: pytest.FixtureRequest) -> str:
+    """Where the app keeps its runs: "sqlite" unless a module asks for both with
+    `pytestmark = BOTH_STORES`."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+BOTH_STORES = pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
+
+
+@pytest.fixture
+def app(tmp_path: Path, runtime: str, store: str) -> Iterator[App]:
     data_dir = Path(tempfile.mkdtemp(prefix="tk", dir="/tmp"))  # unix socket paths are short
+    url = database_url() if store == "postgres" else None
+    name = fresh_app() if url else "testapp"
     try:
-        yield App(tmp_path / "app", data_dir, runtime)
+        app = App(tmp_path / "app", data_dir, runtime, name)
+        if url:
+            app.configure(storage={"url": url})
+        yield app
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+        if url:
+            drop_app(url, name)
 
 
 @asynccontextmanager

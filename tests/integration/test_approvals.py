@@ -12,7 +12,9 @@ import pytest
 import trio
 
 import tako
-from tests.conftest import App, clock_past, eventually, running
+from tests.conftest import BOTH_STORES, App, clock_past, eventually, running
+
+pytestmark = BOTH_STORES  # the core of the engine, on SQLite and on PostgreSQL
 
 APPROVALS = """
     from typing import Literal

@@ -8,8 +8,10 @@ import time
 import pytest
 
 import tako
-from tests.conftest import App, clock_past, eventually, running, status_of
+from tests.conftest import BOTH_STORES, App, clock_past, eventually, running, status_of
 from tests.procs import worker_pids
+
+pytestmark = BOTH_STORES  # the core of the engine, on SQLite and on PostgreSQL
 
 ORDER = """
     from tako import workflow, Step

@@ -8,7 +8,9 @@ import pytest
 import trio
 
 import tako
-from tests.conftest import App, eventually, running, status_of
+from tests.conftest import BOTH_STORES, App, eventually, running, status_of
+
+pytestmark = BOTH_STORES  # the core of the engine, on SQLite and on PostgreSQL
 
 EFFECT = """
     from tako import workflow, Step, NonRetryable
