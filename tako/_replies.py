@@ -57,6 +57,15 @@ class WaitReply(Reply, Generic[R], kw_only=True):
     run: R
 
 
+class SupervisorRow(msgspec.Struct, kw_only=True):
+    """A supervisor serving the app (several share a PostgreSQL database)."""
+
+    host: str
+    pid: int
+    workers: int
+    since: str  # ISO 8601: when it started
+
+
 class StatusReply(Reply, kw_only=True):
     supervisor: str
     pid: int | None
@@ -65,10 +74,16 @@ class StatusReply(Reply, kw_only=True):
     next_wake_at: str | None
     app: str | None = None
     database: str | None = None
+    # PostgreSQL only: every supervisor alive on the database
+    supervisors: list[SupervisorRow] | msgspec.UnsetType = msgspec.UNSET
 
     def fields(self) -> dict[str, Any]:
         """The status as `tako status --json` prints it: the reply without `id` and `ok`."""
-        return {f: getattr(self, f) for f in self.__struct_fields__ if f not in ("id", "ok")}
+        return {
+            f: getattr(self, f)
+            for f in self.__struct_fields__
+            if f not in ("id", "ok") and getattr(self, f) is not msgspec.UNSET
+        }
 
 
 class WorkflowsReply(Reply, kw_only=True):

@@ -22,6 +22,7 @@ from tako._records import ApprovalView, RunView, iso
 from takod.catalog import Catalog
 from takod.changes import Changes
 from takod.config import AppConfig
+from takod.membership import Membership
 from takod.payloads import Payloads
 from takod.rules.runs import FINISHED, RunStatus
 from takod.scheduler import Clock, Scheduler
@@ -60,8 +61,10 @@ class Service:
         payloads: Payloads,
         config: AppConfig,
         clock: Clock,
+        membership: Membership,
     ) -> None:
         self.backend = backend
+        self.membership = membership  # whose claims these are
         self.pool = pool
         self.scheduler = scheduler
         self.changes = changes
@@ -237,8 +240,8 @@ class Service:
     # -- what the pool, the timer and housekeeping ask for --------------------------------
 
     async def claim(self, run_ids: list[str]) -> list[Assign]:
-        now, hold = self.clock.now_ms(), self.catalog.held_because
-        assigns = await self.backend.write(lambda tx: tx.claim(run_ids, now, hold))
+        now, hold, me = self.clock.now_ms(), self.catalog.held_because, self.membership.me
+        assigns = await self.backend.write(lambda tx: tx.claim(run_ids, now, hold, me))
         self._emit_running(assigns)
         return assigns
 
@@ -285,16 +288,6 @@ class Service:
             if pruned:
                 self.changes.emit("pruned", runs=pruned)
             await trio.sleep(3600)
-
-    async def recover(self) -> None:
-        """At start: runs a previous supervisor left running go back to the queue."""
-        now = self.clock.now_ms()
-        await self.backend.write(lambda tx: tx.recover(now))
-        await self.requeue_ready()
-
-    async def requeue_ready(self) -> None:
-        now = self.clock.now_ms()
-        self.pool.enqueue(await self.backend.write(lambda tx: tx.ready_runs(now)))
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -350,13 +343,13 @@ class Service:
         slots = self.pool.reserve(want)
         isolated = self.pool.isolated if slots is not None else frozenset()
         room = slots.count if slots is not None else 0
-        now, hold = self.clock.now_ms(), self.catalog.held_because
+        now, hold, me = self.clock.now_ms(), self.catalog.held_because, self.membership.me
 
         def write_and_claim(tx: Tx) -> tuple[T, list[Assign], list[str]]:
             result = write(tx)
             ready = ready_of(result)
             take = [rid for rid in ready if rid not in isolated][:room]
-            assigns = tx.claim(take, now, hold) if take else []
+            assigns = tx.claim(take, now, hold, me) if take else []
             return result, assigns, [rid for rid in ready if rid not in take]
 
         return slots, write_and_claim

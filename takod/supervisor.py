@@ -29,10 +29,11 @@ from takod.catalog import Catalog, describe
 from takod.changes import Changes, EventHook
 from takod.clients import Clients
 from takod.config import AppConfig
+from takod.membership import Membership
 from takod.notifiers import TARGET as NOTIFIERS_TARGET
 from takod.notifiers import Notifiers
 from takod.payloads import Payloads
-from takod.scheduler import Clock, Scheduler, SystemClock
+from takod.scheduler import Clock, OffsetClock, Scheduler
 from takod.server import DataDirLock, open_listener
 from takod.service import Service
 from takod.storage import ApprovalEvents, Backend, open_backend, redact
@@ -63,7 +64,7 @@ class Supervisor:
         self.data_dir = data_dir
         self.socket_path = socket_path
         self.config = config
-        self.clock = clock or SystemClock()
+        self.clock = clock or OffsetClock()  # the database's, where supervisors share one
         self.max_line = max_line
         self.db_path = data_dir / "apps" / config.name / "runs.db"
         self.catalog = Catalog()
@@ -97,9 +98,15 @@ class Supervisor:
             backend, pool=self.pool, scheduler=self.scheduler, changes=changes,
             payloads=payloads, clock=clock,
         )  # fmt: skip
+        self.membership = Membership(
+            backend, clock=clock, changes=changes, lease=config.workers.lease,
+            shared=config.storage.url is not None, requeue=self.pool.enqueue,
+            workers=lambda: self.pool.live,
+        )  # fmt: skip
         self.service = Service(
             backend, pool=self.pool, scheduler=self.scheduler, changes=changes,
             catalog=self.catalog, payloads=payloads, config=config, clock=clock,
+            membership=self.membership,
         )  # fmt: skip
         self.access = Access(
             backend, settings=config.http, data_dir=self.data_dir, clock=clock, changes=changes
@@ -151,10 +158,28 @@ class Supervisor:
     async def _serve(self, task_status: trio.TaskStatus[Supervisor]) -> None:
         await self.load_registry()
         listener = await open_listener(self.socket_path)
+        async with trio.open_nursery() as outer:
+            # the store outlives the rest, so that leaving is written on the way out
+            writer = trio.CancelScope(shield=True)
+            outer.start_soon(self._run_backend, writer)
+            try:
+                await self._serve_layers(listener, task_status)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self.membership.leave()
+                writer.cancel()
+
+    async def _run_backend(self, scope: trio.CancelScope) -> None:
+        with scope:
+            await self.backend.run()
+
+    async def _serve_layers(
+        self, listener: trio.SocketListener, task_status: trio.TaskStatus[Supervisor]
+    ) -> None:
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self.backend.run)
-                await self.service.recover()
+                await self.membership.join()
+                nursery.start_soon(self.membership.keep_alive)
                 await nursery.start(self.pool.run)
                 nursery.start_soon(self.scheduler.run)
                 nursery.start_soon(self.service.housekeeping)
@@ -186,7 +211,7 @@ class Supervisor:
         in flight finishes its current steps first."""
         registry = await self.load_registry()
         self.pool.retire_all()
-        await self.service.requeue_ready()
+        await self.membership.sweep()
         self.changes.emit(
             "reloaded", workflows=len(registry.workflows), errors=len(registry.errors)
         )

@@ -30,7 +30,7 @@ import msgspec
 from tako._errors import TakoError
 from tako._protocol import Assign, Finish, Park, StepDone
 from tako._records import ApprovalView, RunStatus, RunView
-from tako._replies import TokenRow
+from tako._replies import SupervisorRow, TokenRow
 from takod.rules.runs import Outcome
 
 T = TypeVar("T")
@@ -165,9 +165,16 @@ class Tx(Protocol):
     def create_run(self, new: NewRun, now: int) -> Created:
         """Insert a pending run, or find the run with that id (deduplicated)."""
 
-    def claim(self, run_ids: Sequence[str], now: int, hold: Hold | None = None) -> list[Assign]:
-        """Mark ready runs running under a new fencing token; return them with their
-        memos. Runs whose workflow `hold` refuses stay pending with its reason."""
+    def claim(
+        self,
+        run_ids: Sequence[str],
+        now: int,
+        hold: Hold | None = None,
+        owner: int | None = None,
+    ) -> list[Assign]:
+        """Mark ready runs running under a new fencing token, held by the supervisor
+        `owner`; return them with their memos. Runs whose workflow `hold` refuses stay
+        pending with its reason."""
 
     def save_step(self, step: StepDone, now: int, release: bool = False) -> StepSaved:
         """Checkpoint a finished step if the worker still holds the run (else StaleClaim)."""
@@ -187,8 +194,20 @@ class Tx(Protocol):
     def release(self, run_id: str, token: int, now: int) -> None:
         """Give a run back to the queue, uncharged (the supervisor is stopping)."""
 
-    def recover(self, now: int) -> None:
-        """At start-up: runs left running by a previous supervisor go back to pending."""
+    def recover(self, now: int, lease_ms: int | None = None) -> list[str]:
+        """Runs held by a supervisor that is gone go back to pending; returns them. With
+        `lease_ms` None every running run is (one supervisor owns the store, and it is
+        starting); else those whose supervisor was silent for `lease_ms`, and such
+        supervisors are forgotten."""
+
+    def join(self, host: str, pid: int, now: int) -> int:
+        """Register a supervisor serving the app; returns its id (the owner of its claims)."""
+
+    def heartbeat(self, supervisor: int, workers: int, now: int) -> bool:
+        """Renew a supervisor's lease; False when it was declared gone meanwhile."""
+
+    def leave(self, supervisor: int) -> None:
+        """A supervisor stops: it drops off the list at once."""
 
     def ready_runs(self, now: int, limit: int = 100_000) -> list[str]:
         """QueuedWrite runs that may start now, oldest first."""
@@ -222,6 +241,11 @@ class Tx(Protocol):
     # approvals
     def decide(self, ask: Ask, now: int, check: SchemaCheck) -> str | None:
         """Apply one decision; returns the run to resume when it settled the request."""
+
+    def take_events(self, target: str, now: int, lease_ms: int) -> list[OutboxEvent]:
+        """Per request, its oldest undelivered event to `target` that is due, taken for
+        `lease_ms` (another supervisor skips it meanwhile; a deliverer that dies lets it
+        fall due again)."""
 
     def mark_delivered(self, target: str, event_id: str, now: int) -> None: ...
 
@@ -267,6 +291,9 @@ class Reads(Protocol):
     def next_attempt(self, target: str) -> int | None: ...
 
     def tokens(self) -> list[TokenRow]: ...
+
+    def supervisors(self, now: int, lease_ms: int) -> list[SupervisorRow]:
+        """The supervisors whose heartbeat is younger than `lease_ms`, oldest first."""
 
     def token_count(self) -> int: ...
 
@@ -332,5 +359,8 @@ class Backend(Protocol):
 
     async def run(self) -> None:
         """The writer's life: until cancelled, then every queued write is committed."""
+
+    async def database_time(self) -> int | None:
+        """The database's clock (ms), where several supervisors share it; else None."""
 
     def close(self) -> None: ...

@@ -79,6 +79,19 @@ class PostgresBackend:
     async def run(self) -> None:
         await self.committer.run()
 
+    async def database_time(self) -> int:
+        """The database's `clock_timestamp()` in ms: every supervisor's one clock."""
+
+        def now() -> int:
+            if self._reader is None or self._reader.raw.broken or self._reader.raw.closed:
+                self._reader = self._connect(by_name=True)
+            row = self._reader.raw.execute(
+                "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+        return await trio.to_thread.run_sync(now, limiter=self._read_limiter)
+
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()

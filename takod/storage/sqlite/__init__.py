@@ -71,6 +71,9 @@ class SqliteBackend:
     async def run(self) -> None:
         await self.committer.run()
 
+    async def database_time(self) -> None:
+        return None  # one supervisor, one clock: its own
+
     def close(self) -> None:
         # the reader first: the writer, closing last, checkpoints the WAL and removes it
         if self._reader is not None:

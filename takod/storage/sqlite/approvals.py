@@ -23,7 +23,13 @@ from tako._protocol import ApprovalSpec
 from tako._records import iso
 from takod.rules import approvals as rules
 from takod.rules.approvals import Entry, Past, Request
-from takod.storage.interface import ApprovalEvents, Ask, SchemaCheck, TokenNotFound
+from takod.storage.interface import (
+    ApprovalEvents,
+    Ask,
+    OutboxEvent,
+    SchemaCheck,
+    TokenNotFound,
+)
 from takod.storage.sqlite.portable import SQLITE, Conn, Dialect
 from takod.storage.sqlite.reads import decision_object, hash_token
 
@@ -41,7 +47,6 @@ class ApprovalWrites(Generic[C]):
         self.conn = conn
         self.events = events
         self.dialect = dialect
-        self.owner: int | None = None  # the supervisor whose claims these are (PostgreSQL)
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -234,6 +239,21 @@ class ApprovalWrites(Generic[C]):
             self._notify(key, "resolved", now)
 
     # -- the outbox -------------------------------------------------------------------
+
+    def take_events(self, target: str, now: int, lease_ms: int) -> list[OutboxEvent]:
+        rows = self.conn.execute(
+            "SELECT o.id, o.body, o.attempts FROM outbox o WHERE o.target = ?"
+            " AND o.delivered_at IS NULL AND o.next_at <= ? AND o.seq = (SELECT MIN(seq)"
+            " FROM outbox WHERE key = o.key AND target = o.target AND delivered_at IS NULL)"
+            " ORDER BY o.seq LIMIT 100" + self.dialect.skip_locked,
+            (target, now),
+        ).fetchall()
+        for event_id, _body, _attempts in rows:
+            self.conn.execute(
+                "UPDATE outbox SET next_at = ? WHERE id = ? AND target = ?",
+                (now + lease_ms, event_id, target),
+            )
+        return [OutboxEvent(r[0], bytes(r[1]), r[2]) for r in rows]
 
     def mark_delivered(self, target: str, event_id: str, now: int) -> None:
         self.conn.execute(

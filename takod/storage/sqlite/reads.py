@@ -16,7 +16,7 @@ import msgspec
 from tako._errors import ApprovalNotFound, RunNotFound, Unauthorized
 from tako._protocol import readable_json
 from tako._records import NULL, ApprovalView, HistoryView, RunView, StepView, iso
-from tako._replies import TokenRow
+from tako._replies import SupervisorRow, TokenRow
 from takod.rules.approvals import digest
 from takod.storage.interface import Identity, LinkFields, OutboxEvent
 from takod.storage.sqlite.portable import Conn
@@ -233,6 +233,16 @@ class SqlReads(Generic[C]):
         rows = self.conn.execute("SELECT name, scopes, created_at FROM tokens ORDER BY name")
         return [
             TokenRow(name=n, scopes=json.loads(s), created_at=iso(at) or "") for n, s, at in rows
+        ]
+
+    def supervisors(self, now: int, lease_ms: int) -> list[SupervisorRow]:
+        rows = self.conn.execute(
+            "SELECT host, pid, workers, started_at FROM supervisors WHERE heartbeat_at > ?"
+            " ORDER BY started_at, id",
+            (now - lease_ms,),
+        ).fetchall()
+        return [
+            SupervisorRow(host=r[0], pid=r[1], workers=r[2], since=iso(r[3]) or "") for r in rows
         ]
 
     def token_count(self) -> int:

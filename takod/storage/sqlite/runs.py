@@ -84,7 +84,13 @@ class SqlTx(ApprovalWrites[C]):
         row = self.conn.execute("SELECT status FROM runs WHERE id = ?", (rid,)).fetchone()
         return Created(rid, row[0], True)
 
-    def claim(self, run_ids: Sequence[str], now: int, hold: Hold | None = None) -> list[Assign]:
+    def claim(
+        self,
+        run_ids: Sequence[str],
+        now: int,
+        hold: Hold | None = None,
+        owner: int | None = None,
+    ) -> list[Assign]:
         out: list[Assign] = []
         for rid in run_ids:
             if hold is not None:
@@ -104,7 +110,7 @@ class SqlTx(ApprovalWrites[C]):
                 " updated_at = ?, wake_at = NULL, error = CASE WHEN attempts > 1 THEN error END"
                 " WHERE id = ? AND status = 'pending' AND (wake_at IS NULL OR wake_at <= ?)"
                 " RETURNING workflow, payload, attempts, claim_token",
-                (self.owner, now, rid, now),
+                (owner, now, rid, now),
             ).fetchone()
             if row is None:
                 continue
@@ -255,12 +261,40 @@ class SqlTx(ApprovalWrites[C]):
             (now, run_id, token),
         )
 
-    def recover(self, now: int) -> None:
-        self.conn.execute(
+    def recover(self, now: int, lease_ms: int | None = None) -> list[str]:
+        requeue = (
             "UPDATE runs SET status = 'pending', claim_token = claim_token + 1, updated_at = ?"
-            " WHERE status = 'running'",
-            (now,),
+            " WHERE status = 'running'"
         )
+        if lease_ms is None:
+            rows = self.conn.execute(requeue + " RETURNING id", (now,)).fetchall()
+            return [r[0] for r in rows]
+        silent_since = now - lease_ms
+        rows = self.conn.execute(
+            requeue + " AND (owner IS NULL OR owner NOT IN"
+            " (SELECT id FROM supervisors WHERE heartbeat_at > ?)) RETURNING id",
+            (now, silent_since),
+        ).fetchall()
+        self.conn.execute("DELETE FROM supervisors WHERE heartbeat_at <= ?", (silent_since,))
+        return [r[0] for r in rows]
+
+    def join(self, host: str, pid: int, now: int) -> int:
+        row = self.conn.execute(
+            "INSERT INTO supervisors (host, pid, workers, started_at, heartbeat_at)"
+            " VALUES (?, ?, 0, ?, ?) RETURNING id",
+            (host, pid, now, now),
+        ).fetchone()
+        return int(row[0])
+
+    def heartbeat(self, supervisor: int, workers: int, now: int) -> bool:
+        renewed = self.conn.execute(
+            "UPDATE supervisors SET heartbeat_at = ?, workers = ? WHERE id = ?",
+            (now, workers, supervisor),
+        )
+        return bool(renewed.rowcount == 1)
+
+    def leave(self, supervisor: int) -> None:
+        self.conn.execute("DELETE FROM supervisors WHERE id = ?", (supervisor,))
 
     def ready_runs(self, now: int, limit: int = 100_000) -> list[str]:
         rows = self.conn.execute(

@@ -1,0 +1,107 @@
+"""This supervisor among those serving the app: it joins, renews its lease, recovers others'.
+
+Every supervisor registers in the store and renews its heartbeat every third
+of `[workers] lease`. On PostgreSQL several share the database: a run's claim
+names the supervisor holding it, and a supervisor silent past the lease is
+gone: each live one, at each renewal, puts the runs the gone one held back in
+the queue (their tokens move on, so the gone one's workers can no longer
+write), and sweeps the queue for ready runs nobody holds in memory. A
+supervisor declared gone that comes back (it was cut off from the database)
+joins again under a new id. On SQLite one supervisor owns the store: at start
+it takes back every run left running, at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+
+import trio
+
+from tako._errors import StorageError, TakoError
+from takod.changes import Changes
+from takod.scheduler import Clock, OffsetClock
+from takod.storage.interface import Backend
+
+log = logging.getLogger("takod")
+
+
+class Membership:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        clock: Clock,
+        changes: Changes,
+        lease: float,
+        shared: bool,
+        requeue: Callable[[list[str]], None],
+        workers: Callable[[], int],
+    ) -> None:
+        self.backend = backend
+        self.clock = clock
+        self.changes = changes
+        self.lease_ms = int(lease * 1000)
+        self.shared = shared  # several supervisors may serve this store
+        self._requeue = requeue
+        self._workers = workers
+        self.me: int | None = None  # this supervisor's id: the owner of its claims
+
+    async def join(self) -> None:
+        """Register, then take back the runs that supervisors now gone left running."""
+        await self.calibrate()
+        host, pid, now = socket.gethostname(), os.getpid(), self.clock.now_ms()
+        self.me = await self.backend.write(lambda tx: tx.join(host, pid, now))
+        lease = self.lease_ms if self.shared else None
+        await self.backend.write(lambda tx: tx.recover(now, lease))
+        await self.sweep()
+
+    async def sweep(self) -> None:
+        """Queue every run that is ready now (the safety net for runs nobody holds)."""
+        now = self.clock.now_ms()
+        self._requeue(await self.backend.write(lambda tx: tx.ready_runs(now)))
+
+    async def keep_alive(self) -> None:
+        """Renew the lease every third of it; recover the runs of supervisors gone."""
+        while True:
+            await trio.sleep(self.lease_ms / 3000)
+            try:
+                await self.renew()
+            except StorageError as exc:  # the database is away: the lease is at risk
+                log.warning("could not renew this supervisor's lease (%s)", exc)
+
+    async def renew(self) -> None:
+        await self.calibrate()
+        me, workers, now = self.me, self._workers(), self.clock.now_ms()
+        assert me is not None
+        if not await self.backend.write(lambda tx: tx.heartbeat(me, workers, now)):
+            log.warning("this supervisor was taken for gone (silent past its lease): rejoining")
+            self.changes.emit("rejoined", supervisor=me)
+            host, pid = socket.gethostname(), os.getpid()
+            self.me = await self.backend.write(lambda tx: tx.join(host, pid, now))
+        if not self.shared:
+            return
+        lease = self.lease_ms
+        requeued = await self.backend.write(lambda tx: tx.recover(now, lease))
+        if requeued:
+            self.changes.emit("recovered", runs=len(requeued))
+        await self.sweep()
+
+    async def leave(self) -> None:
+        me = self.me
+        if me is not None:
+            with trio.CancelScope(shield=True), contextlib.suppress(TakoError):
+                await self.backend.write(lambda tx: tx.leave(me))  # else: its lease runs out
+
+    async def calibrate(self) -> None:
+        """Set the clock to the database's, where supervisors share one."""
+        if not (self.shared and isinstance(self.clock, OffsetClock)):
+            return
+        before = self.clock.now_ms()
+        db = await self.backend.database_time()
+        after = self.clock.now_ms()
+        if db is not None:
+            self.clock.offset_ms += db - (before + after) // 2
