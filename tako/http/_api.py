@@ -71,8 +71,15 @@ Json = msgspec.Raw | msgspec.UnsetType  # any JSON, passed on to takod as it cam
 
 
 def given(value: Json, absent: msgspec.Raw = NULL) -> msgspec.Raw:
-    """The body's JSON value (`absent` if it was left out)."""
-    return absent if isinstance(value, msgspec.UnsetType) else value
+    """The body's JSON value as its text came, compacted (`absent` if it was left out).
+
+    A request to takod is one line, and a raw value is copied into it verbatim:
+    a line break in the body's own layout would end the request early and leave
+    its tail to be read as the next one. Only whitespace between tokens goes;
+    numbers and strings stay as written, for takod to check as it checks any."""
+    if isinstance(value, msgspec.UnsetType):
+        return absent
+    return msgspec.Raw(msgspec.json.format(value, indent=-1))
 
 
 # Seconds, or a duration such as "10m" or "1h30m" (up to a century, as takod takes it).
