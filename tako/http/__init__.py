@@ -20,6 +20,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tako._errors import TakoError
+from tako._protocol import Status
+from tako._replies import StatusReply
 from tako.http._access import Access, Authenticate
 from tako.http._api import JsonApi, json_response
 from tako.http._link import TakodLink
@@ -54,10 +56,10 @@ def app(
 
     async def healthz(request: Request) -> Response:
         try:
-            status = await link.request("status")
+            status = await link.call(Status(), StatusReply)
         except TakoError as exc:
             return json_response({"status": "down", "error": exc.message}, 503)
-        return json_response({"status": "ok", "supervisor": status.get("supervisor", "running")})
+        return json_response({"status": "ok", "supervisor": status.supervisor})
 
     async def not_found(request: Request, exc: Exception) -> Response:
         """404 and 405; a 405 keeps its `Allow` header (the methods the route takes)."""

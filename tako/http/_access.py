@@ -25,6 +25,8 @@ import anyio
 from starlette.requests import HTTPConnection
 
 from tako._errors import Forbidden, TakoError, Unauthorized
+from tako._protocol import GetAccess
+from tako._replies import AccessReply
 from tako.http._link import TakodLink
 
 SCOPES = ("read", "start", "signal", "decide", "admin")
@@ -106,18 +108,18 @@ class Access:
     async def _ask(self, token: str | None) -> tuple[Actor | None, int]:
         now = time.monotonic()
         try:
-            reply = await self.link.request("access", token=token)
+            reply = await self.link.call(GetAccess(token=token), AccessReply)
         except TakoError as exc:
             if exc.code == "unauthorized":
                 raise Unauthorized("that token matches none of this app's tokens") from None
             raise
         actor = None
-        if reply.get("name"):
-            actor = Actor(name=reply["name"], scopes=frozenset(reply["scopes"]), how="token")
+        if reply.name:
+            actor = Actor(name=reply.name, scopes=frozenset(reply.scopes), how="token")
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[token] = (now, actor, int(reply.get("tokens", 0)))
-        return actor, int(reply.get("tokens", 0))
+        self._cache[token] = (now, actor, reply.tokens)
+        return actor, reply.tokens
 
 
 def bearer(conn: HTTPConnection) -> str | None:

@@ -17,10 +17,27 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tako import _replies as wire
 from tako._durations import parse_duration
 from tako._errors import Forbidden, InvalidRequest, TakoError
-from tako._protocol import Name, RunId, Seconds
-from tako._records import NULL
+from tako._protocol import (
+    ABSENT,
+    Approve,
+    Cancel,
+    CancelApproval,
+    GetApproval,
+    GetRun,
+    ListApprovals,
+    ListRuns,
+    Name,
+    Reject,
+    Retry,
+    RunId,
+    Seconds,
+    Signal,
+    Start,
+)
+from tako._records import NULL, ApprovalView, RunView
 from tako.http._access import Access, Actor
 from tako.http._link import TakodLink
 
@@ -53,8 +70,16 @@ _encoder = msgspec.json.Encoder()
 Json = msgspec.Raw | msgspec.UnsetType  # any JSON, passed on to takod as it came
 
 
-def given(value: Json) -> msgspec.Raw:
-    return NULL if isinstance(value, msgspec.UnsetType) else value
+def given(value: Json, absent: msgspec.Raw = NULL) -> msgspec.Raw:
+    """The body's JSON value as its text came, compacted (`absent` if it was left out).
+
+    A request to takod is one line, and a raw value is copied into it verbatim:
+    a line break in the body's own layout would end the request early and leave
+    its tail to be read as the next one. Only whitespace between tokens goes;
+    numbers and strings stay as written, for takod to check as it checks any."""
+    if isinstance(value, msgspec.UnsetType):
+        return absent
+    return msgspec.Raw(msgspec.json.format(value, indent=-1))
 
 
 # Seconds, or a duration such as "10m" or "1h30m" (up to a century, as takod takes it).
@@ -95,6 +120,7 @@ class DecisionBody(msgspec.Struct, forbid_unknown_fields=True):
     seen: str | None = None  # the `digest` of the value the decider saw
 
 
+# The HTTP replies to a start and a signal: takod's, without the socket's `id` and `ok`.
 class StartReply(msgspec.Struct):
     run_id: str
     status: str
@@ -185,14 +211,14 @@ class JsonApi:
 
     async def start(self, request: Request, actor: Actor) -> Response:
         body: StartBody = decode_body(await request.body(), StartBody)
-        fields: dict[str, Any] = {"workflow": body.workflow, "payload": given(body.payload)}
-        if body.run_id is not None:
-            fields["run_id"] = body.run_id
-        delay = seconds(body.delay, "delay")
-        if delay is not None:
-            fields["delay"] = delay
-        reply = await self.link.request("start", **fields)
-        started = StartReply(reply["run_id"], reply["status"], reply["deduplicated"])
+        ask = Start(
+            workflow=body.workflow,
+            payload=given(body.payload),
+            run_id=body.run_id,
+            delay=seconds(body.delay, "delay"),
+        )
+        reply = await self.link.call(ask, wire.StartReply)
+        started = StartReply(reply.run_id, reply.status, reply.deduplicated)
         return json_response(started, 200 if started.deduplicated else 201)
 
     async def list_runs(self, request: Request, actor: Actor) -> Response:
@@ -201,62 +227,57 @@ class JsonApi:
             limit = int(query.get("limit", "100"))
         except ValueError:
             raise InvalidRequest(f"limit: expected a number, got {query['limit']!r}") from None
-        reply = await self.link.request(
-            "list_runs",
+        ask = ListRuns(
             status=query.get("status") or None,
             workflow=query.get("workflow") or None,
             limit=limit,
         )
-        return json_response(reply["runs"])
+        return json_response((await self.link.call(ask, wire.RunsReply[RunView])).runs)
 
     async def get_run(self, request: Request, actor: Actor) -> Response:
-        reply = await self.link.request("get_run", run_id=request.path_params["run_id"])
-        return json_response(reply["run"])
+        return json_response(await run_view(self.link, request.path_params["run_id"]))
 
     async def cancel(self, request: Request, actor: Actor) -> Response:
         body: CancelBody = decode_body(await request.body(), CancelBody)
-        reply = await self.link.request(
-            "cancel", run_id=request.path_params["run_id"], reason=body.reason
-        )
-        return json_response(reply["run"])
+        ask = Cancel(run_id=request.path_params["run_id"], reason=body.reason)
+        return json_response((await self.link.call(ask, wire.RunReply[RunView])).run)
 
     async def retry(self, request: Request, actor: Actor) -> Response:
-        reply = await self.link.request("retry", run_id=request.path_params["run_id"])
-        return json_response(reply["run"])
+        ask = Retry(run_id=request.path_params["run_id"])
+        return json_response((await self.link.call(ask, wire.RunReply[RunView])).run)
 
     async def run_event(self, request: Request, actor: Actor) -> Response:
         body: EventBody = decode_body(await request.body(), EventBody)
         run_id = request.path_params["run_id"]
-        await self.link.request("get_run", run_id=run_id)  # a 404 for an unknown run
-        reply = await self.link.request(
-            "signal", event=body.name, payload=given(body.payload), run_id=run_id
-        )
-        return json_response(SignalReply(reply["delivered"], reply["kept"]))
+        await run_view(self.link, run_id)  # a 404 for an unknown run
+        ask = Signal(event=body.name, payload=given(body.payload), run_id=run_id)
+        return await self._signal(ask)
 
     async def signal(self, request: Request, actor: Actor) -> Response:
         body: SignalBody = decode_body(await request.body(), SignalBody)
-        fields: dict[str, Any] = {
-            "event": request.path_params["event"],
-            "payload": given(body.payload),
-        }
-        ttl = seconds(body.ttl, "ttl")
-        if ttl is not None:
-            fields["ttl"] = ttl
-        reply = await self.link.request("signal", **fields)
-        return json_response(SignalReply(reply["delivered"], reply["kept"]))
+        ask = Signal(
+            event=request.path_params["event"],
+            payload=given(body.payload),
+            ttl=seconds(body.ttl, "ttl"),
+        )
+        return await self._signal(ask)
+
+    async def _signal(self, ask: Signal) -> Response:
+        reply = await self.link.call(ask, wire.SignalReply)
+        return json_response(SignalReply(reply.delivered, reply.kept))
 
     async def list_approvals(self, request: Request, actor: Actor) -> Response:
         query = request.query_params
-        reply = await self.link.request(
-            "list_approvals",
+        ask = ListApprovals(
             approver=query.get("approver") or None,
             workflow=query.get("workflow") or None,
         )
-        return json_response(reply["approvals"])
+        return json_response(
+            (await self.link.call(ask, wire.ApprovalsReply[ApprovalView])).approvals
+        )
 
     async def get_approval(self, request: Request, actor: Actor) -> Response:
-        reply = await self.link.request("get_approval", key=request.path_params["key"])
-        return json_response(reply["approval"])
+        return json_response(await approval_view(self.link, request.path_params["key"]))
 
     async def decide(self, request: Request, actor: Actor) -> Response:
         body: DecisionBody = decode_body(await request.body(), DecisionBody)
@@ -276,7 +297,17 @@ def acting_as(actor: Actor, body: DecisionBody) -> str:
     return body.by
 
 
-async def decide(link: TakodLink, key: str, body: DecisionBody, by: str) -> dict[str, Any]:
+async def run_view(link: TakodLink, run_id: str) -> RunView:
+    """The run with its steps, as takod sent it."""
+    return (await link.call(GetRun(run_id=run_id), wire.RunReply[RunView])).run
+
+
+async def approval_view(link: TakodLink, key: str) -> ApprovalView:
+    """The approval request with its history, as takod sent it."""
+    return (await link.call(GetApproval(key=key), wire.ApprovalReply[ApprovalView])).approval
+
+
+async def decide(link: TakodLink, key: str, body: DecisionBody, by: str) -> ApprovalView:
     """Apply one decision as `by`; the approval object as it stands after it.
 
     takod refuses with `not_allowed` both a decision on a decided request (409: the
@@ -287,30 +318,29 @@ async def decide(link: TakodLink, key: str, body: DecisionBody, by: str) -> dict
     except TakoError as exc:
         if exc.code != "not_allowed":
             raise
-        current = await link.request("get_approval", key=key)
-        if current["approval"]["status"] == "pending":
+        if (await approval_view(link, key)).status == "pending":
             raise Forbidden(exc.message) from None
         raise
 
 
-async def _decide(link: TakodLink, key: str, body: DecisionBody, by: str) -> dict[str, Any]:
-    common: dict[str, Any] = {"key": key, "by": by, "decision_id": body.decision_id}
-    if body.seen is not None:
-        common["seen"] = body.seen
+async def _decide(link: TakodLink, key: str, body: DecisionBody, by: str) -> ApprovalView:
+    ask: Approve | Reject | CancelApproval
+    common: dict[str, Any] = {
+        "key": key,
+        "by": by,
+        "decision_id": body.decision_id,
+        "seen": body.seen,
+    }
     match body.action:
-        case "approve":
-            if not isinstance(body.value, msgspec.UnsetType):
-                common["value"] = body.value
-            reply = await link.request("approve", **common)
-        case "edit":
-            if isinstance(body.value, msgspec.UnsetType):
+        case "approve" | "edit":
+            value = given(body.value, ABSENT)
+            if value is ABSENT and body.action == "edit":
                 raise InvalidRequest("an edit needs the edited `value`")
-            reply = await link.request("approve", value=body.value, **common)
+            ask = Approve(value=value, **common)
         case "reject":
             if not body.reason:
                 raise InvalidRequest("a rejection needs a `reason`")
-            reply = await link.request("reject", reason=body.reason, **common)
+            ask = Reject(reason=body.reason, **common)
         case "cancel":
-            reply = await link.request("cancel_approval", reason=body.reason, **common)
-    approval: dict[str, Any] = reply["approval"]
-    return approval
+            ask = CancelApproval(reason=body.reason, **common)
+    return (await link.call(ask, wire.ApprovalReply[ApprovalView])).approval

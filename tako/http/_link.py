@@ -10,16 +10,18 @@ holds its own connection.
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
-from typing import Any
 
 import anyio
 import msgspec
 from anyio.abc import SocketStream
 
-from tako._errors import SupervisorUnavailable, error_from_wire
+from tako._errors import SupervisorUnavailable
 from tako._paths import resolve_socket
+from tako._protocol import ClientRequest
+from tako._replies import ReplyT, decode_reply
 
 MAX_IDLE = 64  # connections kept for reuse; more may be open while requests are in flight
 _encoder = msgspec.json.Encoder()
@@ -49,10 +51,19 @@ class TakodLink:
     def __init__(self, socket: str | os.PathLike[str] | None = None) -> None:
         self.socket_path: Path = resolve_socket(socket)
         self._idle: list[_Conn] = []
+        self._ids = itertools.count(1)
 
-    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        """Send one request; return the reply's fields or raise its typed error."""
-        line = _encoder.encode({"id": 1, "op": op, **fields}) + b"\n"
+    async def call(self, request: ClientRequest, reply: type[ReplyT]) -> ReplyT:
+        """Send one request; return its reply decoded as `reply`, or raise its typed error.
+
+        The routes ask for takod's own forms (`RunReply[RunView]`), so a run or an
+        approval goes back out over HTTP exactly as takod sent it."""
+        request.id = next(self._ids)
+        return decode_reply(await self._exchange(_encoder.encode(request) + b"\n"), reply)
+
+    async def _exchange(self, line: bytes) -> bytes:
+        """One line out, its reply line back, on a pooled connection (one retry on a
+        fresh connection when the pooled one turns out to be stale)."""
         reused = bool(self._idle)
         conn = self._idle.pop() if reused else await self._connect()
         try:
@@ -74,11 +85,7 @@ class TakodLink:
             self._idle.append(conn)
         else:
             await conn.stream.aclose()
-        reply: dict[str, Any] = msgspec.json.decode(raw)
-        if not reply.get("ok"):
-            error = reply.get("error") or {}
-            raise error_from_wire(str(error.get("code")), str(error.get("message")))
-        return reply
+        return raw
 
     async def _connect(self) -> _Conn:
         try:

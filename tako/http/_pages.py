@@ -29,11 +29,28 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from cli.options import plain
 from cli.render import approvers_text, decision_text, history_text, left_text, render_run, run_info
 from tako._errors import Forbidden, TakoError, Unauthorized
-from tako._records import STATUSES
+from tako._protocol import GetAccess, ListApprovals, ListRuns, OpenLink, Start, Workflows
+from tako._records import STATUSES, ApprovalView, RunView
+from tako._replies import (
+    AccessReply,
+    ApprovalsReply,
+    LinkReply,
+    RunsReply,
+    StartReply,
+    WorkflowsReply,
+)
 from tako.http._access import TOKEN_COOKIE, Access, Actor
-from tako.http._api import STATUS_OF_CODE, DecisionBody, acting_as, decide
+from tako.http._api import (
+    STATUS_OF_CODE,
+    DecisionBody,
+    acting_as,
+    approval_view,
+    decide,
+    run_view,
+)
 from tako.http._forms import Field, error_field, fields_for, refill, value_from_form
 from tako.http._link import TakodLink
 
@@ -115,17 +132,14 @@ class Pages:
             workflow = request.query_params.get("workflow") or None
             if status not in (None, *STATUSES):
                 status = None
-            reply = await self.link.request(
-                "list_runs", status=status, workflow=workflow, limit=200
-            )
-            registry = await self.link.request("workflows")
+            ask = ListRuns(status=status, workflow=workflow, limit=200)
+            listed = (await self.link.call(ask, RunsReply[RunView])).runs
+            registry = await self.link.call(Workflows(), WorkflowsReply)
         except TakoError as exc:
             return self.failed(request, exc)
         now = datetime.now(UTC)
-        runs = [{**r, "info": run_info(r, now)} for r in reply["runs"]]
-        names = sorted(
-            w["name"] for w in registry["workflows"] if not w["name"].startswith("tako.")
-        )
+        runs = [{**r, "info": run_info(r, now)} for r in plain(listed)]
+        names = sorted(w.name for w in registry.workflows if not w.name.startswith("tako."))
         return self.render(
             request, "runs.html", 400 if start_error else 200,
             runs=runs, statuses=STATUSES, status=status or "", workflow=workflow or "",
@@ -145,19 +159,18 @@ class Pages:
         except TakoError as exc:
             return self.failed(request, exc)
         try:
-            reply = await self.link.request(
-                "start", workflow=form.get("workflow", ""), payload=payload
-            )
+            ask = Start(workflow=form.get("workflow", ""), payload=_raw(payload))
+            started = await self.link.call(ask, StartReply)
         except TakoError as exc:
             return await self.runs(request, exc.message, form.get("payload", ""))
         root = request.scope.get("root_path", "")
-        return RedirectResponse(f"{root}/runs/{quote(reply['run_id'])}", 303)
+        return RedirectResponse(f"{root}/runs/{quote(started.run_id)}", 303)
 
     async def run(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
         try:
             (await self.viewer(request)).require("read")
-            run = (await self.link.request("get_run", run_id=run_id))["run"]
+            run = plain(await run_view(self.link, run_id))
         except TakoError as exc:
             return self.failed(request, exc)
         waiting = str(run.get("waiting_for") or "")
@@ -178,14 +191,15 @@ class Pages:
             actor = await self.viewer(request)
             actor.require("read")
             mine = None if actor.admin else actor.name
-            reply = await self.link.request("list_approvals", approver=mine)
+            ask = ListApprovals(approver=mine)
+            pending = (await self.link.call(ask, ApprovalsReply[ApprovalView])).approvals
         except TakoError as exc:
             return self.failed(request, exc)
         now = datetime.now(UTC)
         root = request.scope.get("root_path", "")
         items = [
             {**a, "who": approvers_text(a), "left": left_text(a.get("deadline_at"), now)}
-            for a in reply["approvals"]
+            for a in plain(pending)
         ]
         # browsers hold at most 6 connections per host: live updates for the oldest few
         # only, so that following a link never waits behind the streams
@@ -208,15 +222,15 @@ class Pages:
     async def link_page(self, request: Request) -> Response:
         token = request.path_params["token"]
         try:
-            opened = await self.link.request("open_link", token=token)
+            opened = await self.link.call(OpenLink(token=token), LinkReply[ApprovalView])
         except TakoError as exc:
             return self._link_refused(request, exc)
-        approver = str(opened["approver"])
+        approver = opened.approver
         anyone = approver == "*"
         actor = Actor(name=approver, scopes=frozenset({"read", "decide"}), how="link")
         root = request.scope.get("root_path", "")
         return await self._decision_page(
-            request, str(opened["key"]), actor, action_url=f"{root}/a/{token}",
+            request, opened.key, actor, action_url=f"{root}/a/{token}",
             approver=None if anyone else approver, ask_name=anyone,
         )  # fmt: skip
 
@@ -243,7 +257,7 @@ class Pages:
         errors: dict[str, str] = {}
         form: dict[str, str] = {}
         try:
-            approval = (await self.link.request("get_approval", key=key))["approval"]
+            approval = await self._approval(key)
         except TakoError as exc:
             return self.failed(request, exc)
         fields = fields_for(approval.get("schema"), approval["value"])
@@ -299,7 +313,7 @@ class Pages:
         if action == "edit":
             value, errors = value_from_form(fields, form)
             if errors:
-                current = (await self.link.request("get_approval", key=key))["approval"]
+                current = await self._approval(key)
                 return "The edited value has errors: see below.", errors, 400, current
         by_form = (form.get("by") or "").strip()
         try:
@@ -324,7 +338,7 @@ class Pages:
                 by = acting_as(actor, body)
             await decide(self.link, key, body, by)
         except TakoError as exc:
-            current = (await self.link.request("get_approval", key=key))["approval"]
+            current = await self._approval(key)
             status = STATUS_OF_CODE.get(exc.code, 500)
             if exc.code == "stale":
                 notice = (
@@ -336,6 +350,11 @@ class Pages:
                 return exc.message, {error_field(exc.message, fields): exc.message}, 400, current
             return exc.message, {}, status, current
         return RedirectResponse(str(request.url.path), 303)
+
+    async def _approval(self, key: str) -> dict[str, Any]:
+        """The approval request as the templates and form helpers read it: plain data."""
+        approval: dict[str, Any] = plain(await approval_view(self.link, key))
+        return approval
 
     # -- signing in with a token (for pages, when the app has tokens) -----------------
 
@@ -353,8 +372,8 @@ class Pages:
         if not next_path.startswith("/") or next_path.startswith("//"):
             next_path = "/"  # only ever back into this app
         try:
-            reply = await self.link.request("access", token=token)
-            if not reply.get("name"):
+            reply = await self.link.call(GetAccess(token=token), AccessReply)
+            if not reply.name:
                 raise Unauthorized("that token matches none of this app's tokens")
         except TakoError as exc:
             return self.render(request, "login.html", 401, next=next_path, error=exc.message)

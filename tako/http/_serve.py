@@ -23,6 +23,8 @@ from typing import Any
 import trio
 
 from tako._errors import TakoError
+from tako._protocol import GetAccess
+from tako._replies import AccessReply
 from takod.config import DEFAULT_LISTEN
 
 PORTS_TRIED = 100  # from the default port up, when it is taken
@@ -135,7 +137,7 @@ async def host(nursery: trio.Nursery, supervisor: Any, listen: str | None) -> st
         host_name = parse_listen(listen or DEFAULT_LISTEN)[0]
         if not is_loopback_host(host_name):
             link = TakodLink(supervisor.socket_path)
-            tokens = (await link.request("access"))["tokens"]
+            tokens = (await link.call(GetAccess(), AccessReply)).tokens
             await link.aclose()
             if not tokens:
                 raise ListenError(

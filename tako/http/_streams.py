@@ -17,6 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from tako._errors import TakoError
+from tako._protocol import Watch
+from tako._records import ApprovalView, RunView
+from tako._replies import WatchApprovalReply, WatchRunReply
 from tako.http._access import Access
 from tako.http._api import error_response
 from tako.http._link import TakodLink
@@ -30,16 +33,21 @@ def sse(event: str, data: Any) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + _encoder.encode(data) + b"\n\n"
 
 
-async def watch(link: TakodLink, field: str, value: str, kind: str) -> AsyncIterator[bytes]:
-    fingerprint: str | None = None
+async def watch(link: TakodLink, ask: Watch) -> AsyncIterator[bytes]:
+    """The events of one run (`ask.run_id`) or approval (`ask.key`), as takod sent them."""
+    ask.timeout = KEEPALIVE
+    reply: type[WatchRunReply[RunView] | WatchApprovalReply[ApprovalView]]
+    reply = WatchApprovalReply[ApprovalView] if ask.run_id is None else WatchRunReply[RunView]
     while True:
-        fields: dict[str, Any] = {field: value, "fingerprint": fingerprint, "timeout": KEEPALIVE}
-        reply = await link.request("watch", **fields)
-        if reply["changed"]:
-            fingerprint = reply["fingerprint"]
-            yield sse(kind, reply[kind])
-        else:
+        watched = await link.call(ask, reply)
+        if not watched.changed:
             yield b": keep-alive\n\n"
+            continue
+        ask.fingerprint = watched.fingerprint
+        if isinstance(watched, WatchRunReply):
+            yield sse("run", watched.run)
+        else:
+            yield sse("approval", watched.approval)
 
 
 class Streams:
@@ -48,16 +56,16 @@ class Streams:
         self.access = access
 
     async def run(self, request: Request) -> Response:
-        return await self._stream(request, "run_id", request.path_params["run_id"], "run")
+        return await self._stream(request, Watch(run_id=request.path_params["run_id"]))
 
     async def approval(self, request: Request) -> Response:
-        return await self._stream(request, "key", request.path_params["key"], "approval")
+        return await self._stream(request, Watch(key=request.path_params["key"]))
 
-    async def _stream(self, request: Request, field: str, value: str, kind: str) -> Response:
+    async def _stream(self, request: Request, ask: Watch) -> Response:
         try:
             actor = await self.access.actor(request)
             actor.require("read")
-            events = watch(self.link, field, value, kind)
+            events = watch(self.link, ask)
             first = await anext(events)  # an unknown id is a 404, not an empty stream
         except TakoError as exc:
             return error_response(exc)

@@ -83,6 +83,25 @@ def test_a_bad_start_is_refused_with_its_code(
     assert reply.json()["error"]["message"]
 
 
+def test_json_laid_out_over_lines_is_taken_whole(dev: HttpDev) -> None:
+    """A raw value's line breaks never reach the socket, where a line is one request."""
+    json_type = {"content-type": "application/json"}
+    body = b'{"workflow": "refund",\n "payload": {\r\n  "amount": 5,\n\t"note": "a\\nb"\n}}'
+    started = dev.http.post("/api/runs", content=body, headers=json_type)
+    assert started.status_code == 201, started.text
+    run_id = started.json()["run_id"]
+    dev.parked(run_id)
+    assert b'"payload":{"amount":5,"note":"a\\nb"}' in dev.http.get(f"/api/runs/{run_id}").content
+    signal = b'{"payload": [1,\n 2],\n "ttl": "1m"}'
+    sent = dev.http.post("/api/signals/nobody-waits", content=signal, headers=json_type)
+    assert (sent.status_code, sent.json()) == (200, {"delivered": 0, "kept": True})
+    edit = b'{"action": "edit", "by": "alice", "value": {\n "amount": 6,\n "note": ""\n}}'
+    decision = f"/api/approvals/{run_id}:manager/decision"
+    edited = dev.http.post(decision, content=edit, headers=json_type)
+    assert (edited.status_code, edited.json()["value"]) == (200, {"amount": 6, "note": ""})
+    assert dev.http.get("/healthz").json()["status"] == "ok"
+
+
 def test_unknown_runs_and_routes_are_404(dev: HttpDev) -> None:
     for path in ("/api/runs/no-such-run", "/api/approvals/no:such", "/api/nothing"):
         reply = dev.http.get(path)

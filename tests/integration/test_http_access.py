@@ -9,6 +9,8 @@ import trio
 from starlette.requests import HTTPConnection
 
 from tako._errors import Unauthorized
+from tako._protocol import ClientRequest, op_name
+from tako._replies import ReplyT
 from tako.http._access import LOCAL, Access
 from tako.http._link import TakodLink
 from tests.conftest import App, running
@@ -28,9 +30,9 @@ class CountingLink(TakodLink):
         super().__init__(*args)
         self.ops: list[str] = []
 
-    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        self.ops.append(op)
-        return await super().request(op, **fields)
+    async def call(self, request: ClientRequest, reply: type[ReplyT]) -> ReplyT:
+        self.ops.append(op_name(request))
+        return await super().call(request, reply)
 
 
 def local_call() -> HTTPConnection:
