@@ -24,6 +24,9 @@ from takod.storage.interface import Backend
 RunInternal = Callable[[str, bytes, str], Awaitable[RunView]]
 
 TARGET = "notifiers"
+# an event taken for delivery is another supervisor's again after this; delivering it
+# twice is harmless: both wait on the one `tako.notify` run of that event
+LEASE_MS = 60_000
 BACKOFF_BASE, BACKOFF_CAP = 5.0, 600.0
 
 
@@ -46,8 +49,8 @@ class Notifiers:
             while True:
                 self._kick = trio.Event()
                 now = self.clock.now_ms()
-                for event_id, body, attempts in await self.backend.read(
-                    lambda r: r.due_events(TARGET, now)  # noqa: B023 - awaited at once
+                for event_id, body, attempts in await self.backend.write(
+                    lambda tx: tx.take_events(TARGET, now, LEASE_MS)  # noqa: B023
                 ):
                     if event_id not in self._busy:
                         self._busy.add(event_id)

@@ -30,6 +30,7 @@ from takod.storage.interface import Backend
 log = logging.getLogger("takod.webhook")
 BACKOFF_BASE, BACKOFF_CAP = 0.5, 300.0
 TARGET = "webhook"
+LEASE_MS = 60_000  # an event taken for delivery is another supervisor's again after this
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -63,8 +64,8 @@ class Webhook:
         while True:
             self._kick = trio.Event()
             now = self.clock.now_ms()
-            for event_id, body, attempts in await self.backend.read(
-                lambda r: r.due_events(TARGET, now)  # noqa: B023 - awaited at once
+            for event_id, body, attempts in await self.backend.write(
+                lambda tx: tx.take_events(TARGET, now, LEASE_MS)  # noqa: B023 - awaited at once
             ):
                 await self._deliver(event_id, body, attempts)
             next_at = await self.backend.read(lambda r: r.next_attempt(TARGET))

@@ -256,12 +256,14 @@ class ApprovalWrites(Generic[C]):
         return [OutboxEvent(r[0], bytes(r[1]), r[2]) for r in rows]
 
     def mark_delivered(self, target: str, event_id: str, now: int) -> None:
-        self.conn.execute(
-            "UPDATE outbox SET delivered_at = ? WHERE id = ? AND target = ?",
+        """Once: a second deliverer of the same event (its lease ran out) changes nothing."""
+        marked = self.conn.execute(
+            "UPDATE outbox SET delivered_at = ? WHERE id = ? AND target = ?"
+            " AND delivered_at IS NULL",
             (now, event_id, target),
         )
         key, n = event_id.rsplit("#", 1)
-        if n == "1":  # the `requested` event: the request's history says people were told
+        if n == "1" and marked.rowcount == 1:  # `requested` reached people: history says so
             self._history(key, now, Entry("notified", reason=target))
 
     def mark_failed(self, target: str, event_id: str, error: str, next_at: int) -> None:
