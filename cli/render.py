@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
 from typing import Any
 
+from cli.options import plain
 from cli.text import (
     Paint,
     between,
@@ -351,6 +352,9 @@ def render_status(
     ]
     if status.get("database"):
         rows.append(("database", str(status["database"])))
+    for i, sup in enumerate(plain(status.get("supervisors") or [])):  # several: PostgreSQL
+        since = f"{sup['workers']} workers · since {when_text(sup['since'], now, tz)}"
+        rows.append(("supervisors" if i == 0 else "", f"{sup['host']} pid {sup['pid']} · {since}"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{paint.dim(k.ljust(width))}  {v}" for k, v in rows)
 

@@ -21,6 +21,8 @@ class Changes:
         self.runs: dict[str, set[trio.Event]] = {}  # run id -> its waiters
         self.approvals: set[trio.Event] = set()  # waiters on any approval
         self._deliveries: list[Callable[[], None]] = []
+        # tells the other supervisors on a shared store (kind, arg); see Backend.tell
+        self.tell: Callable[[str, str], None] = lambda kind, arg: None
 
     def emit(self, what: str, **fields: Any) -> None:
         """A line for `tako dev`'s log (and the tests' event hook)."""
@@ -31,21 +33,26 @@ class Changes:
         """Call `kick` whenever approval events may wait in the outbox (a delivery)."""
         self._deliveries.append(kick)
 
-    def run_changed(self, run_id: str) -> None:
-        """Wake whoever waits on this run (`wait`, `watch`): a step, a park, an end."""
+    def run_changed(self, run_id: str, *, told: bool = False) -> None:
+        """Wake whoever waits on this run (`wait`, `watch`): a step, a park, an end;
+        here, and (unless another supervisor `told` us) on the other supervisors."""
         for event in self.runs.get(run_id, ()):
             event.set()
+        if not told:
+            self.tell("run", run_id)
 
     def run_finished(self, run_id: str, status: str = "", error: str | None = None) -> None:
         self.run_changed(run_id)
         if status:
             self.emit(status, run_id=run_id, error=error)
 
-    def approvals_changed(self) -> None:
+    def approvals_changed(self, *, told: bool = False) -> None:
         """Approval events may wait in the outbox, and approval pages may be stale."""
         for kick in self._deliveries:
             kick()
         self.delivered()
+        if not told:
+            self.tell("approvals", "")
 
     def delivered(self) -> None:
         """An event was delivered: a request's history may say `notified` now."""

@@ -14,6 +14,7 @@ import os
 import socket
 import struct
 
+import msgspec
 import trio
 
 from tako._errors import InvalidRequest, LineTooLarge, TakoError
@@ -208,6 +209,7 @@ class Clients:
                     id=rid, supervisor="running", pid=os.getpid(), workers=now.workers,
                     runs=now.runs, next_wake_at=now.next_wake_at, app=self.app,
                     database=self.database,
+                    supervisors=msgspec.UNSET if now.supervisors is None else now.supervisors,
                 )  # fmt: skip
             case Workflows():
                 registry = self.catalog.registry

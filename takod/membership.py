@@ -23,7 +23,7 @@ import trio
 
 from tako._errors import StorageError, TakoError
 from takod.changes import Changes
-from takod.scheduler import Clock, OffsetClock
+from takod.scheduler import Clock, OffsetClock, Scheduler
 from takod.storage.interface import Backend
 
 log = logging.getLogger("takod")
@@ -49,6 +49,7 @@ class Membership:
         self._requeue = requeue
         self._workers = workers
         self.me: int | None = None  # this supervisor's id: the owner of its claims
+        self._sweep_soon = trio.Event()  # another supervisor said runs are ready
 
     async def join(self) -> None:
         """Register, then take back the runs that supervisors now gone left running."""
@@ -66,12 +67,24 @@ class Membership:
 
     async def keep_alive(self) -> None:
         """Renew the lease every third of it; recover the runs of supervisors gone."""
+        period = self.lease_ms / 3000
+        next_renewal = trio.current_time() + period
         while True:
-            await trio.sleep(self.lease_ms / 3000)
+            with trio.move_on_at(next_renewal):
+                await self._sweep_soon.wait()
+            if self._sweep_soon.is_set():  # runs are ready: queue them, then wait on
+                self._sweep_soon = trio.Event()
+                with contextlib.suppress(StorageError):
+                    await self.sweep()
+                continue
+            next_renewal += period
             try:
                 await self.renew()
             except StorageError as exc:  # the database is away: the lease is at risk
                 log.warning("could not renew this supervisor's lease (%s)", exc)
+
+    def sweep_soon(self) -> None:
+        self._sweep_soon.set()
 
     async def renew(self) -> None:
         await self.calibrate()
@@ -88,6 +101,7 @@ class Membership:
         requeued = await self.backend.write(lambda tx: tx.recover(now, lease))
         if requeued:
             self.changes.emit("recovered", runs=len(requeued))
+            self.backend.tell("ready")
         await self.sweep()
 
     async def leave(self) -> None:
@@ -105,3 +119,31 @@ class Membership:
         after = self.clock.now_ms()
         if db is not None:
             self.clock.offset_ms += db - (before + after) // 2
+
+
+class FromPeers:
+    """What the other supervisors tell this one, applied here (see Backend.listen)."""
+
+    def __init__(self, membership: Membership, changes: Changes, scheduler: Scheduler) -> None:
+        self.membership = membership
+        self.changes = changes
+        self.scheduler = scheduler
+
+    def run_changed(self, run_id: str) -> None:
+        self.changes.run_changed(run_id, told=True)
+
+    def due(self, at: int) -> None:
+        self.scheduler.note(at, told=True)
+
+    def ready(self) -> None:
+        self.membership.sweep_soon()
+
+    def approvals_changed(self) -> None:
+        self.changes.approvals_changed(told=True)
+
+    def missed(self) -> None:
+        for run_id in list(self.changes.runs):
+            self.changes.run_changed(run_id, told=True)
+        self.changes.approvals_changed(told=True)
+        self.scheduler.note(self.membership.clock.now_ms(), told=True)
+        self.membership.sweep_soon()

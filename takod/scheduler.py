@@ -64,11 +64,15 @@ class Scheduler:
         self._scope: trio.CancelScope | None = None
         self._noted: int | None = None
         self.target_ms: int | None = None
+        self.tell: Callable[[int], None] = lambda at: None  # other supervisors' timers
 
-    def note(self, wake_at_ms: int | None) -> None:
-        """Something falls due at `wake_at_ms`: wake earlier than planned if need be."""
+    def note(self, wake_at_ms: int | None, *, told: bool = False) -> None:
+        """Something falls due at `wake_at_ms`: wake earlier than planned if need be
+        (and tell the other supervisors, unless one of them `told` us)."""
         if wake_at_ms is None:
             return
+        if not told:
+            self.tell(wake_at_ms)
         self._noted = wake_at_ms if self._noted is None else min(self._noted, wake_at_ms)
         if self.target_ms is None or wake_at_ms < self.target_ms:
             self.target_ms = wake_at_ms

@@ -19,6 +19,7 @@ import trio
 from tako._errors import InvalidRequest, StorageError
 from tako._protocol import Assign
 from tako._records import ApprovalView, RunView, iso
+from tako._replies import SupervisorRow
 from takod.catalog import Catalog
 from takod.changes import Changes
 from takod.config import AppConfig
@@ -47,6 +48,7 @@ class Status(NamedTuple):
     workers: int
     runs: dict[str, int]
     next_wake_at: str | None
+    supervisors: list[SupervisorRow] | None  # where several share the store
 
 
 class Service:
@@ -230,7 +232,11 @@ class Service:
     async def status(self) -> Status:
         counts = await self.read(lambda r: r.counts())
         next_wake = await self.read(lambda r: r.next_wake())
-        return Status(self.pool.live, counts, iso(next_wake))
+        supervisors = None
+        if self.membership.shared:
+            now, lease = self.clock.now_ms(), self.membership.lease_ms
+            supervisors = await self.read(lambda r: r.supervisors(now, lease))
+        return Status(self.pool.live, counts, iso(next_wake), supervisors)
 
     async def prune(self, older_than: float | None) -> int:
         keep = older_than if older_than is not None else self.config.runs.retention

@@ -29,7 +29,7 @@ from takod.catalog import Catalog, describe
 from takod.changes import Changes, EventHook
 from takod.clients import Clients
 from takod.config import AppConfig
-from takod.membership import Membership
+from takod.membership import FromPeers, Membership
 from takod.notifiers import TARGET as NOTIFIERS_TARGET
 from takod.notifiers import Notifiers
 from takod.payloads import Payloads
@@ -103,6 +103,9 @@ class Supervisor:
             shared=config.storage.url is not None, requeue=self.pool.enqueue,
             workers=lambda: self.pool.live,
         )  # fmt: skip
+        changes.tell = backend.tell
+        self.scheduler.tell = lambda at: backend.tell("due", str(at))
+        self.peers = FromPeers(self.membership, changes, self.scheduler)
         self.service = Service(
             backend, pool=self.pool, scheduler=self.scheduler, changes=changes,
             catalog=self.catalog, payloads=payloads, config=config, clock=clock,
@@ -180,6 +183,7 @@ class Supervisor:
             async with trio.open_nursery() as nursery:
                 await self.membership.join()
                 nursery.start_soon(self.membership.keep_alive)
+                nursery.start_soon(self.backend.listen, self.peers)
                 await nursery.start(self.pool.run)
                 nursery.start_soon(self.scheduler.run)
                 nursery.start_soon(self.service.housekeeping)

@@ -27,7 +27,7 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import msgspec
 
-from tako._errors import TakoError
+from tako._errors import StorageError, TakoError
 from tako._protocol import Assign, Finish, Park, StepDone
 from tako._records import ApprovalView, RunStatus, RunView
 from tako._replies import SupervisorRow, TokenRow
@@ -47,6 +47,13 @@ class StoreError(TakoError):
     """The store cannot be used (not a tako database, a newer schema, ...)."""
 
     code = "storage"
+
+
+class DatabaseUnavailable(StorageError):
+    """The database cannot be reached; nothing was written. The supervisor keeps
+    answering, and resumes by itself once the database is back."""
+
+    code = "unavailable"
 
 
 class TokenNotFound(TakoError):
@@ -301,6 +308,21 @@ class Reads(Protocol):
         """Who `token` is; Unauthorized when it matches none."""
 
 
+class Peers(Protocol):
+    """What the other supervisors on a shared store tell this one (see `Backend.listen`)."""
+
+    def run_changed(self, run_id: str) -> None: ...
+
+    def due(self, at: int) -> None: ...
+
+    def ready(self) -> None: ...
+
+    def approvals_changed(self) -> None: ...
+
+    def missed(self) -> None:
+        """Notices may have been lost (the connection dropped): read everything again."""
+
+
 class Sink(Protocol):
     """Where an early answer is written from the writer thread (a worker's connection)."""
 
@@ -359,6 +381,13 @@ class Backend(Protocol):
 
     async def run(self) -> None:
         """The writer's life: until cancelled, then every queued write is committed."""
+
+    def tell(self, kind: str, arg: str = "") -> None:
+        """Tell the other supervisors on this store: "run" (id), "due" (ms), "ready",
+        "approvals". Nothing where there are none."""
+
+    async def listen(self, peers: Peers) -> None:
+        """Hand what the other supervisors tell to `peers`, until cancelled."""
 
     async def database_time(self) -> int | None:
         """The database's clock (ms), where several supervisors share it; else None."""

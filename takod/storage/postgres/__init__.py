@@ -17,9 +17,19 @@ from typing import TypeVar
 import psycopg
 import trio
 
-from takod.storage.interface import ApprovalEvents, Early, QueuedWrite, Reads, StoreError, Tx
-from takod.storage.postgres.committer import Committer, DatabaseUnavailable
+from takod.storage.interface import (
+    ApprovalEvents,
+    DatabaseUnavailable,
+    Early,
+    Peers,
+    QueuedWrite,
+    Reads,
+    StoreError,
+    Tx,
+)
+from takod.storage.postgres.committer import Committer
 from takod.storage.postgres.connection import PgConn, connect
+from takod.storage.postgres.notices import Notices
 from takod.storage.postgres.schema import migrate, redact
 from takod.storage.sqlite.portable import POSTGRES
 from takod.storage.sqlite.reads import SqlReads
@@ -41,6 +51,7 @@ class PostgresBackend:
         self.committer = Committer(self.tx, self._connect)
         self._reader: PgConn | None = None
         self._read_limiter = trio.CapacityLimiter(1)
+        self.notices = Notices(url, app)
 
     def _connect(self, by_name: bool = False) -> PgConn:
         try:
@@ -79,15 +90,24 @@ class PostgresBackend:
     async def run(self) -> None:
         await self.committer.run()
 
+    def tell(self, kind: str, arg: str = "") -> None:
+        self.notices.tell(kind, arg)
+
+    async def listen(self, peers: Peers) -> None:
+        await self.notices.run(peers)
+
     async def database_time(self) -> int:
         """The database's `clock_timestamp()` in ms: every supervisor's one clock."""
 
         def now() -> int:
             if self._reader is None or self._reader.raw.broken or self._reader.raw.closed:
                 self._reader = self._connect(by_name=True)
-            row = self._reader.raw.execute(
-                "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
-            ).fetchone()
+            try:
+                row = self._reader.raw.execute(
+                    "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+                ).fetchone()
+            except psycopg.OperationalError as exc:
+                raise DatabaseUnavailable(f"the database cannot be reached ({exc})") from None
             return int(row[0]) if row else 0
 
         return await trio.to_thread.run_sync(now, limiter=self._read_limiter)

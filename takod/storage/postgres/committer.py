@@ -14,14 +14,9 @@ import psycopg
 
 from tako._errors import StorageError, TakoError
 from takod.storage.batch import BatchWriter
+from takod.storage.interface import DatabaseUnavailable
 from takod.storage.postgres.connection import PgConn
 from takod.storage.sqlite.runs import SqlTx
-
-
-class DatabaseUnavailable(TakoError):
-    """The database cannot be reached; nothing was written. Retry once it is back."""
-
-    code = "unavailable"
 
 
 class Committer(BatchWriter):

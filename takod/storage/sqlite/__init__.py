@@ -16,7 +16,15 @@ from typing import TypeVar
 
 import trio
 
-from takod.storage.interface import ApprovalEvents, Early, QueuedWrite, Reads, StoreError, Tx
+from takod.storage.interface import (
+    ApprovalEvents,
+    Early,
+    Peers,
+    QueuedWrite,
+    Reads,
+    StoreError,
+    Tx,
+)
 from takod.storage.sqlite.committer import Committer
 from takod.storage.sqlite.files import open_read_only, open_writer
 from takod.storage.sqlite.reads import SqlReads
@@ -70,6 +78,12 @@ class SqliteBackend:
 
     async def run(self) -> None:
         await self.committer.run()
+
+    def tell(self, kind: str, arg: str = "") -> None:
+        pass  # one supervisor: nobody else to tell
+
+    async def listen(self, peers: Peers) -> None:
+        await trio.sleep_forever()
 
     async def database_time(self) -> None:
         return None  # one supervisor, one clock: its own
