@@ -10,7 +10,6 @@ supervisor is down, like `runs`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -100,8 +99,8 @@ def approvals_group(
         request = ListApprovals(**filters, limit=limit)
         return client.call(request, ApprovalsReply[ApprovalView]).approvals
 
-    def from_db(database: Path) -> list[ApprovalView]:
-        return offline.read(database, lambda r: r.approvals(**filters, limit=limit))
+    def from_db(store: offline.Store) -> list[ApprovalView]:
+        return offline.read(store, lambda r: r.approvals(**filters, limit=limit))
 
     approvals = read(ask, from_db, app)
     if as_json:
@@ -130,8 +129,8 @@ def show_cmd(
     `--links` adds the signed links of the HTTP pages (view, approve, reject) for each
     approver, `*` when anyone may decide; they need the supervisor (it holds the key)."""
 
-    def from_db(database: Path) -> ApprovalView:
-        return offline.read(database, lambda r: r.approval(key))
+    def from_db(store: offline.Store) -> ApprovalView:
+        return offline.read(store, lambda r: r.approval(key))
 
     approval = read(
         lambda c: c.call(GetApproval(key=key), ApprovalReply[ApprovalView]).approval,

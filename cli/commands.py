@@ -9,9 +9,9 @@ when the supervisor is down (`cli/offline.py`).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
@@ -78,20 +78,29 @@ def name_arg(value: str, what: str) -> str:
     return value
 
 
-def read(ask: Callable[[Client], T], offline_read: Callable[[Path], T], app: str | None) -> T:
-    """Ask the supervisor; when it is down, read runs.db directly instead."""
+def read(
+    ask: Callable[[Client], T], offline_read: Callable[[offline.Store], T], app: str | None
+) -> T:
+    """Ask the supervisor; when it is down, read the app's store directly instead."""
     try:
         return ask(connect())
     except SupervisorUnavailable as exc:
         down = exc
-    database = offline.find_database(settings().data_path(), app, Unreachable(down.message))
-    click.echo(f"tako: supervisor not running; reading {database}", err=True)
+    store = find_store(app, down)
+    click.echo(f"tako: supervisor not running; reading {store}", err=True)
     try:
-        return offline_read(database)
+        return offline_read(store)
     except TakoError as exc:
         if exc.code != "storage":
             raise  # e.g. not_found: the database answered, and said no
-        raise Unreachable(f"{down.message}\n(and {database} cannot be read: {exc})") from None
+        raise Unreachable(f"{down.message}\n(and {store} cannot be read: {exc})") from None
+
+
+def find_store(app: str | None, down: SupervisorUnavailable) -> offline.Store:
+    """The app's store, read while the supervisor is down (see `offline.find_database`)."""
+    opts = settings()
+    url = offline.database_url(opts.database_url)
+    return offline.find_database(opts.data_path(), app, Unreachable(down.message), url)
 
 
 def inherited(ctx: click.Context, name: str, value: Any) -> Any:
@@ -232,12 +241,12 @@ def runs_group(
         request = ListRuns(status=status, workflow=workflow, limit=limit)
         return client.call(request, RunsReply[RunView]).runs
 
-    def from_db(database: Path) -> list[RunView]:
+    def from_db(store: offline.Store) -> list[RunView]:
         def runs(reads: Reads) -> list[RunView]:
             wanted = offline.offline_status(status)
             return [r for s in wanted for r in reads.runs(status=s, workflow=workflow, limit=limit)]
 
-        rows = offline.read(database, runs)
+        rows = offline.read(store, runs)
         rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return [offline.interrupted(run) for run in rows[:limit]]
 
@@ -265,12 +274,12 @@ def show_cmd(ctx: click.Context, run_id: str, app: str | None, as_json: bool) ->
         reply = ApprovalReply[ApprovalView]
         return run, _open_approvals(run, lambda k: client.call(GetApproval(key=k), reply).approval)
 
-    def from_db(database: Path) -> ViewShown:
+    def from_db(store: offline.Store) -> ViewShown:
         def both(reads: Reads) -> ViewShown:
             run = reads.run(run_id)
             return offline.interrupted(run), _open_approvals(run, lambda k: reads.approval(k))
 
-        return offline.read(database, both)
+        return offline.read(store, both)
 
     run, approvals = read(ask, from_db, inherited(ctx, "app", app))
     if as_json:
@@ -352,7 +361,7 @@ def prune_cmd(ctx: click.Context, older_than: float | None, as_json: bool) -> No
 def status_cmd(app: str | None, as_json: bool) -> None:
     """Whether the supervisor is up, its workers, runs per status, next wake-up (exit 3: down)."""
     try:
-        status = connect().call(Status(), StatusReply).fields()
+        status = msgspec.to_builtins(connect().call(Status(), StatusReply).fields())
     except SupervisorUnavailable as exc:
         status, message = _status_down(app, exc)
         if as_json:
@@ -368,7 +377,8 @@ def status_cmd(app: str | None, as_json: bool) -> None:
 
 
 def _status_down(app: str | None, exc: SupervisorUnavailable) -> tuple[dict[str, Any], str]:
-    """The status of a supervisor that is down, counts read from runs.db if there is one."""
+    """The status of a supervisor that is down: counts read from the app's store if there
+    is one, and on PostgreSQL the supervisors alive on the database (on other hosts)."""
     from takod.server import supervisor_pid
 
     data_dir = settings().data_path()
@@ -384,11 +394,24 @@ def _status_down(app: str | None, exc: SupervisorUnavailable) -> tuple[dict[str,
     if pid is not None:
         message += f" (a supervisor, pid {pid}, holds {data_dir} but does not answer there)"
     try:
-        database = offline.find_database(data_dir, app, Unreachable(exc.message))
+        store = find_store(app, exc)
     except Unreachable:
         return status, message
-    status["runs"] = offline.offline_counts(offline.read(database, lambda r: r.counts()))
-    status["next_wake_at"] = iso(offline.read(database, lambda r: r.next_wake()))
+    lease_ms = int(offline.lease(find_app_dir()) * 1000)
+
+    def fill(reads: Reads) -> None:
+        status["runs"] = offline.offline_counts(reads.counts())
+        status["next_wake_at"] = iso(reads.next_wake())
+        if store.url is not None:
+            alive = reads.supervisors(int(time.time() * 1000), lease_ms)
+            status["supervisors"] = msgspec.to_builtins(alive)
+
+    try:
+        offline.read(store, fill)
+    except TakoError as error:
+        if error.code != "storage":
+            raise
+        message += f"\n(and {store} cannot be read: {error})"
     return status, message
 
 

@@ -28,6 +28,7 @@ import click
 import msgspec
 
 from cli.events import EventFormatter, banner, hints
+from cli.offline import Store, checked_url
 from cli.options import BadInput, Refused, server_options, settings
 from cli.render import render_workflows
 from cli.text import Paint, use_colour
@@ -92,9 +93,11 @@ def dev_cmd(app_dir: Path, http_listen: str | None, no_http: bool) -> None:
     opts = settings()
     app = app_dir.absolute()
     try:
-        config = load_config(app)
+        config = load_config(app)  # [storage] url, overridden by $TAKO_DATABASE_URL
     except ConfigError as exc:
         raise BadInput(exc.message) from None
+    if opts.database_url:
+        config.storage.url = checked_url(opts.database_url, "--database-url")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     console = DevConsole(use_colour())
     data_dir = Path(opts.data_dir).absolute() if opts.data_dir else None
@@ -143,13 +146,14 @@ async def serve(
 
             http_url = await host(nursery, supervisor, config.http.listen)
         registry = shown(supervisor.registry)
+        store = Store(config.storage.url or supervisor.db_path, config.name)
         console.echo(
             banner(
                 app=config.name,
                 app_dir=app,
                 data_dir=supervisor.data_dir,
                 socket=supervisor.socket_path,
-                database=supervisor.db_path,
+                database=str(store),
                 http=http_url,
                 registry=registry,
                 hints=hints(

@@ -25,7 +25,7 @@ def banner(
     app_dir: Path,
     data_dir: Path,
     socket: Path,
-    database: Path,
+    database: Path | str,
     registry: Mapping[str, Any],
     hints: Sequence[str],
     color: bool = False,

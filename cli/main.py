@@ -14,6 +14,7 @@ import click
 
 from cli.approvals import approvals_group, approve_cmd, reject_cmd
 from cli.commands import run_cmd, runs_group, signal_cmd, status_cmd, workflows_cmd
+from cli.db import db_group
 from cli.dev import dev_cmd
 from cli.options import Refused, Unreachable, global_options
 from cli.tokens import tokens_group
@@ -53,6 +54,7 @@ main.add_command(approvals_group)
 main.add_command(approve_cmd)
 main.add_command(reject_cmd)
 main.add_command(tokens_group)
+main.add_command(db_group)
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """What every command shares: global options, typed arguments, exit codes, JSON output.
 
-The command lets `--data-dir` and `--socket` come before or after the command
+The command lets `--data-dir`, `--socket` and `--database-url` come before or after the command
 (`tako --data-dir D runs` == `tako runs --data-dir D`). Click only parses
 an option on the command that declares it, so `global_options` declares
 them on the group and on every command, and each copy records its value in
@@ -70,6 +70,7 @@ class Settings:
 
     data_dir: str | None = None
     socket: str | None = None
+    database_url: str | None = None  # `--database-url`; see `offline.database_url`
 
     def data_path(self) -> Path:
         """`--data-dir`, else `$TAKO_DATA_DIR`, else `.tako` in the app we are in."""
@@ -100,34 +101,35 @@ CLIENT_HELP = (
     "Where runs.db and the socket live (default: $TAKO_DATA_DIR, else .tako in this "
     "folder or the nearest folder above it that is an app).",
     "The supervisor's socket (default: $TAKO_SOCKET, else DATA_DIR/tako.sock).",
+    "The app's PostgreSQL database, for db migrate and reads while the supervisor is "
+    "down (default: $TAKO_DATABASE_URL, else [storage] url in tako.toml).",
 )
 SERVER_HELP = (
     "Where runs.db and the socket live (default: $TAKO_DATA_DIR, else APP_DIR/.tako).",
     "Where to listen (default: DATA_DIR/tako.sock).",
+    "Keep the app's runs in this PostgreSQL database (default: $TAKO_DATABASE_URL, else "
+    "[storage] url in tako.toml; none: runs.db in DATA_DIR).",
 )
 
 
-def global_options(fn: F, *, helps: tuple[str, str] = CLIENT_HELP) -> F:
-    """`--data-dir` and `--socket`, accepted on the group and on every command."""
-    fn = click.option(
-        "--socket",
-        metavar="PATH",
-        expose_value=False,
-        callback=_remember("socket"),
-        help=helps[1],
-    )(fn)
-    fn = click.option(
-        "--data-dir",
-        metavar="DIR",
-        expose_value=False,
-        callback=_remember("data_dir"),
-        help=helps[0],
-    )(fn)
+def global_options(fn: F, *, helps: tuple[str, str, str] = CLIENT_HELP) -> F:
+    """`--data-dir`, `--socket` and `--database-url`, accepted on the group and on every
+    command."""
+    options = (
+        ("--database-url", "URL", "database_url", helps[2]),
+        ("--socket", "PATH", "socket", helps[1]),
+        ("--data-dir", "DIR", "data_dir", helps[0]),
+    )
+    for flag, metavar, key, text in options:  # the last applied is listed first in --help
+        option = click.option(
+            flag, metavar=metavar, expose_value=False, callback=_remember(key), help=text
+        )
+        fn = option(fn)
     return fn
 
 
 def server_options(fn: F) -> F:
-    """`--data-dir` and `--socket` as a supervisor reads them: it listens, it does not look."""
+    """The global options as a supervisor reads them: it listens, it does not look."""
     return global_options(fn, helps=SERVER_HELP)
 
 
@@ -141,7 +143,7 @@ def app_option(fn: F) -> F:
     return click.option(
         "--app",
         metavar="NAME",
-        help="The app whose runs.db to read when the supervisor is down.",
+        help="The app whose runs.db (or PostgreSQL schema) to read when the supervisor is down.",
     )(fn)
 
 

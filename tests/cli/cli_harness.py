@@ -64,6 +64,21 @@ STEP_KEYS = {
 STEP_EXTRAS = {"wake_at"}
 
 
+# echo: completes at once; approve: waits for the signal "go" (read while the supervisor is down)
+OFFLINE_FLOWS = """
+    from tako import Step, workflow
+
+    @workflow(retries=0)
+    async def echo(payload, step: Step):
+        return await step.run("echo", lambda: payload)
+
+    @workflow(retries=2)
+    async def approve(payload, step: Step):
+        await step.run("prepare", lambda: 1)
+        return await step.wait_for("go", timeout="2h")
+"""
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment without TAKO_* settings of whoever runs the tests, and without colour."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAKO_")}

@@ -9,20 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_harness import ISO_UTC, DevServer, make_app, short_data_dir, tako_cmd
-
-FLOWS = """
-    from tako import Step, workflow
-
-    @workflow(retries=0)
-    async def echo(payload, step: Step):
-        return await step.run("echo", lambda: payload)
-
-    @workflow(retries=2)
-    async def approve(payload, step: Step):
-        await step.run("prepare", lambda: 1)
-        return await step.wait_for("go", timeout="2h")
-"""
+from cli_harness import ISO_UTC, OFFLINE_FLOWS, DevServer, make_app, short_data_dir, tako_cmd
 
 
 @dataclass
@@ -38,7 +25,9 @@ class Stopped:
 
 @pytest.fixture(scope="module")
 def stopped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stopped]:
-    app = make_app(tmp_path_factory.mktemp("off") / "offapp", {"flows.py": FLOWS}, name="offshop")
+    app = make_app(
+        tmp_path_factory.mktemp("off") / "offapp", {"flows.py": OFFLINE_FLOWS}, name="offshop"
+    )
     data_dir = short_data_dir()
     server = DevServer(app, data_dir)
     try:
@@ -138,7 +127,7 @@ def test_a_database_that_cannot_be_read_is_reported(tmp_path: Path) -> None:
 def test_commands_in_a_folder_below_the_app_find_its_data_as_git_finds_dot_git() -> None:
     root = short_data_dir()
     try:
-        app = make_app(root / "app", {"flows.py": FLOWS})
+        app = make_app(root / "app", {"flows.py": OFFLINE_FLOWS})
         deep = app / "src" / "deep"
         deep.mkdir(parents=True)
         server = DevServer(app, app / ".tako")  # the default data dir: APP/.tako
