@@ -15,7 +15,6 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 
-import pytest
 import trio
 
 import tako
@@ -138,10 +137,6 @@ async def test_started_on_a_signalled_on_b_read_on_c(
     print("steps per host:", Counter(ex.host for exs in ran.values() for ex in exs))
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="resuming a dead supervisor's runs after its lease (SPEC §12) is not built yet",
-)
 async def test_kill9_of_a_host_its_runs_finish_on_the_others(
     app: App, make_host: Callable[[str], Host]
 ) -> None:
@@ -179,11 +174,6 @@ async def test_kill9_of_a_host_its_runs_finish_on_the_others(
     assert not any(ex.host == "a" and ex.at > killed_at for exs in ran.values() for ex in exs)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="a supervisor's start-up recovery requeues every running run in the database, "
-    "the live supervisors' too (Service.recover -> SqlTx.recover ignores runs.owner)",
-)
 async def test_a_supervisor_starting_leaves_the_others_runs_alone(
     app: App, make_host: Callable[[str], Host]
 ) -> None:
