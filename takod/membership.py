@@ -40,6 +40,7 @@ class Membership:
         shared: bool,
         requeue: Callable[[list[str]], None],
         workers: Callable[[], int],
+        held: Callable[[], set[str]],
     ) -> None:
         self.backend = backend
         self.clock = clock
@@ -48,6 +49,7 @@ class Membership:
         self.shared = shared  # several supervisors may serve this store
         self._requeue = requeue
         self._workers = workers
+        self._held = held  # the runs this supervisor's workers hold now
         self.me: int | None = None  # this supervisor's id: the owner of its claims
         self._sweep_soon = trio.Event()  # another supervisor said runs are ready
 
@@ -88,13 +90,17 @@ class Membership:
 
     async def renew(self) -> None:
         await self.calibrate()
-        me, workers, now = self.me, self._workers(), self.clock.now_ms()
-        assert me is not None
-        if not await self.backend.write(lambda tx: tx.heartbeat(me, workers, now)):
+        was, workers, now = self.me, self._workers(), self.clock.now_ms()
+        assert was is not None
+        me = was
+        if not await self.backend.write(lambda tx: tx.heartbeat(was, workers, now)):
             log.warning("this supervisor was taken for gone (silent past its lease): rejoining")
-            self.changes.emit("rejoined", supervisor=me)
+            self.changes.emit("rejoined", supervisor=was)
             host, pid = socket.gethostname(), os.getpid()
-            self.me = await self.backend.write(lambda tx: tx.join(host, pid, now))
+            me = self.me = await self.backend.write(lambda tx: tx.join(host, pid, now))
+        held, before = self._held(), now - self.lease_ms
+        orphans = await self.backend.write(lambda tx: tx.release_orphans(me, held, before, now))
+        self._requeue(orphans)
         if not self.shared:
             return
         lease = self.lease_ms

@@ -101,7 +101,7 @@ class Supervisor:
         self.membership = Membership(
             backend, clock=clock, changes=changes, lease=config.workers.lease,
             shared=config.storage.url is not None, requeue=self.pool.enqueue,
-            workers=lambda: self.pool.live,
+            workers=lambda: self.pool.live, held=self.pool.held,
         )  # fmt: skip
         changes.tell = backend.tell
         self.scheduler.tell = lambda at: backend.tell("due", str(at))

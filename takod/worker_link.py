@@ -38,7 +38,15 @@ from takod.payloads import Payloads
 from takod.rules.approvals import first_timer
 from takod.rules.runs import Outcome, RunStatus
 from takod.scheduler import Clock, Scheduler
-from takod.storage.interface import Backend, Parked, ParkOutcome, QueuedWrite, Sink, StepSaved
+from takod.storage.interface import (
+    Backend,
+    DatabaseUnavailable,
+    Parked,
+    ParkOutcome,
+    QueuedWrite,
+    Sink,
+    StepSaved,
+)
 from takod.workers import WorkerPool, WorkerProc
 
 log = logging.getLogger("takod")
@@ -149,7 +157,8 @@ class WorkerLink:
             if not isinstance(error, TakoError):
                 log.error("worker request %r failed", req, exc_info=error)
                 error = TakoError(f"internal error: {type(error).__name__}: {error}")
-            if isinstance(error, StaleClaim | NotAllowed):
+            # the worker lets go of the run (the database away: membership takes it back)
+            if isinstance(error, StaleClaim | NotAllowed | DatabaseUnavailable):
                 self.pool.finished(worker, req.run_id)
             worker.channel.send(fail(req.id, error))
 

@@ -208,6 +208,10 @@ class WorkerPool:
         """Assign nothing more (the supervisor is stopping)."""
         self.paused = True
 
+    def held(self) -> set[str]:
+        """The runs this pool's workers hold now."""
+        return {rid for w in self.workers.values() for rid in w.in_flight}
+
     @property
     def in_flight(self) -> int:
         return sum(len(w.in_flight) for w in self.workers.values())

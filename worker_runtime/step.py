@@ -26,7 +26,13 @@ import anyio
 import msgspec
 
 from tako._durations import Duration, backoff_seconds, parse_duration
-from tako._errors import ApprovalRejected, NonRetryable, StaleClaim, StepFailed
+from tako._errors import (
+    ApprovalRejected,
+    NonRetryable,
+    StaleClaim,
+    StepFailed,
+    SupervisorUnavailable,
+)
 from tako._protocol import ApprovalSpec, MemoEntry, Park, StepDone
 from tako._records import Decision, StoredDecision, ms_to_datetime
 from worker_runtime.failures import Unencodable, describe, encode_value
@@ -455,9 +461,14 @@ def _is_typed(value: Any) -> bool:
     return isinstance(value, msgspec.Struct) or dataclasses.is_dataclass(value)
 
 
+# the run is no longer ours, or the database is away (the run is taken back once it
+# returns, and replays from its last checkpoint): stop quietly either way
+_LET_GO = (StaleClaim.code, SupervisorUnavailable.code)
+
+
 def _check_reply(reply: Reply) -> None:
     """Stop quietly when the run is no longer ours; surface any other refusal as an error."""
-    if reply.cancel or (reply.error is not None and reply.error.code == StaleClaim.code):
+    if reply.cancel or (reply.error is not None and reply.error.code in _LET_GO):
         raise Dropped
     if not reply.ok:
         error = reply.error

@@ -21,7 +21,7 @@ Times are integer milliseconds since the epoch, always given by the caller
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from enum import StrEnum
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
@@ -206,6 +206,12 @@ class Tx(Protocol):
         `lease_ms` None every running run is (one supervisor owns the store, and it is
         starting); else those whose supervisor was silent for `lease_ms`, and such
         supervisors are forgotten."""
+
+    def release_orphans(
+        self, owner: int, held: Collection[str], claimed_before: int, now: int
+    ) -> list[str]:
+        """Runs `owner` claimed before `claimed_before` and no longer holds in memory (a
+        write for them failed while the database was away) go back to pending."""
 
     def join(self, host: str, pid: int, now: int) -> int:
         """Register a supervisor serving the app; returns its id (the owner of its claims)."""

@@ -68,10 +68,34 @@ class PgConn:
         self.raw.close()
 
 
+# A database that vanishes (a host cut off, a server gone without closing) must fail
+# calls within seconds, not after the kernel's TCP timeout of minutes: a supervisor
+# cut off answers `unavailable`, and its lease runs out as it should. The URL's own
+# settings win.
+FAIL_FAST = {
+    "connect_timeout": "5",
+    "keepalives": "1",
+    "keepalives_idle": "5",
+    "keepalives_interval": "2",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "10000",
+}
+
+
+def conninfo(url: str) -> str:
+    """`url` with the fail-fast settings it does not set itself."""
+    given = psycopg.conninfo.conninfo_to_dict(url)
+    return psycopg.conninfo.make_conninfo(
+        url, **{k: v for k, v in FAIL_FAST.items() if k not in given}
+    )
+
+
 def connect(url: str, app: str, *, by_name: bool = False) -> PgConn:
     """A connection in autocommit mode (transactions are explicit), on the app's schema."""
     raw: psycopg.Connection[Any] = psycopg.connect(
-        url, autocommit=True, row_factory=rows_by_name if by_name else psycopg.rows.tuple_row
+        conninfo(url),
+        autocommit=True,
+        row_factory=rows_by_name if by_name else psycopg.rows.tuple_row,
     )
     raw.execute(f"SET search_path TO {schema_of(app)}")
     return PgConn(raw)

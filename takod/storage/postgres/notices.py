@@ -21,7 +21,7 @@ import psycopg
 import trio
 
 from takod.storage.interface import Peers
-from takod.storage.postgres.connection import schema_of
+from takod.storage.postgres.connection import conninfo, schema_of
 
 log = logging.getLogger("takod")
 FLUSH_EVERY = 0.005  # seconds: notices told within this go out as one NOTIFY
@@ -85,7 +85,7 @@ class Notices:
                 conn = None
 
     def _connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.url, autocommit=True)
+        return psycopg.connect(conninfo(self.url), autocommit=True)
 
     def _notify(self, conn: psycopg.Connection[Any], payloads: list[str]) -> None:
         for payload in payloads:

@@ -13,7 +13,7 @@ from importlib import resources
 import psycopg
 
 from takod.storage.interface import StoreError
-from takod.storage.postgres.connection import schema_of
+from takod.storage.postgres.connection import conninfo, schema_of
 
 
 def migrations() -> list[str]:
@@ -27,7 +27,7 @@ def migrate(url: str, app: str) -> tuple[int, int]:
     schema = schema_of(app)
     scripts = migrations()
     try:
-        conn = psycopg.connect(url, autocommit=True)
+        conn = psycopg.connect(conninfo(url), autocommit=True)
     except psycopg.Error as exc:
         raise StoreError(f"cannot connect to the database at {redact(url)}: {exc}") from None
     with conn:

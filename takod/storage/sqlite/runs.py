@@ -9,7 +9,7 @@ What a park becomes, when a run retries and what a cancel does are decided by
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import msgspec
 
@@ -277,6 +277,21 @@ class SqlTx(ApprovalWrites[C]):
         ).fetchall()
         self.conn.execute("DELETE FROM supervisors WHERE heartbeat_at <= ?", (silent_since,))
         return [r[0] for r in rows]
+
+    def release_orphans(
+        self, owner: int, held: Collection[str], claimed_before: int, now: int
+    ) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT id, claim_token FROM runs WHERE status = 'running' AND owner = ?"
+            " AND updated_at < ?",
+            (owner, claimed_before),
+        ).fetchall()
+        released = []
+        for rid, token in rows:
+            if rid not in held:
+                self.release(rid, token, now)
+                released.append(rid)
+        return released
 
     def join(self, host: str, pid: int, now: int) -> int:
         row = self.conn.execute(
