@@ -24,6 +24,7 @@ from takod.storage.interface import Early, QueuedWrite, Sink, Tx
 
 T = TypeVar("T")
 log = logging.getLogger("takod")
+RETRIES = 5  # attempts of a write that keeps losing races for its rows
 
 
 class BatchWriter:
@@ -146,32 +147,47 @@ class BatchWriter:
         try:
             self.begin()
             for item in batch:
-                guarded = not (item.atomic and self.atomic_statements)
-                if guarded:
-                    self.savepoint()
-                try:
-                    item.result = item.fn(tx)
-                except TakoError as exc:
-                    if guarded:
-                        self.rollback_to()
-                    item.error = exc
-                except self.database_errors as exc:
-                    if not (self.rollback_to() if guarded else self.alive()):
-                        raise  # the whole transaction is gone: report that to every caller
-                    item.error = self.storage_error(exc)
-                except Exception as exc:
-                    if guarded:
-                        self.rollback_to()
-                    item.error = self.storage_error(exc)
-                if guarded:
-                    self.release()
+                self._apply(tx, item)
             self.commit()
         except self.database_errors as exc:
             self.abandon()
             for item in batch:  # an error each: each caller raises its own
                 item.error = self.storage_error(exc)
 
+    def _apply(self, tx: Tx, item: QueuedWrite[Any]) -> None:
+        """One write of the batch, in its savepoint. A write that lost a race for a row
+        to another supervisor's transaction (a deadlock the database broke) is tried
+        again: the caller must not hear of a conflict it could do nothing about."""
+        guarded = not (item.atomic and self.atomic_statements)
+        for attempt in range(1, RETRIES + 1):
+            if guarded:
+                self.savepoint()
+            try:
+                item.result = item.fn(tx)
+            except TakoError as exc:
+                if guarded:
+                    self.rollback_to()
+                item.error = exc
+            except self.database_errors as exc:
+                if not (self.rollback_to() if guarded else self.alive()):
+                    raise  # the whole transaction is gone: report that to every caller
+                if guarded and attempt < RETRIES and self.conflict(exc):
+                    self.release()
+                    continue
+                item.error = self.storage_error(exc)
+            except Exception as exc:
+                if guarded:
+                    self.rollback_to()
+                item.error = self.storage_error(exc)
+            if guarded:
+                self.release()
+            return
+
     # -- what a backend supplies ----------------------------------------------------------
+
+    def conflict(self, exc: BaseException) -> bool:
+        """Did the write fail only because a concurrent transaction held its rows?"""
+        return False
 
     database_errors: tuple[type[BaseException], ...] = ()
     # a failed statement leaves the transaction usable (SQLite), so an atomic write needs

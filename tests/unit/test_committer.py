@@ -295,3 +295,42 @@ async def test_stopping_commits_what_was_queued_then_refuses_writes(db: Path) ->
     finally:
         reader.close()
         conn.close()
+
+
+class LosingRaces(Committer):
+    """A writer whose database reports lost races for rows (PostgreSQL's deadlocks) as
+    OperationalError("lost a race ..."): what a backend's `conflict` says it is."""
+
+    def conflict(self, exc: BaseException) -> bool:
+        return "lost a race" in str(exc)
+
+
+async def test_a_write_that_loses_a_race_for_its_rows_is_tried_again_from_scratch(
+    db: Path,
+) -> None:
+    conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    reader = sqlite3.connect(db, isolation_level=None)
+    items = Items(conn)
+    c = LosingRaces(conn, cast(Tx, items))
+    tries: list[int] = []
+
+    def racing(name: str, losses: int) -> str:
+        tries.append(1)
+        items.insert(f"{name}{len(tries)}")  # a row each attempt: only the last may stay
+        if len(tries) <= losses:
+            raise sqlite3.OperationalError("lost a race for its rows")
+        return name
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(c.run)
+            assert await c.write(lambda _: racing("a", losses=2)) == "a"
+            assert len(tries) == 3 and names(reader) == ["a3"]  # the two lost attempts undone
+            tries.clear()
+            with pytest.raises(StorageError, match="lost a race"):  # it gives up, in the end
+                await c.write(lambda _: racing("b", losses=99))
+            assert len(tries) == 5 and names(reader) == ["a3"]
+            nursery.cancel_scope.cancel()
+    finally:
+        reader.close()
+        conn.close()

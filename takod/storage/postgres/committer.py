@@ -57,6 +57,11 @@ class Committer(BatchWriter):
             with contextlib.suppress(psycopg.Error):  # it is going anyway
                 self.conn.raw.execute("ROLLBACK")
 
+    def conflict(self, exc: BaseException) -> bool:
+        return isinstance(
+            exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
+        )
+
     def storage_error(self, exc: BaseException) -> TakoError:
         if isinstance(exc, psycopg.OperationalError) or self.conn.raw.broken:
             return DatabaseUnavailable(
