@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 SOCKET_NAME = "tako.sock"
+DEFAULT_LISTEN = "127.0.0.1:8787"  # the HTTP app, when [http] listen is not set
 
 
 def resolve_data_dir(

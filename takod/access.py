@@ -22,6 +22,7 @@ import msgspec
 import trio
 
 from tako._errors import InvalidRequest
+from tako._paths import DEFAULT_LISTEN
 from tako._protocol import (
     ApprovalLinks,
     CreateToken,
@@ -45,7 +46,7 @@ from tako._replies import (
 )
 from takod import links as signed
 from takod.changes import Changes
-from takod.config import DEFAULT_LISTEN, HttpSettings
+from takod.config import HttpSettings
 from takod.scheduler import Clock
 from takod.storage.interface import Backend
 

@@ -48,7 +48,6 @@ class ApprovalSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
 
 
 DATABASE_URL_ENV = "TAKO_DATABASE_URL"
-DEFAULT_LISTEN = "127.0.0.1:8787"  # HTTP, when [http] listen is not set
 
 
 class HttpSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

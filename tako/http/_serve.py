@@ -23,9 +23,9 @@ from typing import Any
 import trio
 
 from tako._errors import TakoError
+from tako._paths import DEFAULT_LISTEN
 from tako._protocol import GetAccess
 from tako._replies import AccessReply
-from takod.config import DEFAULT_LISTEN
 
 PORTS_TRIED = 100  # from the default port up, when it is taken
 
