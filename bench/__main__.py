@@ -135,7 +135,7 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke test of the harness")
-    parser.add_argument("--only", help="scenario numbers, e.g. 1,4")
+    parser.add_argument("--only", help="scenario numbers, e.g. 1,4; pg: bench/postgres.py")
     parser.add_argument("--durability", choices=("full", "normal"), default="full")
     parser.add_argument("--rounds", type=int, help="rounds per scenario (3; 1 with --quick)")
     parser.add_argument("--parked", type=int, help="scenario 6 size (1,000,000; 2,000 quick)")
@@ -143,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         "--parked-budget", type=float, default=300, help="seconds scenario 6 may spend creating"
     )
     args = parser.parse_args(argv)
+    if args.only and "pg" in args.only.split(","):  # PostgreSQL: bench/postgres.py, on its own
+        from bench import postgres
+
+        return postgres.main(["--rounds", str(args.rounds)] if args.rounds else [])
     only = {int(n) for n in args.only.split(",")} if args.only else None
     rounds = args.rounds or (1 if args.quick else 3)
     ctx = sc.Ctx(

@@ -1,4 +1,5 @@
-"""The same workloads on DBOS Transact with a SQLite system database (the `peers` extra).
+"""The same workloads on DBOS Transact (the `peers` extra), its system database on SQLite or,
+given a `url`, on PostgreSQL (bench/postgres.py).
 
 Run by bench as `python -m bench.peers_dbos SCENARIO JSON_ARGS` in a process of its
 own (DBOS is a process-wide singleton); prints one JSON object of figures, keyed
@@ -9,7 +10,9 @@ interpreter, with no socket in between. Its SQLite connections are set to WAL
 and tako's synchronous level so both pay the same commit (DBOS's own default
 is a rollback journal with synchronous FULL). On SQLite, DBOS delivers a
 message to a waiting `recv` by polling, every second by default; bench polls
-every 10 ms, its latency-friendly setting.
+every 10 ms, its latency-friendly setting. On PostgreSQL, `recv` is woken by
+LISTEN/NOTIFY (DBOS's default there) and nothing is tuned but the pool: as many
+connections as DBOS's own default (20), which is more than 2 cores can keep busy.
 """
 
 from __future__ import annotations
@@ -58,8 +61,28 @@ async def _resume() -> int:
     return int(await now())
 
 
+async def _work(steps: int) -> int:
+    for _ in range(steps):
+        await nop()
+    return time.time_ns()
+
+
 steps_wf = DBOS.workflow(name="steps")(_steps)
+work_wf = DBOS.workflow(name="work")(_work)
 resume_wf = DBOS.workflow(name="resume")(_resume)
+
+
+def _launch_postgres(url: str) -> str:
+    DBOS(
+        config={
+            "name": "tkbench",
+            "system_database_url": url,
+            "log_level": "WARNING",
+            "sys_db_pool_size": 20,
+        }
+    )
+    DBOS.launch()
+    return url
 
 
 def _launch(durability: str, db: Path) -> str:
@@ -93,6 +116,16 @@ async def throughput(runs: int, steps: int) -> dict[str, float]:
     return {"steps_per_s": runs * steps / ((max(ends) - began) / 1e9)}
 
 
+async def started_and_done(runs: int, steps: int) -> dict[str, float]:
+    """Start `runs` workflows of `steps` no-op steps each and wait for all of them:
+    from the first start to the last workflow's end (tako's PostgreSQL workload)."""
+    began = time.time_ns()
+    handles = [await DBOS.start_workflow_async(work_wf, steps) for _ in range(runs)]
+    ends = [await h.get_result(polling_interval_sec=0.01) for h in handles]
+    seconds = (max(ends) - began) / 1e9
+    return {"steps_per_s": runs * steps / seconds, "runs_per_s": runs / seconds}
+
+
 async def sequential(steps: int, mode: str) -> dict[str, float]:
     global GATE
     GATE = asyncio.Event()
@@ -118,34 +151,39 @@ async def warm_resume(samples: int) -> dict[str, float]:
     }
 
 
-def starts(url: str, n: int) -> dict[str, float]:
-    """DBOSClient.enqueue (an external client starting a workflow) from 4 threads, each
-    delayed an hour as tako's are; each call is its own transaction."""
-    clients = [DBOSClient(system_database_url=url) for _ in range(4)]
+def starts(url: str, n: int, threads: int = 4) -> dict[str, float]:
+    """DBOSClient.enqueue (an external client starting a workflow) from `threads` threads,
+    each delayed an hour as tako's are; each call is its own transaction."""
+    clients = [DBOSClient(system_database_url=url) for _ in range(threads)]
     options: Any = {"queue_name": "bench", "workflow_name": "resume", "delay_seconds": 3600}
 
     def load(client: DBOSClient, k: int) -> None:
         for _ in range(k):
             client.enqueue(options)
 
-    threads = [threading.Thread(target=load, args=(c, n // 4)) for c in clients]
+    loads = [threading.Thread(target=load, args=(c, n // threads)) for c in clients]
     began = time.perf_counter()
-    for t in threads:
+    for t in loads:
         t.start()
-    for t in threads:
+    for t in loads:
         t.join()
     elapsed = time.perf_counter() - began
     for c in clients:
         c.destroy()
-    return {"starts_per_s": (n // 4) * 4 / elapsed}
+    return {"starts_per_s": (n // threads) * threads / elapsed}
 
 
 def main(argv: list[str]) -> None:
     scenario, args = argv[0], json.loads(argv[1])
     with tempfile.TemporaryDirectory(prefix="tkb", dir="/tmp") as tmp:
-        url = _launch(args["mode"], Path(tmp) / "dbos.sqlite")
+        pg = args.pop("url", None)
+        url = _launch_postgres(pg) if pg else _launch(args["mode"], Path(tmp) / "dbos.sqlite")
         if scenario != "sequential":
-            del args["mode"]
+            args.pop("mode", None)
+        handshake = args.pop("handshake", False)
+        if handshake:  # bench/postgres.py samples from "ready" to its reply to the figures
+            print("ready", flush=True)
+            sys.stdin.readline()
         try:
             if scenario == "starts":
                 out = starts(url, **args)
@@ -153,9 +191,13 @@ def main(argv: list[str]) -> None:
                 work: dict[str, Callable[..., Coroutine[Any, Any, dict[str, float]]]] = {
                     "throughput": throughput,
                     "sequential": sequential,
+                    "started_and_done": started_and_done,
                     "warm_resume": warm_resume,
                 }
                 out = asyncio.run(work[scenario](**args))
+            if handshake:
+                print(json.dumps(out), flush=True)
+                sys.stdin.readline()
         finally:
             DBOS.destroy()
     print(json.dumps(out))
