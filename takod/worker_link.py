@@ -113,6 +113,7 @@ class WorkerLink:
                     self._reply(worker, req, self._stepped),
                     atomic=True,
                     early=functools.partial(_ack_saved, worker, req.id),
+                    checkpoint=None if release else (req, now),
                 )
             case Park():
                 if req.delay is not None:  # takod's clock decides when it falls due

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import trio
 
 from tako._errors import StorageError, TakoError
+from tako._protocol import StepDone
 from takod.storage.interface import Early, QueuedWrite, Sink, Tx
 
 T = TypeVar("T")
@@ -69,6 +70,7 @@ class BatchWriter:
         *,
         atomic: bool = False,
         early: Early | None = None,
+        checkpoint: tuple[StepDone, int] | None = None,
     ) -> QueuedWrite[T]:
         """Queue `fn(tx)` for the next transaction; `on_done(item)` runs in trio after
         the commit. `atomic=True` promises that `fn` leaves nothing half-written when it
@@ -81,7 +83,7 @@ class BatchWriter:
 
         The hot path (a worker's checkpoints) uses this directly: no task and no
         event per write, just a callback that sends the reply."""
-        item = QueuedWrite(fn, on_done, atomic=atomic, early=early)
+        item = QueuedWrite(fn, on_done, atomic=atomic, early=early, checkpoint=checkpoint)
         if self._closed:
             item.error = StorageError("the supervisor is stopping; nothing was written")
             on_done(item)
@@ -146,8 +148,10 @@ class BatchWriter:
         tx = self._tx
         try:
             self.begin()
+            written = self.write_checkpoints([i for i in batch if i.checkpoint is not None])
             for item in batch:
-                self._apply(tx, item)
+                if item not in written:
+                    self._apply(tx, item)
             self.commit()
         except self.database_errors as exc:
             self.abandon()
@@ -155,10 +159,16 @@ class BatchWriter:
                 item.error = self.storage_error(exc)
 
     def _apply(self, tx: Tx, item: QueuedWrite[Any]) -> None:
-        """One write of the batch, in its savepoint. A write that lost a race for a row
-        to another supervisor's transaction (a deadlock the database broke) is tried
-        again: the caller must not hear of a conflict it could do nothing about."""
-        guarded = not (item.atomic and self.atomic_statements)
+        """One write of the batch, in a savepoint of its own unless it is atomic by itself
+        (one statement: it wrote everything or nothing). An atomic write that fails for
+        a database's reason fails it alone where the database lets the transaction go
+        on (SQLite), else the whole batch (PostgreSQL aborts the transaction): the
+        savepoint's round trips are saved on the hottest write, a checkpoint, whose
+        one statement fails only when every neighbour would too (the database away,
+        a full disk). A write that lost a race for its rows to another supervisor's
+        transaction (a deadlock the database broke) is tried again: the caller must
+        not hear of a conflict it could do nothing about."""
+        guarded = not item.atomic
         for attempt in range(1, RETRIES + 1):
             if guarded:
                 self.savepoint()
@@ -185,14 +195,16 @@ class BatchWriter:
 
     # -- what a backend supplies ----------------------------------------------------------
 
+    def write_checkpoints(self, items: list[QueuedWrite[Any]]) -> set[QueuedWrite[Any]]:
+        """Write what it can of these checkpoints at once (each `item.result` set); the
+        rest are written one by one as usual. None here: a statement is cheap in-process."""
+        return set()
+
     def conflict(self, exc: BaseException) -> bool:
         """Did the write fail only because a concurrent transaction held its rows?"""
         return False
 
     database_errors: tuple[type[BaseException], ...] = ()
-    # a failed statement leaves the transaction usable (SQLite), so an atomic write needs
-    # no savepoint; PostgreSQL aborts the whole transaction instead
-    atomic_statements = False
 
     def begin(self) -> None:
         raise NotImplementedError
@@ -208,7 +220,8 @@ class BatchWriter:
         raise NotImplementedError
 
     def alive(self) -> bool:
-        """Does the transaction go on after a failed statement (an atomic write's)?"""
+        """Does the transaction go on after a failed statement (an atomic write's)?
+        PostgreSQL's does not: it aborts at the first failed statement."""
         return False
 
     def commit(self) -> None:

@@ -338,7 +338,7 @@ class Sink(Protocol):
 class QueuedWrite(Generic[T]):
     """One queued write: what to run, then (after the commit) its result or error."""
 
-    __slots__ = ("answered", "atomic", "early", "error", "fn", "on_done", "result")
+    __slots__ = ("answered", "atomic", "checkpoint", "early", "error", "fn", "on_done", "result")
 
     def __init__(
         self,
@@ -346,8 +346,11 @@ class QueuedWrite(Generic[T]):
         on_done: Callable[[QueuedWrite[T]], None],
         atomic: bool = False,
         early: Early | None = None,
+        checkpoint: tuple[StepDone, int] | None = None,
     ) -> None:
         self.fn = fn
+        # `fn` is `tx.save_step(step, now)`: a backend may write many such in one go
+        self.checkpoint = checkpoint
         self.on_done = on_done
         self.atomic = atomic  # fn leaves nothing half-written when it raises: no savepoint
         self.early = early  # runs on the writer thread right after the commit
@@ -373,11 +376,14 @@ class Backend(Protocol):
         *,
         atomic: bool = False,
         early: Early | None = None,
+        checkpoint: tuple[StepDone, int] | None = None,
     ) -> QueuedWrite[T]:
         """Queue `fn(tx)` for the next batch; `on_done(item)` runs in trio after the
         commit. `atomic`: fn is atomic by itself (spares a savepoint). `early(item)`
         runs on the writer thread as soon as the batch is committed and may answer
-        a sink at once (a checkpoint's acknowledgement)."""
+        a sink at once (a checkpoint's acknowledgement). `checkpoint=(step, now)`
+        says `fn` is `tx.save_step(step, now)`, so that a backend whose round trips
+        are dear may write a batch's checkpoints in one."""
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
         """`fn(tx)` in the next batch; returns once it is committed."""

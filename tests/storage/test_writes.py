@@ -10,10 +10,23 @@ from typing import Any
 import pytest
 import trio
 
-from tako._errors import NotAllowed, RunNotFound
+from tako._errors import NotAllowed, RunNotFound, StaleClaim
 from takod.storage import Backend, Tx
-from takod.storage.interface import NewRun, Parked, ParkOutcome, QueuedWrite
-from tests.storage.kit import NOW, counts, run, signal, start, started, status, take
+from takod.storage.interface import NewRun, Parked, ParkOutcome, QueuedWrite, StepSaved
+from tests.storage.kit import (
+    NOW,
+    cancel,
+    counts,
+    done,
+    raw,
+    run,
+    signal,
+    start,
+    started,
+    status,
+    take,
+)
+from tests.storage.kit import steps as steps_of
 
 
 def new(run_id: str) -> NewRun:
@@ -178,3 +191,46 @@ async def test_an_atomic_write_is_committed_like_any_other(backend: Backend) -> 
     assert item.error is None
     assert item.value().run_id == "atomic"
     assert await status(backend, "atomic") == "pending"
+
+
+async def test_checkpoints_written_together_each_get_their_own_outcome(backend: Backend) -> None:
+    """Checkpoints queued at once (a backend may write them in one round trip) are each
+    saved, refused as stale, or stopped by a cancel, exactly as one by one."""
+    a, b, c, d = [await started(backend, rid) for rid in "abcd"]
+    await cancel(backend, "c")  # running: the cancel waits for c's next step
+    steps = {
+        "a": done(a, "one", b'"a1"'),
+        "b": done(b, "one", b'"b1"', token=b.token + 7),  # a worker that lost its claim
+        "c": done(c, "one", b'"c1"'),
+        "d": done(d, "one", b'"d1"'),
+    }
+    answered: dict[str, QueuedWrite[Any]] = {}
+    all_done = trio.Event()
+
+    def on_done(name: str) -> Callable[[QueuedWrite[Any]], None]:
+        def record(item: QueuedWrite[Any]) -> None:
+            answered[name] = item
+            if len(answered) == len(steps):
+                all_done.set()
+
+        return record
+
+    for name, step_done in steps.items():  # no checkpoint between: they queue together
+        backend.submit(
+            lambda tx, s=step_done: tx.save_step(s, NOW),
+            on_done(name),
+            atomic=True,
+            checkpoint=(step_done, NOW),
+        )
+    with trio.fail_after(10):
+        await all_done.wait()
+    assert {n: answered[n].result for n in "acd"} == {
+        "a": StepSaved.SAVED,
+        "c": StepSaved.CANCELLED,
+        "d": StepSaved.SAVED,
+    }
+    assert isinstance(answered["b"].error, StaleClaim)
+    assert [s.key for s in await steps_of(backend, "a")] == ["one"]
+    assert await steps_of(backend, "b") == []
+    assert await status(backend, "c") == "cancelled"
+    assert raw((await steps_of(backend, "d"))[0].result) == b'"d1"'

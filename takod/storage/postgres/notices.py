@@ -4,7 +4,7 @@ A supervisor tells the others what they cannot see in their own memory: a run
 changed (a `wait` or `watch` held elsewhere may be answered), something falls
 due earlier (their timers), runs are ready for whoever has room, approvals
 changed (their deliveries and pages). Notices are coalesced: whatever is told
-within a few milliseconds goes out as one NOTIFY. A listener that lost its
+while the previous NOTIFY is on its way goes out as the next one. A listener that lost its
 connection may have missed notices, so on reconnecting it says so (`missed`)
 and every waiter reads again; a slow sweep (see takod/membership.py) stays the
 safety net. Nothing is lost if a notice is: it only makes a wake-up later.
@@ -24,7 +24,6 @@ from takod.storage.interface import Peers
 from takod.storage.postgres.connection import conninfo, schema_of
 
 log = logging.getLogger("takod")
-FLUSH_EVERY = 0.005  # seconds: notices told within this go out as one NOTIFY
 MAX_PAYLOAD = 7000  # bytes of one NOTIFY payload (PostgreSQL's limit is 8000)
 RECONNECT_EVERY = 1.0
 
@@ -73,7 +72,6 @@ class Notices:
         conn: psycopg.Connection[Any] | None = None
         while True:
             await self._wake.wait()
-            await trio.sleep(FLUSH_EVERY)
             self._wake = trio.Event()
             payloads = self._payloads()
             try:

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import trio
 
+from tako._protocol import StepDone
 from takod.storage.interface import (
     ApprovalEvents,
     Early,
@@ -56,8 +57,9 @@ class SqliteBackend:
         *,
         atomic: bool = False,
         early: Early | None = None,
+        checkpoint: tuple[StepDone, int] | None = None,
     ) -> QueuedWrite[T]:
-        return self.committer.submit(fn, on_done, atomic=atomic, early=early)
+        return self.committer.submit(fn, on_done, atomic=atomic, early=early, checkpoint=checkpoint)
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
         return await self.committer.write(fn)

@@ -13,7 +13,6 @@ class Committer(BatchWriter):
     """BEGIN IMMEDIATE ... COMMIT on the one writing connection."""
 
     database_errors = (sqlite3.Error,)
-    atomic_statements = True
 
     def __init__(self, conn: sqlite3.Connection, tx: Tx) -> None:
         super().__init__(tx)

@@ -42,7 +42,7 @@ _STEP_CONFLICT = (
     " finished_at = excluded.finished_at, wake_at = excluded.wake_at"
 )
 # A checkpoint from the worker that holds the run, of a run nobody asked to cancel.
-_SAVE_STEP_IF_HELD = (
+SAVE_STEP_IF_HELD = (
     f"INSERT INTO steps ({_STEP_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL"
     " WHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND claim_token = ?"
     " AND status = 'running' AND cancel_requested = 0)" + _STEP_CONFLICT
@@ -55,6 +55,15 @@ _RESUME = (
     "UPDATE runs SET status = 'pending', wake_at = NULL, waiting_for = NULL, updated_at = ?"
     " WHERE id = ?"
 )
+
+
+def save_step_params(step: StepDone, now: int) -> tuple[object, ...]:
+    """The parameters of SAVE_STEP_IF_HELD for one checkpoint."""
+    started, finished = step.started_at or now, step.finished_at or now
+    return (
+        step.run_id, step.key, step.name, step.kind, step.status, bytes(step.result),
+        step.error, step.attempts, step.seq, started, finished, step.run_id, step.token,
+    )  # fmt: skip
 
 
 def new_run_id(now_ms: int) -> str:
@@ -130,14 +139,7 @@ class SqlTx(ApprovalWrites[C]):
         if the worker still holds the run; anything else runs in a savepoint here."""
         started, finished = step.started_at or now, step.finished_at or now
         if not release:
-            saved = self.conn.execute(
-                _SAVE_STEP_IF_HELD,
-                (
-                    step.run_id, step.key, step.name, step.kind, step.status, bytes(step.result),
-                    step.error, step.attempts, step.seq, started, finished, step.run_id,
-                    step.token,
-                ),
-            )  # fmt: skip
+            saved = self.conn.execute(SAVE_STEP_IF_HELD, save_step_params(step, now))
             if saved.rowcount == 1:
                 return StepSaved.SAVED
         with self.savepoint():
