@@ -8,6 +8,7 @@ meant to run them that cannot is a broken run, not a reason to test less.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,9 +33,10 @@ def db() -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def make_host(db: Cluster) -> Iterator[Callable[[str], Host]]:
+def make_host(db: Cluster, tmp_path: Path) -> Iterator[Callable[[str], Host]]:
     """`make_host("a")`: a host linked to the database; all of them removed after the test,
-    their supervisors' logs printed first (pytest shows them when the test failed)."""
+    their supervisors' logs printed first (pytest shows them when the test failed) and
+    kept whole in the test's tmp_path (`takod-<host>.log`)."""
     made: list[Host] = []
 
     def make(name: str) -> Host:
@@ -46,6 +48,8 @@ def make_host(db: Cluster) -> Iterator[Callable[[str], Host]]:
     print(f"--- postgres:\n{db.log_tail(10)}")
     for host in made:
         print(f"--- takod on {host.name} ({host.ns}):\n{host.tail()}")
+        if host.log.exists():
+            shutil.copyfile(host.log, tmp_path / f"takod-{host.name}.log")
         host.remove()
 
 

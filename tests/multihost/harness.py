@@ -35,6 +35,7 @@ SUBNET = "10.231"  # host i's link: SUBNET.i.0/30 (db side .1, host side .2)
 DB_ADDRESS = f"{SUBNET}.0.1"  # on the db namespace's loopback; hosts route to it over their link
 DB_PORT = 5432  # free by construction: the db namespace and the socket dir are ours alone
 TMP = Path("/tmp")  # not $TMPDIR: unix socket paths (takod's, PostgreSQL's) must stay short
+AS_POSTGRES = ("runuser", "-u", "postgres", "--")  # initdb refuses root; pg_ctl follows suit
 PG_BIN_DIRS = (
     "/usr/lib/postgresql/17/bin",
     "/usr/lib/postgresql/16/bin",
@@ -178,29 +179,48 @@ class Cluster:
         sh("ip", "-n", self.ns, "link", "set", "lo", "up")
         sh("ip", "-n", self.ns, "addr", "add", f"{DB_ADDRESS}/32", "dev", "lo")
         shutil.chown(self.dir, "postgres", "postgres")
-        as_postgres = ("runuser", "-u", "postgres", "--")
-        initdb, pg_ctl = pg_tool("initdb"), pg_tool("pg_ctl")
-        assert initdb and pg_ctl
-        sh(*as_postgres, initdb, "-D", str(self.data), "-U", "postgres", "-A", "trust", "-N")
+        initdb = pg_tool("initdb")
+        assert initdb
+        sh(*AS_POSTGRES, initdb, "-D", str(self.data), "-U", "postgres", "-A", "trust", "-N")
         with (self.data / "pg_hba.conf").open("a") as hba:
             hba.write(f"host all all {SUBNET}.0.0/16 trust\n")
+        self.start_server()
+
+    def _pg_ctl(self, *args: str) -> None:
+        """pg_ctl as postgres inside the db namespace (where DB_ADDRESS is), waiting for it."""
+        pg_ctl = pg_tool("pg_ctl")
+        assert pg_ctl
+        sh("ip", "netns", "exec", self.ns, *AS_POSTGRES, pg_ctl, "-D", str(self.data), "-w",
+           "-t", "30", *args)  # fmt: skip
+
+    def start_server(self) -> None:
+        """Start the postmaster (again); returns once it accepts connections."""
+        # fsync off: only an OS crash could lose a commit, and these tests never make one.
+        # synchronous_commit stays on: a commit is in the WAL (the OS has it) before the
+        # client hears of it, so a crash of the server (stop_server("immediate")) loses
+        # nothing takod was told is stored, as a production database would not.
         options = (
             f"-c listen_addresses={DB_ADDRESS} -c port={DB_PORT} -k {self.dir}"
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            " -c fsync=off -c synchronous_commit=on -c full_page_writes=off"
             " -c max_connections=300"
         )
-        log = str(self.dir / "postgres.log")
-        sh(
-            *("ip", "netns", "exec", self.ns, *as_postgres, pg_ctl, "-D", str(self.data)),
-            *("-l", log, "-w", "-t", "30", "-o", options, "start"),
-        )
+        self._pg_ctl("-l", str(self.dir / "postgres.log"), "-o", options, "start")
+
+    def stop_server(self, mode: str = "fast") -> None:
+        """Stop the postmaster: "fast" (sessions ended, a clean shutdown) or "immediate"
+        (every process quits at once, as in a crash: recovery runs at the next start)."""
+        self._pg_ctl("-m", mode, "stop")
+
+    def restart_server(self, mode: str = "fast") -> None:
+        """`stop_server(mode)` then `start_server()`: every connection is dropped."""
+        self.stop_server(mode)
+        self.start_server()
 
     def stop(self) -> None:
         """Whatever state it is in: immediate stop, then anything left in the namespace killed."""
         pg_ctl = pg_tool("pg_ctl")
         if pg_ctl and (self.data / "postmaster.pid").exists():
-            as_postgres = ("runuser", "-u", "postgres", "--")
-            sh(*as_postgres, pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop",
+            sh(*AS_POSTGRES, pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop",
                check=False)  # fmt: skip
         for ns in namespaces():
             if ns.startswith(f"{PREFIX}-{self.token}-"):  # the db's, and any host left behind

@@ -1,25 +1,17 @@
 """Three supervisors, three hosts, one app in one database: any of them serves any run.
 
-Every step body appends `<host> <run> <key> <token>` to one log before returning the
-token (a value no other execution can produce: host, pid, random). The log is the
-ground truth of what ran: a step ran once exactly when the log holds one line for it,
-and the step's stored result is that line's token (so the stored result came from
-that execution, not from one the log missed). Hosts write the same file (the app
-folder is shared, as a network file system would be; one short O_APPEND write is
-atomic), so no execution on any host escapes the count.
+What ran where is read off the effects log (see tests/multihost/ledger.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 
-import trio
-
-import tako
 from tests.conftest import App, eventually
 from tests.multihost.harness import Host
+from tests.multihost.ledger import executions, start_all, stored_steps, until_all
 
 RELAY = """
     import os, random
@@ -56,57 +48,6 @@ CHAIN = """
             await step.run(f"s{i}", lambda i=i: record(step.run_id, f"s{i}"))
         return "done"
 """
-
-
-class Execution:
-    """One line of the effects log: a step body that ran, where, and what it returned."""
-
-    def __init__(self, line: str) -> None:
-        fields = line.split()
-        self.host, self.run, self.key, self.token = fields[0], fields[1], fields[2], fields[-1]
-        self.at = float(fields[3]) if len(fields) == 5 else 0.0
-
-
-def executions(app: App) -> dict[tuple[str, str], list[Execution]]:
-    out: dict[tuple[str, str], list[Execution]] = defaultdict(list)
-    for line in app.effects():
-        ex = Execution(line)
-        out[(ex.run, ex.key)].append(ex)
-    return out
-
-
-async def until_all(
-    client: tako.AsyncClient, run_ids: list[str], status: str, timeout: float
-) -> None:
-    """Poll `client` until every run has `status`; on timeout, say where they all are."""
-    seen: Counter[str] = Counter()
-
-    async def there() -> bool:
-        runs = {r.run_id: r.status for r in await client.list_runs(limit=10_000)}
-        seen.clear()
-        seen.update(runs.get(rid, "missing") for rid in run_ids)
-        return seen[status] == len(run_ids)
-
-    try:
-        await eventually(there, timeout=timeout, what=f"every run {status}")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; runs by status: {dict(seen)}") from None
-
-
-async def stored_steps(client: tako.AsyncClient, run_ids: list[str]) -> dict[str, dict[str, str]]:
-    """Each completed run's step results (step.run steps only), read through `client`."""
-    out = {}
-    for rid in run_ids:
-        run = await client.get_run(rid)
-        assert run.status == "completed", (rid, run.status, run.error)
-        out[rid] = {s.key: str(s.result) for s in run.steps or [] if s.kind == "run"}
-    return out
-
-
-async def start_all(hosts: list[Host], app: App) -> None:
-    async with trio.open_nursery() as nursery:
-        for host in hosts:
-            nursery.start_soon(host.start_supervisor, app.dir)
 
 
 async def test_started_on_a_signalled_on_b_read_on_c(
