@@ -40,7 +40,6 @@ from takod.rules.runs import Outcome, RunStatus
 from takod.scheduler import Clock, Scheduler
 from takod.storage.interface import (
     Backend,
-    DatabaseUnavailable,
     Parked,
     ParkOutcome,
     QueuedWrite,
@@ -158,8 +157,7 @@ class WorkerLink:
             if not isinstance(error, TakoError):
                 log.error("worker request %r failed", req, exc_info=error)
                 error = TakoError(f"internal error: {type(error).__name__}: {error}")
-            # the worker lets go of the run (the database away: membership takes it back)
-            if isinstance(error, StaleClaim | NotAllowed | DatabaseUnavailable):
+            if isinstance(error, StaleClaim | NotAllowed):
                 self.pool.finished(worker, req.run_id)
             worker.channel.send(fail(req.id, error))
 

@@ -17,12 +17,15 @@ import anyio
 import msgspec
 from anyio.abc import ByteStream
 
-from tako._errors import StorageError
+from tako._errors import StorageError, SupervisorUnavailable
 from tako._protocol import NULL, Assign, encode_safely
 from worker_runtime.loops import Loop, Waiter
 
 log = logging.getLogger("tako.worker")
 _ASSIGN_PREFIX = b'{"op":"assign"'
+
+
+_CANNOT_WRITE = (StorageError.code, SupervisorUnavailable.code)
 
 
 class WireError(msgspec.Struct):
@@ -74,12 +77,14 @@ class Channel:
 
     async def persist(self, msg: Any) -> Reply:
         """Send a write that must not be lost (a checkpoint, a park, a run's end): while
-        takod answers that its disk is full, wait and send it again. The run keeps its
-        slot meanwhile, and heartbeats keep its lease."""
+        takod answers that it cannot write (its disk is full, its database is away),
+        wait and send it again. The run keeps its slot meanwhile, and heartbeats keep
+        its lease; if the outage outlasts it, the run is taken back and the next
+        answer says so (stale)."""
         delay = 0.5
         while True:
             reply = await self.request(msg)
-            if reply.error is None or reply.error.code != StorageError.code:
+            if reply.error is None or reply.error.code not in _CANNOT_WRITE:
                 return reply
             log.warning("takod cannot write (%s); retrying in %.1fs", reply.error.message, delay)
             await anyio.sleep(delay)
