@@ -26,6 +26,7 @@ from takod.storage.interface import Early, QueuedWrite, Sink, Tx
 T = TypeVar("T")
 log = logging.getLogger("takod")
 RETRIES = 5  # attempts of a write that keeps losing races for its rows
+_NONE: set[Any] = set()
 
 
 class BatchWriter:
@@ -148,9 +149,9 @@ class BatchWriter:
         tx = self._tx
         try:
             self.begin()
-            written = self.write_checkpoints([i for i in batch if i.checkpoint is not None])
+            written = self.write_checkpoints(batch)
             for item in batch:
-                if item not in written:
+                if not written or item not in written:
                     self._apply(tx, item)
             self.commit()
         except self.database_errors as exc:
@@ -195,10 +196,11 @@ class BatchWriter:
 
     # -- what a backend supplies ----------------------------------------------------------
 
-    def write_checkpoints(self, items: list[QueuedWrite[Any]]) -> set[QueuedWrite[Any]]:
-        """Write what it can of these checkpoints at once (each `item.result` set); the
-        rest are written one by one as usual. None here: a statement is cheap in-process."""
-        return set()
+    def write_checkpoints(self, batch: list[QueuedWrite[Any]]) -> set[QueuedWrite[Any]]:
+        """Write what it can of the batch's checkpoints at once (each `item.result` set);
+        the rest are written one by one as usual. None here: a statement is cheap
+        in-process."""
+        return _NONE
 
     def conflict(self, exc: BaseException) -> bool:
         """Did the write fail only because a concurrent transaction held its rows?"""

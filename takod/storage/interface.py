@@ -203,9 +203,10 @@ class Tx(Protocol):
 
     def recover(self, now: int, lease_ms: int | None = None) -> list[str]:
         """Runs held by a supervisor that is gone go back to pending; returns them. With
-        `lease_ms` None every running run is (one supervisor owns the store, and it is
-        starting); else those whose supervisor was silent for `lease_ms`, and such
-        supervisors are forgotten."""
+        `lease_ms` None every running run is, and every supervisor that joined before
+        `now` is forgotten (one supervisor owns the store, and it is starting); else
+        those whose supervisor was silent for `lease_ms`, and such supervisors are
+        forgotten."""
 
     def release_orphans(
         self, owner: int, held: Collection[str], claimed_before: int, now: int

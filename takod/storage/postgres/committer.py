@@ -59,10 +59,11 @@ class Committer(BatchWriter):
             with contextlib.suppress(psycopg.Error):  # it is going anyway
                 self.conn.raw.execute("ROLLBACK")
 
-    def write_checkpoints(self, items: list[QueuedWrite[Any]]) -> set[QueuedWrite[Any]]:
+    def write_checkpoints(self, batch: list[QueuedWrite[Any]]) -> set[QueuedWrite[Any]]:
         """The batch's checkpoints in one pipeline (psycopg's executemany): one round trip
         instead of one each. Those the fast path did not save (the run is no longer held,
         a cancel waits) go their usual way afterwards, and find out why."""
+        items = [item for item in batch if item.checkpoint is not None]
         if len(items) < 2:
             return set()
         params = [save_step_params(*item.checkpoint) for item in items if item.checkpoint]

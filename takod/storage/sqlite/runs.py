@@ -268,8 +268,9 @@ class SqlTx(ApprovalWrites[C]):
             "UPDATE runs SET status = 'pending', claim_token = claim_token + 1, updated_at = ?"
             " WHERE status = 'running'"
         )
-        if lease_ms is None:
+        if lease_ms is None:  # the store's one supervisor is starting: the rest is history
             rows = self.conn.execute(requeue + " RETURNING id", (now,)).fetchall()
+            self.conn.execute("DELETE FROM supervisors WHERE heartbeat_at < ?", (now,))
             return [r[0] for r in rows]
         silent_since = now - lease_ms
         rows = self.conn.execute(
