@@ -92,12 +92,12 @@ def dev_cmd(app_dir: Path, http_listen: str | None, no_http: bool) -> None:
 
     opts = settings()
     app = app_dir.absolute()
-    try:
-        config = load_config(app)  # [storage] url, overridden by $TAKO_DATABASE_URL
+    if opts.database_url:
+        checked_url(opts.database_url, "--database-url")
+    try:  # the database: --database-url, else $TAKO_DATABASE_URL, else [storage] url
+        config = load_config(app, opts.database_url)
     except ConfigError as exc:
         raise BadInput(exc.message) from None
-    if opts.database_url:
-        config.storage.url = checked_url(opts.database_url, "--database-url")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     console = DevConsole(use_colour())
     data_dir = Path(opts.data_dir).absolute() if opts.data_dir else None

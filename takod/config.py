@@ -76,8 +76,10 @@ _DURATIONS = {
 _SIZES = {("runs", "max_payload")}
 
 
-def load_config(app_dir: Path) -> AppConfig:
-    """Read `<app_dir>/tako.toml`; every error names the file and the setting."""
+def load_config(app_dir: Path, database_url: str | None = None) -> AppConfig:
+    """Read `<app_dir>/tako.toml`; every error names the file and the setting. The
+    database is `database_url` if given (a command's `--database-url`), else
+    `$TAKO_DATABASE_URL`, else the file's `[storage] url`."""
     path = app_dir / "tako.toml"
     raw: dict[str, object] = {}
     if path.exists():
@@ -98,13 +100,17 @@ def load_config(app_dir: Path) -> AppConfig:
         config = msgspec.convert(raw, AppConfig)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    from_env = os.environ.get(DATABASE_URL_ENV)
-    if from_env:
-        config.storage.url = from_env
-    if config.storage.url is not None and not config.storage.url.startswith(
-        ("postgresql://", "postgres://")
-    ):
-        raise ConfigError(
-            f"{path}: [storage] url must be a postgresql:// URL (leave it unset for SQLite)"
-        )
+    given = [
+        (database_url, "--database-url"),
+        (os.environ.get(DATABASE_URL_ENV), f"${DATABASE_URL_ENV}"),
+        (config.storage.url, f"{path}: [storage] url"),
+    ]
+    for url, where in given:
+        if url:
+            if not url.startswith(("postgresql://", "postgres://")):
+                raise ConfigError(
+                    f"{where} must be a postgresql:// URL (leave it unset for SQLite)"
+                )
+            config.storage.url = url
+            break
     return config

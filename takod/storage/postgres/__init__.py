@@ -29,7 +29,7 @@ from takod.storage.interface import (
     Tx,
 )
 from takod.storage.postgres.committer import Committer
-from takod.storage.postgres.connection import PgConn, connect
+from takod.storage.postgres.connection import PgConn, connect, schema_of
 from takod.storage.postgres.notices import Notices
 from takod.storage.postgres.schema import migrate, redact
 from takod.storage.sqlite.portable import POSTGRES
@@ -128,6 +128,13 @@ def open_reads(url: str, app: str) -> Iterator[SqlReads[PgConn]]:
     except psycopg.Error as exc:
         raise StoreError(f"cannot reach the database at {redact(url)}: {exc}") from None
     try:
+        schema = schema_of(app)
+        found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = ?", (schema,))
+        if found.fetchone() is None:
+            raise StoreError(
+                f"{redact(url)} holds no schema {schema} for app {app!r} yet: run "
+                "`tako db migrate` (or start a supervisor), or check the app's name"
+            )
         yield SqlReads(conn)
     except psycopg.Error as exc:
         raise StoreError(str(exc).strip()) from None
