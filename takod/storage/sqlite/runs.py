@@ -57,6 +57,13 @@ _RESUME = (
 )
 
 
+CHUNK = 500  # ids per statement: well within both databases' limits on parameters
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
+
+
 def save_step_params(step: StepDone, now: int) -> tuple[object, ...]:
     """The parameters of SAVE_STEP_IF_HELD for one checkpoint."""
     started, finished = step.started_at or now, step.finished_at or now
@@ -100,38 +107,60 @@ class SqlTx(ApprovalWrites[C]):
         hold: Hold | None = None,
         owner: int | None = None,
     ) -> list[Assign]:
+        """A few statements for the lot, however many: a crowd of runs woken at once
+        is claimed without a round trip per run."""
         out: list[Assign] = []
-        for rid in run_ids:
-            if hold is not None:
-                found = self.conn.execute(
-                    "SELECT workflow FROM runs WHERE id = ?", (rid,)
-                ).fetchone()
-                reason = hold(found[0]) if found else None
-                if reason is not None:
+        for ids in _chunks(list(dict.fromkeys(run_ids))):
+            out += self._claim_some(ids, now, hold, owner)
+        return out
+
+    def _claim_some(
+        self, ids: list[str], now: int, hold: Hold | None, owner: int | None
+    ) -> list[Assign]:
+        if hold is not None:
+            marks = ", ".join("?" * len(ids))
+            for rid, workflow in self.conn.execute(
+                f"SELECT id, workflow FROM runs WHERE id IN ({marks})", ids
+            ).fetchall():
+                reason = hold(workflow)
+                if reason is not None:  # its file failed to load: it waits, saying why
                     self.conn.execute(
                         "UPDATE runs SET error = ?, updated_at = ?"
                         " WHERE id = ? AND status = 'pending'",
                         (reason, now, rid),
                     )
-                    continue
-            row = self.conn.execute(
+                    ids = [i for i in ids if i != rid]
+            if not ids:
+                return []
+        marks = ", ".join("?" * len(ids))
+        claimed = {
+            row[0]: row
+            for row in self.conn.execute(
                 "UPDATE runs SET status = 'running', claim_token = claim_token + 1, owner = ?,"
                 " updated_at = ?, wake_at = NULL, error = CASE WHEN attempts > 1 THEN error END"
-                " WHERE id = ? AND status = 'pending' AND (wake_at IS NULL OR wake_at <= ?)"
-                " RETURNING workflow, payload, attempts, claim_token",
-                (owner, now, rid, now),
-            ).fetchone()
-            if row is None:
-                continue
-            memo = [
+                f" WHERE id IN ({marks}) AND status = 'pending'"
+                " AND (wake_at IS NULL OR wake_at <= ?)"
+                " RETURNING id, workflow, payload, attempts, claim_token",
+                (owner, now, *ids, now),
+            ).fetchall()
+        }
+        if not claimed:
+            return []
+        memos: dict[str, list[MemoEntry]] = {rid: [] for rid in claimed}
+        marks = ", ".join("?" * len(claimed))
+        for rid, key, status, result, error, attempts in self.conn.execute(
+            "SELECT run_id, key, status, result, error, attempts FROM steps"
+            f" WHERE run_id IN ({marks})",
+            list(claimed),
+        ):
+            memos[rid].append(
                 MemoEntry(key, status, msgspec.Raw(result or b"null"), error, attempts)
-                for key, status, result, error, attempts in self.conn.execute(
-                    "SELECT key, status, result, error, attempts FROM steps WHERE run_id = ?",
-                    (rid,),
-                )
-            ]
-            out.append(Assign(rid, row[0], msgspec.Raw(row[1]), row[2], row[3], memo))
-        return out
+            )
+        return [
+            Assign(rid, row[1], msgspec.Raw(row[2]), row[3], row[4], memos[rid])
+            for rid in ids
+            if (row := claimed.get(rid)) is not None
+        ]
 
     def save_step(self, step: StepDone, now: int, release: bool = False) -> StepSaved:
         """Atomic by itself, so the committer runs it without a savepoint of its own (this
@@ -436,21 +465,24 @@ class SqlTx(ApprovalWrites[C]):
         for rid, error in failed:
             self._finish_run(rid, RunStatus.FAILED, now, error=error)
         failures += failed
-        for rid, status in self.conn.execute(
+        due = self.conn.execute(
             "SELECT id, status FROM runs WHERE wake_at IS NOT NULL AND wake_at <= ?"
             " AND status IN ('pending', 'sleeping', 'waiting') ORDER BY wake_at LIMIT ?"
             + self.dialect.skip_locked,
             (now, limit),
-        ).fetchall():
-            if status == RunStatus.SLEEPING:  # a sleep ends; a retry backoff is over
-                self.conn.execute(
-                    "UPDATE steps SET status = CASE kind WHEN 'sleep' THEN 'completed'"
-                    " ELSE status END, result = CASE kind WHEN 'sleep' THEN ? ELSE result END,"
-                    " finished_at = CASE kind WHEN 'sleep' THEN ? ELSE NULL END,"
-                    " wake_at = NULL WHERE run_id = ? AND status IN ('sleeping', 'running')",
-                    (rules.NULL, now, rid),
-                )
-            elif status == RunStatus.WAITING:  # a wait times out with None
+        ).fetchall()
+        sleeping = [rid for rid, status in due if status == RunStatus.SLEEPING]
+        for ids in _chunks(sleeping):  # a sleep ends; a retry backoff is over
+            marks = ", ".join("?" * len(ids))
+            self.conn.execute(
+                "UPDATE steps SET status = CASE kind WHEN 'sleep' THEN 'completed'"
+                " ELSE status END, result = CASE kind WHEN 'sleep' THEN ? ELSE result END,"
+                " finished_at = CASE kind WHEN 'sleep' THEN ? ELSE NULL END,"
+                f" wake_at = NULL WHERE run_id IN ({marks}) AND status IN ('sleeping', 'running')",
+                (rules.NULL, now, *ids),
+            )
+        for rid, status in due:
+            if status == RunStatus.WAITING:  # a wait times out with None
                 key = self.conn.execute(
                     "SELECT step_key FROM waiters WHERE run_id = ?", (rid,)
                 ).fetchone()
@@ -460,8 +492,15 @@ class SqlTx(ApprovalWrites[C]):
                         "UPDATE steps SET error = 'timed out' WHERE run_id = ? AND key = ?",
                         (rid, key[0]),
                     )
-            self.conn.execute(_RESUME, (now, rid))
-            ready.append(rid)
+        woken = [rid for rid, _status in due]
+        for ids in _chunks(woken):
+            marks = ", ".join("?" * len(ids))
+            self.conn.execute(
+                "UPDATE runs SET status = 'pending', wake_at = NULL, waiting_for = NULL,"
+                f" updated_at = ? WHERE id IN ({marks})",
+                (now, *ids),
+            )
+        ready += woken
         return Due(ready, failures)
 
     def prune(self, before: int) -> int:
