@@ -44,7 +44,8 @@ class Scenario:
     once: bool = False  # too long to repeat: one round only
 
 
-SCENARIOS = [
+SCENARIOS = [  # the headline first: what users write, with every setting as shipped
+    Scenario(11, "headline: 1,000 runs woken by one signal, 10 steps each, defaults", sc.headline),
     Scenario(1, "concurrent runs of no-op steps", sc.throughput),
     Scenario(2, "one run, sequential steps", sc.sequential, ("full", "normal")),
     Scenario(3, "pipelined starts", sc.starts),
@@ -67,6 +68,10 @@ def dbos_jobs(number: int, ctx: sc.Ctx) -> list[tuple[str, dict[str, Any]]]:
         2: [("sequential", {"steps": ctx.size(1000, 100), "mode": m}) for m in ("full", "normal")],
         3: [("starts", {"n": ctx.size(2000, 200), "mode": mode})],
         4: [("warm_resume", {"samples": ctx.size(200, 10), "mode": mode})],
+        11: [
+            ("headline", {"runs": ctx.size(1000, 20), "steps": 10, "variant": v, "mode": mode})
+            for v in ("sync", "async")
+        ],
     }
     return jobs.get(number, [])
 
@@ -79,6 +84,10 @@ def run_dbos(jobs: list[tuple[str, dict[str, Any]]]) -> dict[str, float]:
         if proc.returncode != 0:
             raise RuntimeError(f"DBOS {workload} failed: {proc.stderr.strip()[-2000:]}")
         out.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    if "headline_sync_steps_per_s" in out and "headline_async_steps_per_s" in out:
+        out["headline_sync_vs_async"] = (
+            out["headline_sync_steps_per_s"] / out["headline_async_steps_per_s"]
+        )
     return out
 
 

@@ -94,6 +94,76 @@ async def approve(payload, step):
     return await step.run("after", _now)
 
 
+# Scenario 11: what users write. No bench helpers, no tuning: the step bodies are
+# plain lambdas (run in threads) or async def functions; the run returns when its
+# last step was acknowledged, i.e. committed.
+
+
+@workflow
+async def checkout_sync(payload, step):
+    await step.wait_for("go")
+    order = payload["order"]
+    await step.run("validate", lambda: {"order": order, "valid": True})
+    price = await step.run("price", lambda: 4200 + order % 7)
+    await step.run("reserve", lambda: {"sku": "A-1", "qty": 1})
+    charge = await step.run("charge", lambda: {"id": f"ch_{order}", "amount": price})
+    await step.run("invoice", lambda: f"inv_{charge['id']}")
+    await step.run("label", lambda: f"lbl_{order}")
+    await step.run("ship", lambda: {"carrier": "post", "order": order})
+    await step.run("email", lambda: True)
+    await step.run("points", lambda: price // 100)
+    await step.run("close", lambda: "done")
+    return time.time_ns()
+
+
+@workflow
+async def checkout_async(payload, step):
+    await step.wait_for("go")
+    order = payload["order"]
+
+    async def validate():
+        return {"order": order, "valid": True}
+
+    async def price():
+        return 4200 + order % 7
+
+    async def reserve():
+        return {"sku": "A-1", "qty": 1}
+
+    async def charge():
+        return {"id": f"ch_{order}", "amount": total}
+
+    async def invoice():
+        return f"inv_{paid['id']}"
+
+    async def label():
+        return f"lbl_{order}"
+
+    async def ship():
+        return {"carrier": "post", "order": order}
+
+    async def email():
+        return True
+
+    async def points():
+        return total // 100
+
+    async def close():
+        return "done"
+
+    await step.run("validate", validate)
+    total = await step.run("price", price)
+    await step.run("reserve", reserve)
+    paid = await step.run("charge", charge)
+    await step.run("invoice", invoice)
+    await step.run("label", label)
+    await step.run("ship", ship)
+    await step.run("email", email)
+    await step.run("points", points)
+    await step.run("close", close)
+    return time.time_ns()
+
+
 @workflow
 async def hold(payload, step):
     """Scenario 8: stay in flight inside an async step."""

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy  # type: ignore[import-not-found, unused-ignore]
-from dbos import DBOS, DBOSClient  # type: ignore[import-not-found, unused-ignore]
+from dbos import DBOS, DBOSClient, SendMessage  # type: ignore[import-not-found, unused-ignore]
 
 GATE: asyncio.Event | None = None  # the shared "go" of scenarios 1 and 2 (not durable)
 
@@ -67,6 +67,73 @@ async def _work(steps: int) -> int:
     return time.time_ns()
 
 
+def _checkout_sync(order: int) -> int:
+    """Scenario 11, as a DBOS user writes it: recv, then 10 steps given as sync lambdas."""
+    DBOS.recv("go", timeout_seconds=600)
+    step = DBOS.run_step
+    step({"name": "validate"}, lambda: {"order": order, "valid": True})
+    price = step({"name": "price"}, lambda: 4200 + order % 7)
+    step({"name": "reserve"}, lambda: {"sku": "A-1", "qty": 1})
+    charge = step({"name": "charge"}, lambda: {"id": f"ch_{order}", "amount": price})
+    step({"name": "invoice"}, lambda: f"inv_{charge['id']}")
+    step({"name": "label"}, lambda: f"lbl_{order}")
+    step({"name": "ship"}, lambda: {"carrier": "post", "order": order})
+    step({"name": "email"}, lambda: True)
+    step({"name": "points"}, lambda: price // 100)
+    step({"name": "close"}, lambda: "done")
+    return time.time_ns()
+
+
+async def _checkout_async(order: int) -> int:
+    """The same with async def step functions."""
+    await DBOS.recv_async("go", timeout_seconds=600)
+
+    async def validate() -> Any:
+        return {"order": order, "valid": True}
+
+    async def price() -> int:
+        return 4200 + order % 7
+
+    async def reserve() -> Any:
+        return {"sku": "A-1", "qty": 1}
+
+    async def charge() -> Any:
+        return {"id": f"ch_{order}", "amount": total}
+
+    async def invoice() -> str:
+        return f"inv_{paid['id']}"
+
+    async def label() -> str:
+        return f"lbl_{order}"
+
+    async def ship() -> Any:
+        return {"carrier": "post", "order": order}
+
+    async def email() -> bool:
+        return True
+
+    async def points() -> int:
+        return total // 100
+
+    async def close() -> str:
+        return "done"
+
+    step = DBOS.run_step_async
+    await step({"name": "validate"}, validate)
+    total = await step({"name": "price"}, price)
+    await step({"name": "reserve"}, reserve)
+    paid = await step({"name": "charge"}, charge)
+    await step({"name": "invoice"}, invoice)
+    await step({"name": "label"}, label)
+    await step({"name": "ship"}, ship)
+    await step({"name": "email"}, email)
+    await step({"name": "points"}, points)
+    await step({"name": "close"}, close)
+    return time.time_ns()
+
+
+checkout_sync_wf = DBOS.workflow(name="checkout_sync")(_checkout_sync)
+checkout_async_wf = DBOS.workflow(name="checkout_async")(_checkout_async)
 steps_wf = DBOS.workflow(name="steps")(_steps)
 work_wf = DBOS.workflow(name="work")(_work)
 resume_wf = DBOS.workflow(name="resume")(_resume)
@@ -114,6 +181,30 @@ async def throughput(runs: int, steps: int) -> dict[str, float]:
     GATE.set()
     ends = [(await h.get_result(polling_interval_sec=0.01))[1] for h in handles]
     return {"steps_per_s": runs * steps / ((max(ends) - began) / 1e9)}
+
+
+def headline(runs: int, steps: int, variant: str) -> dict[str, float]:
+    """Scenario 11: `runs` workflows in `recv("go")`; one `send_bulk` (one transaction, the
+    nearest DBOS has to a broadcast signal) delivers "go" to all; from that call to the last
+    workflow's end. Sync workflows run in DBOS's executor threads, async ones on the loop."""
+    assert steps == 10  # the workflows above hold 10 steps
+    if variant == "async":
+        return asyncio.run(_headline_async(runs, steps))
+    handles = [DBOS.start_workflow(checkout_sync_wf, i) for i in range(runs)]
+    time.sleep(1.0 + runs / 1000)  # every workflow is inside recv
+    began = time.time_ns()
+    DBOS.send_bulk([SendMessage(h.get_workflow_id(), 1, "go") for h in handles])
+    ends = [h.get_result(polling_interval_sec=0.01) for h in handles]
+    return {"headline_sync_steps_per_s": runs * steps / ((max(ends) - began) / 1e9)}
+
+
+async def _headline_async(runs: int, steps: int) -> dict[str, float]:
+    handles = [await DBOS.start_workflow_async(checkout_async_wf, i) for i in range(runs)]
+    await asyncio.sleep(1.0 + runs / 1000)  # every workflow is inside recv
+    began = time.time_ns()
+    await DBOS.send_bulk_async([SendMessage(h.get_workflow_id(), 1, "go") for h in handles])
+    ends = [await h.get_result(polling_interval_sec=0.01) for h in handles]
+    return {"headline_async_steps_per_s": runs * steps / ((max(ends) - began) / 1e9)}
 
 
 async def started_and_done(runs: int, steps: int) -> dict[str, float]:
@@ -187,6 +278,8 @@ def main(argv: list[str]) -> None:
         try:
             if scenario == "starts":
                 out = starts(url, **args)
+            elif scenario == "headline":
+                out = headline(**args)
             else:
                 work: dict[str, Callable[..., Coroutine[Any, Any, dict[str, float]]]] = {
                     "throughput": throughput,

@@ -29,6 +29,23 @@ class Spec:
 
 SPECS = [
     Spec(
+        11,
+        "headline_sync_steps_per_s",
+        "steps committed/s, defaults, 1,000 runs woken by one signal x 10 sync lambda steps",
+        "/s",
+        None,
+        "rate",
+    ),
+    Spec(
+        11,
+        "headline_async_steps_per_s",
+        "  the same, async def steps",
+        "/s",
+        None,
+        "rate",
+    ),
+    Spec(11, "headline_sync_vs_async", "  sync / async", "x"),
+    Spec(
         1,
         "steps_per_s",
         "steps committed/s, 200 runs x 10 no-op steps",

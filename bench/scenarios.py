@@ -82,6 +82,33 @@ def throughput(ctx: Ctx) -> Figures:
     return out
 
 
+# -- 11. the headline: what users write, as shipped ------------------------------------------
+
+
+def headline(ctx: Ctx) -> Figures:
+    """An app with no tako.toml tuning at all: 1,000 runs started through tako.Client,
+    each parked in `step.wait_for("go")`; one `signal("go")` wakes them all; then 10
+    steps each, sync lambdas in one takod and async def functions in another. Timed as
+    scenario 1: from the signal to the last run's last acknowledged (committed) step."""
+    runs, steps = ctx.size(1000, 20), 10
+    out: Figures = {}
+    for variant in ("sync", "async"):
+        workflow = f"checkout-{variant}"
+        with takod() as t:  # tako.toml holds only the app's name: every default as shipped
+            for i in range(runs):
+                t.client.start(workflow, {"order": i})
+            t.wait_for_count("waiting", runs, timeout=120, poll=0.05)
+            began = time.time_ns()
+            t.client.signal("go")
+            t.wait_for_count("completed", runs, timeout=600, poll=0.05)
+            ends = [int(x) for x in t.results(workflow)]
+            out[f"headline_{variant}_steps_per_s"] = runs * steps / ((max(ends) - began) / 1e9)
+    out["headline_sync_vs_async"] = float(out["headline_sync_steps_per_s"]) / float(
+        out["headline_async_steps_per_s"]
+    )
+    return out
+
+
 # -- 2. one run, sequential steps ---------------------------------------------------------
 
 
