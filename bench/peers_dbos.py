@@ -113,7 +113,7 @@ async def _checkout_async(order: int) -> int:
         return True
 
     async def points() -> int:
-        return total // 100
+        return int(total // 100)
 
     async def close() -> str:
         return "done"
