@@ -357,21 +357,29 @@ def wait_until(
 
 def pipelined(path: Path, batches: list[list[dict[str, Any]]]) -> tuple[float, list[Any]]:
     """Send each batch of requests on a connection of its own without waiting for
-    replies; return the seconds from the first write to the last reply, and the replies.
+    replies; return the seconds from the first write to the last reply, and the replies."""
+    return pipelined_to([(path, batch) for batch in batches])
+
+
+def pipelined_to(targets: list[tuple[Path, list[dict[str, Any]]]]) -> tuple[float, list[Any]]:
+    """`pipelined`, each (socket, requests) on a connection of its own: several
+    supervisors' sockets at once.
 
     One thread per connection writes while the calling thread reads, so neither side's
     socket buffer can stall the other."""
     encode = msgspec.json.Encoder().encode
-    blobs = [b"".join(encode({"id": i, **req}) + b"\n" for i, req in enumerate(b)) for b in batches]
+    blobs = [
+        b"".join(encode({"id": i, **req}) + b"\n" for i, req in enumerate(b)) for _, b in targets
+    ]
     socks = []
-    for _ in batches:
+    for path, _ in targets:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(str(path))
         socks.append(sock)
-    replies: list[list[Any]] = [[] for _ in batches]
+    replies: list[list[Any]] = [[] for _ in targets]
     readers = [
         threading.Thread(target=_read_replies, args=(s, len(b), replies[i]))
-        for i, (s, b) in enumerate(zip(socks, batches, strict=True))
+        for i, (s, (_, b)) in enumerate(zip(socks, targets, strict=True))
     ]
     start = time.perf_counter()
     for t in readers:
@@ -385,8 +393,9 @@ def pipelined(path: Path, batches: list[list[dict[str, Any]]]) -> tuple[float, l
         sock.close()
     flat = [r for rs in replies for r in rs]
     failed = [r for r in flat if not r.get("ok")]
-    if failed:
-        raise BenchError(f"{len(failed)} of {len(flat)} pipelined requests failed: {failed[0]}")
+    if failed or len(flat) != sum(len(b) for _, b in targets):
+        first = failed[0] if failed else "replies missing"
+        raise BenchError(f"{len(failed)} of {len(flat)} pipelined requests failed: {first}")
     return elapsed, flat
 
 

@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,10 +45,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import psycopg
 
-from bench.engine import BenchError, Takod, _read_replies, wait_until
+from bench.engine import BenchError, Takod, pipelined_to, wait_until
 from bench.pgstats import Sampler, raw_commits
 from bench.scenarios import percentile
 
@@ -166,29 +164,7 @@ def fleet(url: str, n: int) -> Iterator[Fleet]:
 def pipelined(targets: list[tuple[Path, list[dict[str, Any]]]]) -> float:
     """Each (socket, requests) on a connection of its own, written back to back while
     a thread reads the replies; seconds from the first write to the last reply."""
-    encode = msgspec.json.Encoder().encode
-    socks, readers, replies = [], [], []
-    for path, reqs in targets:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(str(path))
-        out: list[Any] = []
-        replies.append(out)
-        socks.append(sock)
-        readers.append(threading.Thread(target=_read_replies, args=(sock, len(reqs), out)))
-    blobs = [b"".join(encode({"id": i, **r}) + b"\n" for i, r in enumerate(q)) for _, q in targets]
-    began = time.perf_counter()
-    for t in readers:
-        t.start()
-    for sock, blob in zip(socks, blobs, strict=True):
-        threading.Thread(target=sock.sendall, args=(blob,), daemon=True).start()
-    for t in readers:
-        t.join()
-    elapsed = time.perf_counter() - began
-    for sock in socks:
-        sock.close()
-    failed = [r for out in replies for r in out if not r.get("ok")]
-    if failed or sum(map(len, replies)) != sum(len(q) for _, q in targets):
-        raise BenchError(f"pipelined requests failed: {failed[:1]}")
+    elapsed, _replies = pipelined_to(targets)
     return elapsed
 
 
