@@ -262,3 +262,27 @@ def _answer_early(batch: list[QueuedWrite[Any]]) -> None:
             item.answered = True
     for sink, parts in out.items():
         sink.send_threadsafe(b"".join(parts))
+
+
+class Batched:
+    """The writing half of a `Backend`, for a backend whose writes go through a
+    `BatchWriter` (both do): queue, await, and the writer's life."""
+
+    committer: BatchWriter
+
+    def submit(
+        self,
+        fn: Callable[[Tx], T],
+        on_done: Callable[[QueuedWrite[T]], None],
+        *,
+        atomic: bool = False,
+        early: Early | None = None,
+        checkpoint: tuple[StepDone, int] | None = None,
+    ) -> QueuedWrite[T]:
+        return self.committer.submit(fn, on_done, atomic=atomic, early=early, checkpoint=checkpoint)
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        return await self.committer.write(fn)
+
+    async def run(self) -> None:
+        await self.committer.run()

@@ -17,16 +17,13 @@ from typing import TypeVar
 import psycopg
 import trio
 
-from tako._protocol import StepDone
+from takod.storage.batch import Batched
 from takod.storage.interface import (
     ApprovalEvents,
     DatabaseUnavailable,
-    Early,
     Peers,
-    QueuedWrite,
     Reads,
     StoreError,
-    Tx,
 )
 from takod.storage.postgres.committer import Committer
 from takod.storage.postgres.connection import PgConn, connect, schema_of
@@ -40,7 +37,7 @@ __all__ = ["PostgresBackend", "open_reads"]
 T = TypeVar("T")
 
 
-class PostgresBackend:
+class PostgresBackend(Batched):
     """The storage seam on one PostgreSQL schema (see takod/storage/interface.py)."""
 
     def __init__(self, url: str, app: str, *, events: ApprovalEvents | None = None) -> None:
@@ -62,20 +59,6 @@ class PostgresBackend:
                 f"cannot reach the database at {redact(self.url)}: {str(exc).strip()}"
             ) from None
 
-    def submit(
-        self,
-        fn: Callable[[Tx], T],
-        on_done: Callable[[QueuedWrite[T]], None],
-        *,
-        atomic: bool = False,
-        early: Early | None = None,
-        checkpoint: tuple[StepDone, int] | None = None,
-    ) -> QueuedWrite[T]:
-        return self.committer.submit(fn, on_done, atomic=atomic, early=early, checkpoint=checkpoint)
-
-    async def write(self, fn: Callable[[Tx], T]) -> T:
-        return await self.committer.write(fn)
-
     async def read(self, fn: Callable[[Reads], T]) -> T:
         def call() -> T:
             if self._reader is None or self._reader.raw.broken or self._reader.raw.closed:
@@ -88,9 +71,6 @@ class PostgresBackend:
                 ) from None
 
         return await trio.to_thread.run_sync(call, limiter=self._read_limiter)
-
-    async def run(self) -> None:
-        await self.committer.run()
 
     def tell(self, kind: str, arg: str = "") -> None:
         self.notices.tell(kind, arg)

@@ -16,15 +16,12 @@ from typing import TypeVar
 
 import trio
 
-from tako._protocol import StepDone
+from takod.storage.batch import Batched
 from takod.storage.interface import (
     ApprovalEvents,
-    Early,
     Peers,
-    QueuedWrite,
     Reads,
     StoreError,
-    Tx,
 )
 from takod.storage.sqlite.committer import Committer
 from takod.storage.sqlite.files import open_read_only, open_writer
@@ -35,7 +32,7 @@ __all__ = ["SqliteBackend", "open_reads"]
 T = TypeVar("T")
 
 
-class SqliteBackend:
+class SqliteBackend(Batched):
     """The storage seam on one SQLite file (see takod/storage/interface.py)."""
 
     def __init__(
@@ -50,20 +47,6 @@ class SqliteBackend:
         # one reader connection, used by one thread at a time
         self._read_limiter = trio.CapacityLimiter(1)
 
-    def submit(
-        self,
-        fn: Callable[[Tx], T],
-        on_done: Callable[[QueuedWrite[T]], None],
-        *,
-        atomic: bool = False,
-        early: Early | None = None,
-        checkpoint: tuple[StepDone, int] | None = None,
-    ) -> QueuedWrite[T]:
-        return self.committer.submit(fn, on_done, atomic=atomic, early=early, checkpoint=checkpoint)
-
-    async def write(self, fn: Callable[[Tx], T]) -> T:
-        return await self.committer.write(fn)
-
     async def read(self, fn: Callable[[Reads], T]) -> T:
         reads = self.reads
 
@@ -77,9 +60,6 @@ class SqliteBackend:
         if self._reader is None:
             self._reader = open_read_only(self.path)
         return SqlReads(self._reader)
-
-    async def run(self) -> None:
-        await self.committer.run()
 
     def tell(self, kind: str, arg: str = "") -> None:
         pass  # one supervisor: nobody else to tell
