@@ -13,10 +13,10 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import pytest
-import trio
 
 from takod.storage import Backend, open_backend
 from tests.pg import database_url, drop_app, fresh_app
+from tests.storage.kit import serving
 
 Factory = Callable[[Path], AbstractAsyncContextManager[Backend]]
 
@@ -24,14 +24,8 @@ Factory = Callable[[Path], AbstractAsyncContextManager[Backend]]
 @asynccontextmanager
 async def sqlite(tmp_path: Path) -> AsyncIterator[Backend]:
     """runs.db in a folder of its own, as takod lays it out."""
-    backend = open_backend(tmp_path / "apps" / "shop" / "runs.db")
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(backend.run)
-            yield backend
-            nursery.cancel_scope.cancel()
-    finally:
-        backend.close()
+    async with serving(open_backend(tmp_path / "apps" / "shop" / "runs.db")) as backend:
+        yield backend
 
 
 @asynccontextmanager
@@ -40,14 +34,10 @@ async def postgres(tmp_path: Path) -> AsyncIterator[Backend]:
     from takod.storage.postgres import PostgresBackend
 
     url, app = database_url(), fresh_app()
-    backend = PostgresBackend(url, app)
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(backend.run)
+        async with serving(PostgresBackend(url, app)) as backend:
             yield backend
-            nursery.cancel_scope.cancel()
     finally:
-        backend.close()
         drop_app(url, app)
 
 

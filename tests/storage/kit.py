@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import Any, Literal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal, TypeVar
 
 import msgspec
+import trio
 
 from tako._protocol import ApprovalSpec, Assign, Finish, Park, StepDone
 from tako._records import ApprovalView, RunView, StepView
@@ -282,3 +285,18 @@ async def events(b: Backend, key: str) -> list[tuple[str, str | None]]:
     history = (await approval(b, key)).history
     assert isinstance(history, list)
     return [(h.event, h.actor) for h in history]
+
+
+B = TypeVar("B", bound=Backend)
+
+
+@asynccontextmanager
+async def serving(backend: B) -> AsyncIterator[B]:
+    """`backend` with its writer running, as takod runs it; closed afterwards."""
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(backend.run)
+            yield backend
+            nursery.cancel_scope.cancel()
+    finally:
+        backend.close()

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 
 from tako._errors import RunNotFound
 from takod.storage import StoreError, open_backend, open_reads
@@ -23,20 +22,15 @@ from takod.storage.interface import NewRun
 from takod.storage.sqlite import SqliteBackend
 from takod.storage.sqlite import open_reads as sqlite_reads
 from takod.storage.sqlite.files import APPLICATION_ID, migrations, open_read_only
+from tests.storage.kit import serving
 
 NOW = 1_800_000_000_000
 
 
 @asynccontextmanager
 async def running(path: Path, durability: str = "full") -> AsyncIterator[SqliteBackend]:
-    backend = SqliteBackend(path, durability=durability)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(backend.run)
-            yield backend
-            nursery.cancel_scope.cancel()
-    finally:
-        backend.close()
+    async with serving(SqliteBackend(path, durability=durability)) as backend:
+        yield backend
 
 
 async def start(backend: SqliteBackend, run_id: str = "order-42") -> str:
