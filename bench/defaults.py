@@ -15,8 +15,7 @@ import statistics
 import sys
 import time
 
-from bench import scenarios as sc
-from bench.engine import Takod, rss_mb, takod
+from bench.engine import BenchError, Takod, rss_mb, takod
 
 GRID = [(c, w) for w in (1, 2) for c in (50, 100, 250, 500, 1000)]
 
@@ -40,7 +39,7 @@ def _watch_rss(t: Takod, runs: int) -> float:
     deadline = time.monotonic() + 600
     while t.count("completed") < runs:
         if time.monotonic() > deadline:
-            raise sc.BenchError(f"{runs} runs did not complete in 600 s")
+            raise BenchError(f"{runs} runs did not complete in 600 s")
         peak = max(peak, sum(rss_mb(pid) for pid in t.worker_pids()))
         time.sleep(0.05)
     return peak

@@ -85,7 +85,7 @@ class TrioLoop:
 class _EventWaiter:
     """A trio task's one-shot slot; also where a step thread's outcome lands."""
 
-    __slots__ = ("_event", "_value", "_error")
+    __slots__ = ("_error", "_event", "_value")
 
     def __init__(self) -> None:
         import trio
