@@ -33,6 +33,7 @@ from bench.report import LEGEND, SPECS, summarize, table
 
 RESULTS = Path(__file__).parent / "results"
 NO_DBOS = "DBOS not installed: pip install -e '.[peers]'"
+LEFT_OUT = "DBOS left out (--no-peers)"
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--parked-budget", type=float, default=300, help="seconds scenario 6 may spend creating"
     )
+    parser.add_argument(
+        "--no-peers", action="store_true", help="leave DBOS out even when it is installed"
+    )
     args = parser.parse_args(argv)
     if args.only and "pg" in args.only.split(","):  # PostgreSQL: bench/postgres.py, on its own
         from bench import postgres
@@ -165,14 +169,15 @@ def main(argv: list[str] | None = None) -> int:
         budget=args.parked_budget,
         log=lambda line: print(line, flush=True),
     )
-    dbos = importlib.util.find_spec("dbos") is not None
+    dbos = importlib.util.find_spec("dbos") is not None and not args.no_peers
     if not dbos:
-        print(NO_DBOS)
+        print(LEFT_OUT if args.no_peers else NO_DBOS)
     began = time.perf_counter()
     results: dict[str, Any] = {
         "machine": machine(),
         "settings": {"quick": args.quick, "durability": args.durability, "rounds": rounds},
         "dbos": dbos,
+        "dbos_note": "" if dbos else LEFT_OUT if args.no_peers else NO_DBOS,
         "scenarios": {},
     }
     rows, notes, errors = [], [], []
@@ -219,7 +224,7 @@ def render(
     if s["quick"]:
         head.append("QUICK: tiny sizes, one round; a smoke test of the harness, not a speed check.")
     if not results["dbos"]:
-        head.append(NO_DBOS)
+        head.append(results["dbos_note"])
     body = ["", table(rows), "", LEGEND]
     body += [f"- {n}" for n in notes]
     body += [f"- ERROR {e}" for e in errors]

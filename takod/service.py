@@ -115,7 +115,8 @@ class Service:
         def ready(c: Created) -> list[str]:
             return [] if delay_ms or c.deduplicated else [c.run_id]  # the timer wakes a delay
 
-        self.submit_waking(0 if delay_ms else 1, ready, lambda tx: tx.create_run(new, now), created)
+        write = lambda tx: tx.create_run(new, now)  # noqa: E731
+        self.submit_waking(0 if delay_ms else 1, ready, write, created, atomic=True)
 
     async def signal(
         self, event: str, payload: bytes, *, run_id: str | None, ttl: float | None
@@ -306,10 +307,14 @@ class Service:
         ready_of: Callable[[T], list[str]],
         write: Callable[[Tx], T],
         then: Callable[[T | BaseException, Woken], None],
+        *,
+        atomic: bool = False,
     ) -> None:
         """Queue a write that makes runs ready (`ready_of(result)` names them), with as
         many of them as a warm worker has room for (up to `want`) claimed in the same
         transaction; `then(result or error, woken)` runs once it is committed.
+        `atomic`: `write` is one statement, so when nothing is claimed beside it the
+        committer may skip its savepoint (a delayed start, a burst past the room).
 
         This is the resume path: a signal, a decision, a timer or a start commits
         once, and the assignment goes out with that commit, instead of a second
@@ -326,7 +331,7 @@ class Service:
             result, assigns, rest = item.value()
             then(result, Woken(slots, assigns, rest))
 
-        self.backend.submit(write_and_claim, done)
+        self.backend.submit(write_and_claim, done, atomic=atomic and slots is None)
 
     async def write_waking(
         self, want: int, ready_of: Callable[[T], list[str]], write: Callable[[Tx], T]

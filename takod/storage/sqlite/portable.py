@@ -24,7 +24,12 @@ class Conn(Protocol):
 class Dialect(NamedTuple):
     lock: str  # appended to a SELECT whose rows this transaction will change
     skip_locked: str  # appended to a SELECT of due work another supervisor may be taking
+    # appended to a check whose rows must not change before this transaction commits
+    # (a checkpoint's "is the run still held?"): under PostgreSQL's READ COMMITTED a
+    # plain read sees the last committed row even while another transaction is taking
+    # the run away, so the check would pass against a claim that is being revoked
+    share: str
 
 
-SQLITE = Dialect(lock="", skip_locked="")
-POSTGRES = Dialect(lock=" FOR UPDATE", skip_locked=" FOR UPDATE SKIP LOCKED")
+SQLITE = Dialect(lock="", skip_locked="", share="")
+POSTGRES = Dialect(lock=" FOR UPDATE", skip_locked=" FOR UPDATE SKIP LOCKED", share=" FOR SHARE")

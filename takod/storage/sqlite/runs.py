@@ -19,6 +19,7 @@ from takod.rules import runs as rules
 from takod.rules.runs import FINISHED, Outcome, RunStatus
 from takod.storage.interface import (
     WAKE_BATCH,
+    ApprovalEvents,
     Created,
     Delivered,
     Due,
@@ -31,6 +32,7 @@ from takod.storage.interface import (
     StepSaved,
 )
 from takod.storage.sqlite.approvals import ApprovalWrites, C
+from takod.storage.sqlite.portable import SQLITE, Dialect
 
 _STEP_COLUMNS = (
     "run_id, key, name, kind, status, result, error, attempts, seq, started_at, finished_at,"
@@ -41,12 +43,22 @@ _STEP_CONFLICT = (
     " result = excluded.result, error = excluded.error, attempts = excluded.attempts,"
     " finished_at = excluded.finished_at, wake_at = excluded.wake_at"
 )
-# A checkpoint from the worker that holds the run, of a run nobody asked to cancel.
-SAVE_STEP_IF_HELD = (
-    f"INSERT INTO steps ({_STEP_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL"
-    " WHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND claim_token = ?"
-    " AND status = 'running' AND cancel_requested = 0)" + _STEP_CONFLICT
-)
+
+
+def save_step_if_held(dialect: Dialect) -> str:
+    """A checkpoint, saved only if it comes from the worker that holds the run and nobody
+    asked to cancel the run: one statement. On PostgreSQL the check locks the run's row
+    (`FOR SHARE`) until the commit, so that a supervisor recovering or reclaiming the run
+    at the same moment either waits for this checkpoint (and its replay sees the step) or
+    has already taken the run (and this checkpoint is refused): never both."""
+    return (
+        f"INSERT INTO steps ({_STEP_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL"
+        " WHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND claim_token = ?"
+        f" AND status = 'running' AND cancel_requested = 0{dialect.share})" + _STEP_CONFLICT
+    )
+
+
+SAVE_STEP_IF_HELD = save_step_if_held(SQLITE)
 _UPSERT_STEP = (
     f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     + _STEP_CONFLICT
@@ -82,6 +94,10 @@ class SqlTx(ApprovalWrites[C]):
     """The backends' `Tx`: typed writes on one writer connection (SQLite's, or
     PostgreSQL's through takod/storage/postgres). Not thread-safe: the committer's
     thread is the only one that calls it."""
+
+    def __init__(self, conn: C, events: ApprovalEvents, dialect: Dialect = SQLITE) -> None:
+        super().__init__(conn, events, dialect)
+        self._save_sql = save_step_if_held(dialect)
 
     # -- runs -------------------------------------------------------------------------
 
@@ -168,7 +184,7 @@ class SqlTx(ApprovalWrites[C]):
         if the worker still holds the run; anything else runs in a savepoint here."""
         started, finished = step.started_at or now, step.finished_at or now
         if not release:
-            saved = self.conn.execute(SAVE_STEP_IF_HELD, save_step_params(step, now))
+            saved = self.conn.execute(self._save_sql, save_step_params(step, now))
             if saved.rowcount == 1:
                 return StepSaved.SAVED
         with self.savepoint():
