@@ -18,7 +18,8 @@ from takod.storage.batch import BatchWriter
 from takod.storage.interface import DatabaseUnavailable, QueuedWrite, StepSaved
 from takod.storage.postgres.connection import PgConn, translate
 from takod.storage.sqlite.portable import POSTGRES
-from takod.storage.sqlite.runs import SqlTx, save_step_if_held, save_step_params
+from takod.storage.sqlite.runs import SqlTx
+from takod.storage.sqlite.steps import save_step_if_held, save_step_params
 
 PIPELINED_SAVE = translate(save_step_if_held(POSTGRES) + " RETURNING run_id")
 

@@ -33,36 +33,8 @@ from takod.storage.interface import (
 )
 from takod.storage.sqlite.approvals import ApprovalWrites, C
 from takod.storage.sqlite.portable import SQLITE, Dialect
+from takod.storage.sqlite.steps import UPSERT_STEP, save_step_if_held, save_step_params
 
-_STEP_COLUMNS = (
-    "run_id, key, name, kind, status, result, error, attempts, seq, started_at, finished_at,"
-    " wake_at"
-)
-_STEP_CONFLICT = (
-    " ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status,"
-    " result = excluded.result, error = excluded.error, attempts = excluded.attempts,"
-    " finished_at = excluded.finished_at, wake_at = excluded.wake_at"
-)
-
-
-def save_step_if_held(dialect: Dialect) -> str:
-    """A checkpoint, saved only if it comes from the worker that holds the run and nobody
-    asked to cancel the run: one statement. On PostgreSQL the check locks the run's row
-    (`FOR SHARE`) until the commit, so that a supervisor recovering or reclaiming the run
-    at the same moment either waits for this checkpoint (and its replay sees the step) or
-    has already taken the run (and this checkpoint is refused): never both."""
-    return (
-        f"INSERT INTO steps ({_STEP_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL"
-        " WHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND claim_token = ?"
-        f" AND status = 'running' AND cancel_requested = 0{dialect.share})" + _STEP_CONFLICT
-    )
-
-
-SAVE_STEP_IF_HELD = save_step_if_held(SQLITE)
-_UPSERT_STEP = (
-    f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    + _STEP_CONFLICT
-)
 _RESUME = (
     "UPDATE runs SET status = 'pending', wake_at = NULL, waiting_for = NULL, updated_at = ?"
     " WHERE id = ?"
@@ -74,15 +46,6 @@ CHUNK = 500  # ids per statement: well within both databases' limits on paramete
 
 def _chunks(ids: list[str]) -> list[list[str]]:
     return [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
-
-
-def save_step_params(step: StepDone, now: int) -> tuple[object, ...]:
-    """The parameters of SAVE_STEP_IF_HELD for one checkpoint."""
-    started, finished = step.started_at or now, step.finished_at or now
-    return (
-        step.run_id, step.key, step.name, step.kind, step.status, bytes(step.result),
-        step.error, step.attempts, step.seq, started, finished, step.run_id, step.token,
-    )  # fmt: skip
 
 
 def new_run_id(now_ms: int) -> str:
@@ -574,7 +537,7 @@ class SqlTx(ApprovalWrites[C]):
         wake_at: int | None,
     ) -> None:
         self.conn.execute(
-            _UPSERT_STEP,
+            UPSERT_STEP,
             (
                 msg.run_id, msg.key, msg.name, kind, status, result, error, attempts, msg.seq,
                 started, finished, wake_at,
