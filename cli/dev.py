@@ -8,18 +8,14 @@ then exits 0.
 
 Reloading polls file names and mtimes every half second. That is meant for
 development only: it costs a directory walk per tick and needs no
-dependency or OS-specific watcher. Production deployments run takod without
-a watcher and restart it on deploy.
+dependency or OS-specific watcher. In production, `tako serve` (cli/serve.py)
+runs the same supervisor without a watcher; SIGHUP reloads it.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
-import os
-import signal
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,15 +24,14 @@ import click
 import msgspec
 
 from cli.events import EventFormatter, banner, hints
-from cli.offline import Store, checked_url
-from cli.options import BadInput, Refused, server_options, settings
+from cli.foreground import Paths, run_foreground, start_config, stop_on_signal
+from cli.offline import Store
+from cli.options import server_options
 from cli.render import render_workflows
 from cli.text import Paint, use_colour
 from tako._records import Registry
 
 if TYPE_CHECKING:
-    import trio
-
     from takod import AppConfig, Supervisor
 
 POLL_INTERVAL = 0.5
@@ -84,53 +79,19 @@ class DevConsole:
 @server_options
 def dev_cmd(app_dir: Path, http_listen: str | None, no_http: bool) -> None:
     """Run the supervisor for the app in APP_DIR (default: here) in the foreground."""
-    import trio  # imported here: only `tako dev` needs trio and takod, the client commands not
-
-    from tako.http._serve import ListenError
-    from takod import AlreadyRunning, ConfigError, SocketError, load_config
-    from takod.storage import StoreError
-
-    opts = settings()
-    app = app_dir.absolute()
-    if opts.database_url:
-        checked_url(opts.database_url, "--database-url")
-    try:  # the database: --database-url, else $TAKO_DATABASE_URL, else [storage] url
-        config = load_config(app, opts.database_url)
-    except ConfigError as exc:
-        raise BadInput(exc.message) from None
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    config = start_config(app_dir, http_listen, no_http)
     console = DevConsole(use_colour())
-    data_dir = Path(opts.data_dir).absolute() if opts.data_dir else None
-    socket = Path(opts.socket).absolute() if opts.socket else None
-    try:
-        if no_http:
-            config.http.enabled = False
-        elif http_listen is not None:
-            config.http.listen = http_listen
-        trio.run(functools.partial(serve, app, data_dir, socket, config, console))
-    except BaseException as exc:
-        error = _single(exc)
-        if isinstance(error, KeyboardInterrupt):  # a second Ctrl-C while stopping
-            console.echo("interrupted")
-            reap_workers(0, console)
-            raise SystemExit(130) from None
-        if isinstance(error, AlreadyRunning | StoreError):
-            raise Refused(error.message) from None
-        if isinstance(error, SocketError | ListenError):
-            raise BadInput(error.message) from None
-        raise
-    reap_workers(config.workers.shutdown_grace, console)
-    console.echo("stopped")
+    app = app_dir.absolute()
+    run_foreground(config, console, functools.partial(serve, app, config, console))
 
 
-async def serve(
-    app: Path, data_dir: Path | None, socket: Path | None, config: AppConfig, console: DevConsole
-) -> None:
+async def serve(app: Path, config: AppConfig, console: DevConsole, paths: Paths) -> None:
     """Serve until SIGINT or SIGTERM, printing events and reloading on changes."""
     import trio
 
     import takod
 
+    data_dir, socket = paths
     async with trio.open_nursery() as nursery:
         started: list[Supervisor] = []  # filled once the supervisor is up
         nursery.start_soon(stop_on_signal, nursery.cancel_scope, console, started)
@@ -177,39 +138,6 @@ def shown(registry: Registry) -> dict[str, Any]:
     return out
 
 
-async def stop_on_signal(
-    scope: trio.CancelScope, console: DevConsole, started: list[Supervisor]
-) -> None:
-    """Stop gracefully at the first SIGINT or SIGTERM, at once at the second.
-
-    Gracefully: nothing new is assigned and steps in flight get
-    `[workers] shutdown_grace` to finish and checkpoint."""
-    import trio
-
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            console.echo(f"{signal.Signals(signum).name}: stopping the supervisor and its workers")
-            if started:
-                async with trio.open_nursery() as draining:
-
-                    async def second_signal() -> None:
-                        async for _ in signals:
-                            console.echo("stopping now")
-                            draining.cancel_scope.cancel()
-
-                    draining.start_soon(second_signal)
-                    grace = started[0].config.workers.shutdown_grace
-                    left = await started[0].drain(grace)
-                    if left:
-                        console.echo(
-                            f"{left} run(s) still in a step after {grace:g} s: "
-                            "they resume at the next start"
-                        )
-                    draining.cancel_scope.cancel()
-            scope.cancel()
-            return
-
-
 def snapshot(folder: Path) -> Snapshot:
     """Names, mtimes and sizes of `workflows/**/*.py`: enough to notice any save."""
     found: Snapshot = {}
@@ -249,67 +177,3 @@ async def watch(folder: Path, supervisor: Supervisor, console: DevConsole) -> No
             continue
         console.echo(f"{stamp}  {', '.join(changed)} changed: reloaded")
         console.echo(render_workflows(registry, color=console.color))
-
-
-def _single(exc: BaseException) -> BaseException:
-    """The one error inside nested exception groups (trio nurseries wrap what they raise)."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
-def child_pids() -> list[int]:
-    """Our live child processes, from /proc (empty where there is no /proc)."""
-    me, found = os.getpid(), []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path("/proc", entry, "stat").read_text()
-        except OSError:
-            continue
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) != me:
-            continue
-        if state == "Z":  # exited already: collect it now
-            _reap(int(entry))
-        else:
-            found.append(int(entry))
-    return found
-
-
-def _reap(pid: int) -> bool:
-    """Collect the exit status of a child that has exited; False while it still runs."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return done != 0
-
-
-def reap_workers(grace: float, console: DevConsole) -> None:
-    """Make sure no worker outlives `tako dev` ("its workers gone").
-
-    Stopping takod closes every worker's connection, and a worker exits once
-    its in-flight step returns. A step may take long, so we wait at most
-    `[workers] shutdown_grace`, then kill what is left; the runs they held
-    are resumed at the next start (at-least-once for the step in flight)."""
-    pids = child_pids()
-    if not pids:
-        return
-    console.echo(f"waiting up to {grace:g} s for {len(pids)} worker(s) to exit")
-    deadline = time.monotonic() + grace
-    while pids and time.monotonic() < deadline:
-        time.sleep(0.05)
-        pids = [pid for pid in pids if not _reap(pid)]
-    for pid in pids:
-        console.echo(f"killing worker pid {pid}: still busy after {grace:g} s")
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass

@@ -17,6 +17,7 @@ from cli.commands import run_cmd, runs_group, signal_cmd, status_cmd, workflows_
 from cli.db import db_group
 from cli.dev import dev_cmd
 from cli.options import Refused, Unreachable, global_options
+from cli.serve import serve_cmd
 from cli.tokens import tokens_group
 from tako import SupervisorUnavailable, TakoError
 
@@ -45,6 +46,7 @@ def main() -> None:
 
 
 main.add_command(dev_cmd)
+main.add_command(serve_cmd)
 main.add_command(run_cmd)
 main.add_command(signal_cmd)
 main.add_command(runs_group)

@@ -25,6 +25,7 @@ import msgspec
 from anyio.abc import TaskGroup, UNIXSocketStream
 
 from tako._errors import BadJson, InvalidRequest, NonRetryable
+from tako._logs import JsonFormatter, wants_json
 from tako._protocol import Assign, Beat, Finish, Hello, Leaving
 from worker_runtime.channel import AsyncioChannel, Channel
 from worker_runtime.failures import (
@@ -244,7 +245,11 @@ def _configure_logging() -> None:
     handler = logging.StreamHandler()
     handler.addFilter(_RunContext())
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s [%(run_id)s %(step)s] %(name)s: %(message)s")
+        JsonFormatter()  # `tako serve --log-format json` set it for us
+        if wants_json()
+        else logging.Formatter(
+            "%(asctime)s %(levelname)s [%(run_id)s %(step)s] %(name)s: %(message)s"
+        )
     )
     if isinstance(sys.stderr, io.TextIOWrapper):  # a log line must never fail on its text
         sys.stderr.reconfigure(errors="backslashreplace")

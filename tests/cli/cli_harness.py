@@ -145,7 +145,8 @@ def make_app(root: Path, files: dict[str, str], *, name: str = "shop") -> Path:
 
 
 class DevServer:
-    """`tako dev APP --data-dir D` as a subprocess, its output in a log file."""
+    """`tako dev APP --data-dir D` (or `tako serve`, with `command="serve"`) as a
+    subprocess, its output in a log file."""
 
     def __init__(
         self,
@@ -156,24 +157,25 @@ class DevServer:
         cwd: Path | None = None,
         args: tuple[str, ...] = ("--no-http",),
         env: dict[str, str] | None = None,
+        command: str = "dev",
     ) -> None:
         """`from_app_dir`: run `tako dev` in the app folder without naming it (the default);
         `cwd`: the folder to run it in, naming the app. `args`: more options; by default no
         HTTP, so tests need no free port."""
         self.app_dir = app_dir
         self.data_dir = data_dir
-        self.log_path = app_dir.parent / f"dev-{app_dir.name}.log"
+        self.log_path = app_dir.parent / f"{command}-{app_dir.name}.log"
         self._log = self.log_path.open("w")
         where = [] if from_app_dir else [str(app_dir)]
         self.proc = subprocess.Popen(
-            [TAKO, "dev", *where, "--data-dir", str(data_dir), *args],
+            [TAKO, command, *where, "--data-dir", str(data_dir), *args],
             cwd=app_dir if from_app_dir else cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=clean_env(**(env or {})),
         )
         self.wait_for(lambda: self.socket.exists(), what="the socket")
-        self.wait_for_log("Ctrl-C to stop")
+        self.wait_for_log("Ctrl-C to stop" if command == "dev" else "serving")
 
     @property
     def socket(self) -> Path:
@@ -189,7 +191,7 @@ class DevServer:
     def wait_for(self, check: Callable[[], Any], what: str, timeout: float = 20) -> None:
         def alive_check() -> Any:
             if self.proc.poll() is not None:
-                raise AssertionError(f"tako dev exited ({self.proc.returncode}):\n{self.log()}")
+                raise AssertionError(f"tako exited ({self.proc.returncode}):\n{self.log()}")
             return check()
 
         eventually(alive_check, timeout=timeout, what=what)
