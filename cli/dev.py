@@ -24,9 +24,14 @@ import click
 import msgspec
 
 from cli.events import EventFormatter, banner, hints
-from cli.foreground import Paths, run_foreground, start_config, stop_on_signal
+from cli.foreground import (
+    Paths,
+    run_foreground,
+    start_config,
+    start_supervisor,
+    supervisor_options,
+)
 from cli.offline import Store
-from cli.options import server_options
 from cli.render import render_workflows
 from cli.text import Paint, use_colour
 from tako._records import Registry
@@ -62,21 +67,7 @@ class DevConsole:
 
 
 @click.command("dev", short_help="Run the supervisor in the foreground, reloading on changes.")
-@click.argument(
-    "app_dir",
-    required=False,
-    default=".",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-)
-@click.option(
-    "--http",
-    "http_listen",
-    metavar="HOST:PORT",
-    help="Serve the HTTP API and pages here (default: [http] listen in tako.toml, else "
-    "127.0.0.1:8787 or the next free port).",
-)
-@click.option("--no-http", is_flag=True, help="Serve no HTTP, only the socket.")
-@server_options
+@supervisor_options
 def dev_cmd(app_dir: Path, http_listen: str | None, no_http: bool) -> None:
     """Run the supervisor for the app in APP_DIR (default: here) in the foreground."""
     config = start_config(app_dir, http_listen, no_http)
@@ -89,23 +80,8 @@ async def serve(app: Path, config: AppConfig, console: DevConsole, paths: Paths)
     """Serve until SIGINT or SIGTERM, printing events and reloading on changes."""
     import trio
 
-    import takod
-
-    data_dir, socket = paths
     async with trio.open_nursery() as nursery:
-        started: list[Supervisor] = []  # filled once the supervisor is up
-        nursery.start_soon(stop_on_signal, nursery.cancel_scope, console, started)
-        supervisor = await nursery.start(
-            functools.partial(
-                takod.serve, app, data_dir, socket=socket, config=config, on_event=console.event
-            )
-        )
-        started.append(supervisor)
-        http_url = None
-        if config.http.enabled:
-            from tako.http._serve import host
-
-            http_url = await host(nursery, supervisor, config.http.listen)
+        supervisor, http_url = await start_supervisor(nursery, app, config, console, paths)
         registry = shown(supervisor.registry)
         store = Store(config.storage.url or supervisor.db_path, config.name)
         console.echo(

@@ -16,18 +16,19 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 
 from cli.offline import checked_url
-from cli.options import BadInput, Refused, settings
+from cli.options import BadInput, Refused, server_options, settings
 
 if TYPE_CHECKING:
     import trio
 
     from takod import AppConfig, Supervisor
 
+F = TypeVar("F", bound=Callable[..., Any])
 Paths = tuple[Path | None, Path | None]  # the data dir and the socket, when given
 
 
@@ -36,6 +37,25 @@ class Console(Protocol):
 
     def echo(self, text: str = "") -> None: ...
     def event(self, kind: str, fields: dict[str, Any]) -> None: ...
+
+
+def supervisor_options(fn: F) -> F:
+    """APP_DIR, `--http`, `--no-http` and the global options, as both commands take them."""
+    fn = server_options(fn)
+    fn = click.option("--no-http", is_flag=True, help="Serve no HTTP, only the socket.")(fn)
+    fn = click.option(
+        "--http",
+        "http_listen",
+        metavar="HOST:PORT",
+        help="Serve the HTTP API and pages here (default: [http] listen in tako.toml, else "
+        "127.0.0.1:8787 or the next free port).",
+    )(fn)
+    return click.argument(
+        "app_dir",
+        required=False,
+        default=".",
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+    )(fn)
 
 
 def start_config(app_dir: Path, http_listen: str | None, no_http: bool) -> AppConfig:
@@ -54,6 +74,30 @@ def start_config(app_dir: Path, http_listen: str | None, no_http: bool) -> AppCo
     elif http_listen is not None:
         config.http.listen = http_listen
     return config
+
+
+async def start_supervisor(
+    nursery: trio.Nursery, app: Path, config: AppConfig, console: Console, paths: Paths
+) -> tuple[Supervisor, str | None]:
+    """Start takod (and its HTTP server, unless disabled) in `nursery`, stopping on the
+    first SIGINT or SIGTERM; returns the supervisor and the HTTP address."""
+    import takod
+
+    data_dir, socket = paths
+    started: list[Supervisor] = []  # filled once the supervisor is up
+    nursery.start_soon(stop_on_signal, nursery.cancel_scope, console, started)
+    supervisor: Supervisor = await nursery.start(
+        functools.partial(
+            takod.serve, app, data_dir, socket=socket, config=config, on_event=console.event
+        )
+    )
+    started.append(supervisor)
+    http_url = None
+    if config.http.enabled:
+        from tako.http._serve import host
+
+        http_url = await host(nursery, supervisor, config.http.listen)
+    return supervisor, http_url
 
 
 def run_foreground(

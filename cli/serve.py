@@ -23,9 +23,15 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cli.dev import DevConsole, shown
-from cli.foreground import Paths, run_foreground, start_config, stop_on_signal
+from cli.foreground import (
+    Paths,
+    run_foreground,
+    start_config,
+    start_supervisor,
+    supervisor_options,
+)
 from cli.offline import Store
-from cli.options import Refused, server_options
+from cli.options import Refused
 from tako._logs import ENV, JsonFormatter, json_line, now_iso
 
 if TYPE_CHECKING:
@@ -51,20 +57,6 @@ class JsonConsole:
 
 
 @click.command("serve", short_help="Run the supervisor for production (JSON logs, SIGHUP reloads).")
-@click.argument(
-    "app_dir",
-    required=False,
-    default=".",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-)
-@click.option(
-    "--http",
-    "http_listen",
-    metavar="HOST:PORT",
-    help="Serve the HTTP API and pages here (default: [http] listen in tako.toml, else "
-    "127.0.0.1:8787 or the next free port).",
-)
-@click.option("--no-http", is_flag=True, help="Serve no HTTP, only the socket.")
 @click.option(
     "--log-format",
     type=click.Choice(["json", "text"]),
@@ -77,7 +69,7 @@ class JsonConsole:
     is_flag=True,
     help="Start even if a workflow file fails to load (its runs wait until it loads).",
 )
-@server_options
+@supervisor_options
 def serve_cmd(
     app_dir: Path, http_listen: str | None, no_http: bool, log_format: str, allow_broken: bool
 ) -> None:
@@ -107,7 +99,6 @@ async def _serve(
 ) -> None:
     import trio
 
-    import takod
     from takod.catalog import describe
 
     registry = await describe(app)
@@ -119,21 +110,8 @@ async def _serve(
             + "\n  ".join(broken)
             + "\nFix it, or pass --allow-broken to start anyway (its runs wait until it loads)."
         )
-    data_dir, socket = paths
     async with trio.open_nursery() as nursery:
-        started: list[Supervisor] = []
-        nursery.start_soon(stop_on_signal, nursery.cancel_scope, console, started)
-        supervisor = await nursery.start(
-            functools.partial(
-                takod.serve, app, data_dir, socket=socket, config=config, on_event=console.event
-            )
-        )
-        started.append(supervisor)
-        http_url = None
-        if config.http.enabled:
-            from tako.http._serve import host
-
-            http_url = await host(nursery, supervisor, config.http.listen)
+        supervisor, http_url = await start_supervisor(nursery, app, config, console, paths)
         store = Store(config.storage.url or supervisor.db_path, config.name)
         workflows = [w["name"] for w in shown(supervisor.registry)["workflows"]]
         console.event(
