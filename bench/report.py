@@ -117,6 +117,16 @@ SPECS = [
         "rate",
     ),
     Spec(
+        3,
+        "sequential_start_p50_ms",
+        "  one client, one start at a time: per start, p50",
+        "ms",
+        None,
+        "latency",
+    ),
+    Spec(3, "round_trip_p50_ms", "  a round trip on that connection, p50", "ms", None, "latency"),
+    Spec(3, "sequential_start_vs_floor", "  per start / (round trip + one raw commit)", "x"),
+    Spec(
         4,
         "warm_resume_p50_ms",
         "signal -> next step starts, warm worker, p50",

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.baseline import checkpoint_ceiling
+from bench.baseline import checkpoint_ceiling, sqlite_commits_per_second
 from bench.engine import (
     BenchError,
     Takod,
@@ -146,16 +146,33 @@ def sequential(ctx: Ctx) -> Figures:
 
 def starts(ctx: Ctx) -> Figures:
     """Starts written back to back on 4 connections; each reply means committed. The runs
-    are delayed an hour so no worker competes for the CPU."""
+    are delayed an hour so no worker competes for the CPU. Then starts one at a time from
+    one `tako.Client`, held against what one costs at least: a round trip on the same
+    connection (`workflows`, answered from memory) plus one raw commit."""
     n = ctx.size(10_000, 400)
     with takod(**settings(ctx.durability)) as t:
         pipelined(t.socket, [start_requests("resume", [{"event": "warm"}] * 100, delay=3600)])
         reqs = start_requests("resume", [{"event": f"x{i}"} for i in range(n)], delay=3600)
         elapsed, _ = pipelined(t.socket, split(reqs, 4))
-    return {"starts_per_s": n / elapsed}
+        one, trip = [], []
+        for i in range(ctx.size(1000, 50)):
+            began = time.perf_counter()
+            t.client.start("resume", {"event": f"s{i}"}, delay=3600)
+            one.append((time.perf_counter() - began) * 1000)
+            began = time.perf_counter()
+            t.client.workflows()
+            trip.append((time.perf_counter() - began) * 1000)
+    commit_ms = 1000 / sqlite_commits_per_second(0.25 if ctx.quick else 1.0, ctx.durability)
+    start_ms, trip_ms = statistics.median(one), statistics.median(trip)
+    return {
+        "starts_per_s": n / elapsed,
+        "sequential_start_p50_ms": start_ms,
+        "round_trip_p50_ms": trip_ms,
+        "sequential_start_vs_floor": start_ms / (trip_ms + commit_ms),
+    }
 
 
-# -- 4. signal -> next step, warm worker ---------------------------------------------------
+# -- 4. signal -> resume, warm worker ------------------------------------------------------
 
 
 def park_all(t: Takod, prefix: str, n: int, timeout: float = 120) -> list[str]:
