@@ -209,7 +209,7 @@ def _reap(pid: int) -> bool:
 
 
 def reap_workers(grace: float, console: Console) -> None:
-    """Make sure no worker outlives `tako dev` ("its workers gone").
+    """Make sure no worker outlives the command (`tako dev` or `tako serve`).
 
     Stopping takod closes every worker's connection, and a worker exits once
     its in-flight step returns. A step may take long, so we wait at most

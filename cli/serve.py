@@ -42,9 +42,9 @@ class JsonConsole:
     """One JSON object per line on stdout: run events as `{"time", "event", ...fields}`,
     the command's own messages as `{"time", "level", "logger", "message"}`."""
 
-    def echo(self, text: str = "", *, level: str = "info") -> None:
+    def echo(self, text: str = "") -> None:
         if text:
-            fields = {"time": now_iso(), "level": level, "logger": "tako.serve", "message": text}
+            fields = {"time": now_iso(), "level": "info", "logger": "tako.serve", "message": text}
             self._write(json_line(fields))
 
     def event(self, kind: str, fields: dict[str, Any]) -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 import msgspec
+
+from tako._records import iso
 
 ENV = "TAKO_LOG_FORMAT"
 _encoder = msgspec.json.Encoder(enc_hook=str)  # anything odd in a field prints as its str()
@@ -25,7 +27,11 @@ def wants_json() -> bool:
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _iso_s(time.time())
+
+
+def _iso_s(seconds: float) -> str:
+    return iso(int(seconds * 1000)) or ""
 
 
 def json_line(fields: dict[str, Any]) -> str:
@@ -36,9 +42,7 @@ def json_line(fields: dict[str, Any]) -> str:
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "time": _iso_s(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

@@ -115,7 +115,9 @@ class Service:
         def ready(c: Created) -> list[str]:
             return [] if delay_ms or c.deduplicated else [c.run_id]  # the timer wakes a delay
 
-        write = lambda tx: tx.create_run(new, now)  # noqa: E731
+        def write(tx: Tx) -> Created:
+            return tx.create_run(new, now)
+
         self.submit_waking(0 if delay_ms else 1, ready, write, created, atomic=True)
 
     async def signal(
