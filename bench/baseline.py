@@ -37,10 +37,10 @@ def checkpoint_ceiling(seconds: float, durability: str, batch: int = 1000) -> fl
     import threading
 
     from tako._protocol import StepDone
-    from takod.storage.interface import ApprovalEvents, NewRun
-    from takod.storage.sqlite.files import open_writer
-    from takod.storage.sqlite.runs import SqlTx
-    from takod.storage.sqlite.steps import SAVE_STEP_IF_HELD, save_step_params
+    from tako.takod.storage.interface import ApprovalEvents, NewRun
+    from tako.takod.storage.sqlite.files import open_writer
+    from tako.takod.storage.sqlite.runs import SqlTx
+    from tako.takod.storage.sqlite.steps import SAVE_STEP_IF_HELD, save_step_params
 
     out: list[float] = []
 

@@ -1,6 +1,6 @@
 """A real takod for one scenario: its app, its process, and clients to load it.
 
-takod runs as its own process (`python -m takod`), as in production, so the
+takod runs as its own process (`python -m tako.takod`), as in production, so the
 bench's client load does not share its interpreter, and its memory can be
 read from /proc. Pipelined load is raw NDJSON over the unix socket; one-off
 requests go through `tako.Client`.
@@ -180,8 +180,8 @@ class BenchError(Exception):
 
 
 class Takod:
-    """A temp app and a `python -m takod` process serving it; with `http`, a
-    `python -m takod --http` process instead, which also serves the HTTP app (as
+    """A temp app and a `python -m tako.takod` process serving it; with `http`, a
+    `python -m tako.takod --http` process instead, which also serves the HTTP app (as
     `tako dev` does) on a free loopback port: its address is then `self.url`."""
 
     def __init__(self, root: Path, settings: dict[str, dict[str, Any]], http: bool = False) -> None:
@@ -205,7 +205,7 @@ class Takod:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        module = ["takod", "--http", "127.0.0.1:0"] if self.http else ["takod"]
+        module = ["tako.takod", "--http", "127.0.0.1:0"] if self.http else ["tako.takod"]
         argv = [sys.executable, "-m", *module, str(self.app), "--data-dir", str(self.data)]
         with open(self.log, "ab") as log, open(self.out, "wb") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=log)
@@ -270,7 +270,7 @@ class Takod:
                 state = (Path("/proc") / entry / "stat").read_text().rsplit(") ", 1)[-1][:1]
             except OSError:
                 continue
-            if b"worker_runtime" in argv and needle in argv and state != "Z":
+            if b"tako.worker_runtime" in argv and needle in argv and state != "Z":
                 pids.append(int(entry))
         return pids
 

@@ -10,9 +10,9 @@ counts takod alone, not the HTTP process). This measures starts/s (`POST
 /api/runs`, bench scenario 9's request) from the same 16 closed-loop keep-alive
 clients (`bench/loadgen.py`) for:
 
-- `tako dev`: takod with the HTTP app as `tako dev` serves it (`python -m takod --http`);
+- `tako dev`: takod with the HTTP app as `tako dev` serves it (`python -m tako.takod --http`);
 - Hypercorn's uvloop worker and uvicorn (uvloop + httptools), each with 1 and 2
-  worker processes, in front of a takod without HTTP (`python -m takod`, as
+  worker processes, in front of a takod without HTTP (`python -m tako.takod`, as
   `tako dev --no-http`), the app built by `asgi_app()` below;
 - `socket`: the same start as a socket request line from 16 clients, the ceiling.
 

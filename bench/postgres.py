@@ -1,6 +1,6 @@
 """`python -m bench.postgres` (also `python -m bench --only pg`): tako on PostgreSQL.
 
-The same app served by 1, 2 and 4 supervisors (`python -m takod APP --data-dir D`,
+The same app served by 1, 2 and 4 supervisors (`python -m tako.takod APP --data-dir D`,
 each a process of its own with its own data dir, socket and worker, default
 settings but for `[storage] url`) on one database, next to DBOS Transact with its
 system database on the same server, in one run. In every round each system takes

@@ -224,7 +224,7 @@ def _wall_ms(argv: list[str], repeat: int) -> float:
     return statistics.median(times)
 
 
-# What `python -m worker_runtime` imports before it can say hello, then the app it loads;
+# What `python -m tako.worker_runtime` imports before it can say hello, then the app it loads;
 # timed inside a fresh interpreter, so process noise does not blur the split.
 _WORKER_START = """
 import time
@@ -232,7 +232,7 @@ began = time.perf_counter()
 import argparse, msgspec, worker_runtime.main
 imported = time.perf_counter()
 from pathlib import Path
-from worker_runtime.loader import load_app
+from tako.worker_runtime.loader import load_app
 load_app(Path({app!r}))
 print((imported - began) * 1000, (time.perf_counter() - imported) * 1000)
 """
@@ -257,7 +257,7 @@ def _top_imports(code: str, n: int = 8, tries: int = 3) -> str:
         found = []
         for line in subprocess.run(argv, capture_output=True, text=True).stderr.splitlines():
             m = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\s*)(\S+)", line)
-            if m and len(m.group(2)) <= 2 and not m.group(3).startswith("worker_runtime"):
+            if m and len(m.group(2)) <= 2 and not m.group(3).startswith("tako.worker_runtime"):
                 found.append((int(m.group(1)), m.group(3)))
         if not best or sum(us for us, _ in found) < sum(us for us, _ in best):
             best = found
@@ -292,7 +292,7 @@ def cold_resume(ctx: Ctx) -> Figures:
         "note_cold": (
             "cold-resume breakdown, each part timed apart from the real worker (median of "
             f"{repeat} runs): spawn = wall time of `python -c pass` (interpreter and site); "
-            "imports = what `python -m worker_runtime` imports, and app load = load_app() of "
+            "imports = what `python -m tako.worker_runtime` imports, and app load = load_app() of "
             "the bench app, both timed inside a fresh interpreter; rest (event loop start, "
             "connect, hello, claim, assign, replay, the signal's own commit) = the measured "
             f"p50 minus those three, by difference. Costliest imports: {top}"

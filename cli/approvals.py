@@ -16,11 +16,6 @@ import click
 import msgspec
 from click.core import ParameterSource
 
-from cli import offline
-from cli.commands import connect, inherited, name_arg, now, read
-from cli.options import PAYLOAD, app_option, emit_json, global_options, json_option, plain
-from cli.render import render_approval, render_approvals, render_decided
-from cli.text import use_colour
 from tako import Client
 from tako._protocol import (
     ABSENT,
@@ -34,6 +29,11 @@ from tako._protocol import (
 )
 from tako._records import ApprovalView
 from tako._replies import ApprovalReply, ApprovalsReply, LinksReply
+from tako.cli import offline
+from tako.cli.commands import connect, inherited, name_arg, now, read
+from tako.cli.options import PAYLOAD, app_option, emit_json, global_options, json_option, plain
+from tako.cli.render import render_approval, render_approvals, render_decided
+from tako.cli.text import use_colour
 
 F = TypeVar("F", bound=Callable[..., Any])
 STATUSES = ("pending", "approved", "edited", "rejected", "timed_out", "cancelled")

@@ -17,24 +17,6 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import click
 import msgspec
 
-from cli import offline
-from cli.options import (
-    DURATION,
-    EXIT_REFUSED,
-    EXIT_UNREACHABLE,
-    PAYLOAD,
-    RUN_ID_TYPE,
-    BadInput,
-    Unreachable,
-    app_option,
-    emit_json,
-    global_options,
-    json_option,
-    plain,
-    settings,
-)
-from cli.render import render_run, render_runs, render_status, render_workflows
-from cli.text import duration_text, use_colour
 from tako import Client, SupervisorUnavailable, TakoError
 from tako._paths import find_app_dir
 from tako._protocol import (
@@ -58,9 +40,27 @@ from tako._replies import (
     WaitReply,
     WorkflowsReply,
 )
+from tako.cli import offline
+from tako.cli.options import (
+    DURATION,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    PAYLOAD,
+    RUN_ID_TYPE,
+    BadInput,
+    Unreachable,
+    app_option,
+    emit_json,
+    global_options,
+    json_option,
+    plain,
+    settings,
+)
+from tako.cli.render import render_run, render_runs, render_status, render_workflows
+from tako.cli.text import duration_text, use_colour
 
 if TYPE_CHECKING:
-    from takod.storage import Reads
+    from tako.takod.storage import Reads
 
 T = TypeVar("T")
 ViewShown = tuple[RunView, dict[str, ApprovalView]]  # a run, its open approvals by step key
@@ -379,7 +379,7 @@ def status_cmd(app: str | None, as_json: bool) -> None:
 def _status_down(app: str | None, exc: SupervisorUnavailable) -> tuple[dict[str, Any], str]:
     """The status of a supervisor that is down: counts read from the app's store if there
     is one, and on PostgreSQL the supervisors alive on the database (on other hosts)."""
-    from takod.server import supervisor_pid
+    from tako.takod.server import supervisor_pid
 
     data_dir = settings().data_path()
     status: dict[str, Any] = {

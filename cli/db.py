@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import click
 
-from cli import offline
-from cli.options import (
+from tako._paths import find_app_dir
+from tako.cli import offline
+from tako.cli.options import (
     BadInput,
     Refused,
     Unreachable,
@@ -20,7 +21,6 @@ from cli.options import (
     json_option,
     settings,
 )
-from tako._paths import find_app_dir
 
 CONNECT_TIMEOUT = 10  # seconds: an unreachable database is reported, not waited on
 
@@ -50,9 +50,9 @@ def migrate_cmd(app: str | None, as_json: bool) -> None:
     offline.require_psycopg()
     import psycopg
 
-    from takod.storage import StoreError, redact
-    from takod.storage.postgres.connection import schema_of
-    from takod.storage.postgres.schema import migrate
+    from tako.takod.storage import StoreError, redact
+    from tako.takod.storage.postgres.connection import schema_of
+    from tako.takod.storage.postgres.schema import migrate
 
     name = app or offline.app_name(find_app_dir())
     try:  # reachable? (migrate reports both an unreachable and a newer schema as StoreError)

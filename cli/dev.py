@@ -23,21 +23,21 @@ from typing import TYPE_CHECKING, Any
 import click
 import msgspec
 
-from cli.events import EventFormatter, banner, hints
-from cli.foreground import (
+from tako._records import Registry
+from tako.cli.events import EventFormatter, banner, hints
+from tako.cli.foreground import (
     Paths,
     run_foreground,
     start_config,
     start_supervisor,
     supervisor_options,
 )
-from cli.offline import Store
-from cli.render import render_workflows
-from cli.text import Paint, use_colour
-from tako._records import Registry
+from tako.cli.offline import Store
+from tako.cli.render import render_workflows
+from tako.cli.text import Paint, use_colour
 
 if TYPE_CHECKING:
-    from takod import AppConfig, Supervisor
+    from tako.takod import AppConfig, Supervisor
 
 POLL_INTERVAL = 0.5
 SETTLE = 0.1  # after a change, let the editor finish writing before reloading

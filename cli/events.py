@@ -14,9 +14,9 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from cli.render import render_workflows
-from cli.text import Paint, duration_text, local_time, relative, truncate
 from tako._records import FINISHED
+from tako.cli.render import render_workflows
+from tako.cli.text import Paint, duration_text, local_time, relative, truncate
 
 
 def banner(

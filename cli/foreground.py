@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 
-from cli.offline import checked_url
-from cli.options import BadInput, Refused, server_options, settings
+from tako.cli.offline import checked_url
+from tako.cli.options import BadInput, Refused, server_options, settings
 
 if TYPE_CHECKING:
     import trio
 
-    from takod import AppConfig, Supervisor
+    from tako.takod import AppConfig, Supervisor
 
 F = TypeVar("F", bound=Callable[..., Any])
 Paths = tuple[Path | None, Path | None]  # the data dir and the socket, when given
@@ -60,7 +60,7 @@ def supervisor_options(fn: F) -> F:
 
 def start_config(app_dir: Path, http_listen: str | None, no_http: bool) -> AppConfig:
     """The app's configuration with the command line's overrides applied."""
-    from takod import ConfigError, load_config
+    from tako.takod import ConfigError, load_config
 
     opts = settings()
     if opts.database_url:
@@ -81,7 +81,7 @@ async def start_supervisor(
 ) -> tuple[Supervisor, str | None]:
     """Start takod (and its HTTP server, unless disabled) in `nursery`, stopping on the
     first SIGINT or SIGTERM; returns the supervisor and the HTTP address."""
-    import takod
+    from tako import takod
 
     data_dir, socket = paths
     started: list[Supervisor] = []  # filled once the supervisor is up
@@ -108,8 +108,8 @@ def run_foreground(
     import trio  # imported here: only the supervisor commands need trio and takod
 
     from tako.http._serve import ListenError
-    from takod import AlreadyRunning, SocketError
-    from takod.storage import StoreError
+    from tako.takod import AlreadyRunning, SocketError
+    from tako.takod.storage import StoreError
 
     opts = settings()
     if not logging.getLogger().handlers:

@@ -12,14 +12,14 @@ from typing import Any
 
 import click
 
-from cli.approvals import approvals_group, approve_cmd, reject_cmd
-from cli.commands import run_cmd, runs_group, signal_cmd, status_cmd, workflows_cmd
-from cli.db import db_group
-from cli.dev import dev_cmd
-from cli.options import Refused, Unreachable, global_options
-from cli.serve import serve_cmd
-from cli.tokens import tokens_group
 from tako import SupervisorUnavailable, TakoError
+from tako.cli.approvals import approvals_group, approve_cmd, reject_cmd
+from tako.cli.commands import run_cmd, runs_group, signal_cmd, status_cmd, workflows_cmd
+from tako.cli.db import db_group
+from tako.cli.dev import dev_cmd
+from tako.cli.options import Refused, Unreachable, global_options
+from tako.cli.serve import serve_cmd
+from tako.cli.tokens import tokens_group
 
 
 class TakoGroup(click.Group):

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from cli.options import BadInput, Unreachable
 from tako._durations import parse_duration
 from tako._paths import find_app_dir
 from tako._records import Registry, RunStatus, RunView
+from tako.cli.options import BadInput, Unreachable
 
 if TYPE_CHECKING:
-    from takod.storage import Reads
+    from tako.takod.storage import Reads
 
 T = TypeVar("T")
 DESCRIBE_TIMEOUT = 60.0
@@ -53,8 +53,8 @@ class Store:
         """What messages name: the path, or the URL without its password, and the schema."""
         if isinstance(self.where, Path):
             return str(self.where)
-        from takod.storage import redact
-        from takod.storage.postgres.connection import schema_of
+        from tako.takod.storage import redact
+        from tako.takod.storage.postgres.connection import schema_of
 
         return f"{redact(self.where)} (schema {schema_of(self.app)})"
 
@@ -138,7 +138,7 @@ def read(store: Store, fn: Callable[[Reads], T]) -> T:
     """Call `fn` with the read views on the app's store, without a supervisor."""
     if store.url is not None:
         require_psycopg()
-    from takod.storage import open_reads  # only needed while the supervisor is down
+    from tako.takod.storage import open_reads  # only needed while the supervisor is down
 
     with open_reads(store.where, store.app) as reads:
         return fn(reads)
@@ -183,9 +183,9 @@ def offline_counts(counts: dict[str, int]) -> dict[str, int]:
 
 
 def describe(app_dir: Path) -> dict[str, Any]:
-    """The app's workflows and load errors, from `python -m worker_runtime APP --describe`."""
+    """The app's workflows and load errors, from `python -m tako.worker_runtime APP --describe`."""
     # -P: the current folder must not shadow installed packages (a `tako/` clone here)
-    argv = [sys.executable, "-P", "-m", "worker_runtime", str(app_dir), "--describe"]
+    argv = [sys.executable, "-P", "-m", "tako.worker_runtime", str(app_dir), "--describe"]
     try:
         proc = subprocess.run(argv, capture_output=True, timeout=DESCRIBE_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import msgspec
 
-from cli.payloads import PayloadError, read_payload
 from tako._durations import parse_duration
 from tako._paths import find_app_dir, resolve_data_dir, resolve_socket
 from tako._records import RUN_ID_PATTERN, RUN_ID_RULE
+from tako.cli.payloads import PayloadError, read_payload
 
 F = TypeVar("F", bound=Callable[..., Any])
 RUN_ID = re.compile(RUN_ID_PATTERN)

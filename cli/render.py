@@ -14,8 +14,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
 from typing import Any
 
-from cli.options import plain
-from cli.text import (
+from tako._records import FINISHED
+from tako.cli.options import plain
+from tako.cli.text import (
     Paint,
     between,
     compact_json,
@@ -28,7 +29,6 @@ from cli.text import (
     truncate,
     when_text,
 )
-from tako._records import FINISHED
 
 Run = Mapping[str, Any]
 Approval = Mapping[str, Any]

@@ -22,20 +22,20 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli.dev import DevConsole, shown
-from cli.foreground import (
+from tako._logs import ENV, JsonFormatter, json_line, now_iso
+from tako.cli.dev import DevConsole, shown
+from tako.cli.foreground import (
     Paths,
     run_foreground,
     start_config,
     start_supervisor,
     supervisor_options,
 )
-from cli.offline import Store
-from cli.options import Refused
-from tako._logs import ENV, JsonFormatter, json_line, now_iso
+from tako.cli.offline import Store
+from tako.cli.options import Refused
 
 if TYPE_CHECKING:
-    from takod import AppConfig, Supervisor
+    from tako.takod import AppConfig, Supervisor
 
 
 class JsonConsole:
@@ -99,7 +99,7 @@ async def _serve(
 ) -> None:
     import trio
 
-    from takod.catalog import describe
+    from tako.takod.catalog import describe
 
     registry = await describe(app)
     broken = [f"{e.file}:{e.line}: {e.message}" if e.line else f"{e.file}: {e.message}"

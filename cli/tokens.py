@@ -11,10 +11,10 @@ from typing import cast
 import click
 import msgspec
 
-from cli.commands import connect, inherited, name_arg
-from cli.options import emit_json, global_options, json_option
 from tako._protocol import CreateToken, ListTokens, RevokeToken, Scope
 from tako._replies import NewTokenReply, RevokedReply, TokenRow, TokensReply
+from tako.cli.commands import connect, inherited, name_arg
+from tako.cli.options import emit_json, global_options, json_option
 
 SCOPES = ("read", "start", "signal", "decide", "admin")
 

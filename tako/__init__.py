@@ -33,8 +33,8 @@ from tako._errors import (
     UnknownWorkflow,
 )
 from tako._records import Approval, ApprovalEvent, Decision, Run, SignalResult, StepRecord
-from worker_runtime.registry import notifier, workflow
-from worker_runtime.step import Step
+from tako.worker_runtime.registry import notifier, workflow
+from tako.worker_runtime.step import Step
 
 if TYPE_CHECKING:
     from tako._client import AsyncClient, Client, StartResult

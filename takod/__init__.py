@@ -12,11 +12,11 @@ import trio
 
 from tako._errors import TakoError
 from tako._paths import SOCKET_NAME, resolve_data_dir
-from takod.config import AppConfig, ConfigError, load_config
-from takod.scheduler import Clock
-from takod.server import AlreadyRunning, SocketError
-from takod.storage import StoreError
-from takod.supervisor import EventHook, Supervisor
+from tako.takod.config import AppConfig, ConfigError, load_config
+from tako.takod.scheduler import Clock
+from tako.takod.server import AlreadyRunning, SocketError
+from tako.takod.storage import StoreError
+from tako.takod.supervisor import EventHook, Supervisor
 
 __all__ = [
     "AlreadyRunning",

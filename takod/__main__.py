@@ -1,4 +1,4 @@
-"""`python -m takod APP_DIR [--data-dir D] [--http HOST:PORT]`: the supervisor without
+"""`python -m tako.takod APP_DIR [--data-dir D] [--http HOST:PORT]`: the supervisor without
 `tako dev`'s console (no event lines, no reload); with `--http`, also the HTTP app, whose
 address it prints as `http <url>` (port 0: any free port).
 
@@ -15,7 +15,7 @@ import sys
 
 import trio
 
-import takod
+from tako import takod
 
 
 async def _run(app_dir: str, data_dir: str | None, http: str | None) -> None:
@@ -35,7 +35,7 @@ async def _run(app_dir: str, data_dir: str | None, http: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m takod")
+    parser = argparse.ArgumentParser(prog="python -m tako.takod")
     parser.add_argument("app_dir")
     parser.add_argument("--data-dir")
     parser.add_argument("--http", metavar="HOST:PORT", help="also serve the HTTP app here")

@@ -44,11 +44,11 @@ from tako._replies import (
     WatchApprovalReply,
     WatchRunReply,
 )
-from takod import links as signed
-from takod.changes import Changes
-from takod.config import HttpSettings
-from takod.scheduler import Clock
-from takod.storage.interface import Backend
+from tako.takod import links as signed
+from tako.takod.changes import Changes
+from tako.takod.config import HttpSettings
+from tako.takod.scheduler import Clock
+from tako.takod.storage.interface import Backend
 
 HttpOp = CreateToken | ListTokens | RevokeToken | GetAccess | ApprovalLinks | OpenLink | Watch
 MAX_WATCH = 300.0  # one `watch` holds at most this long; clients ask again

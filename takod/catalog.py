@@ -21,7 +21,7 @@ from tako._records import LoadError, Registry, WorkflowInfo
 async def describe(app_dir: Path) -> Registry:
     """The app's registry, or one load error saying why the worker could not load it."""
     # -P: the current folder must not shadow installed packages (a `tako/` clone here)
-    argv = [sys.executable, "-P", "-m", "worker_runtime", str(app_dir), "--describe"]
+    argv = [sys.executable, "-P", "-m", "tako.worker_runtime", str(app_dir), "--describe"]
     proc = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
     if proc.returncode == 0:
         with contextlib.suppress(msgspec.DecodeError):  # it exited early (os._exit?)

@@ -55,12 +55,12 @@ from tako._replies import (
     WorkflowsReply,
     encode_reply,
 )
-from takod.access import Access
-from takod.catalog import Catalog
-from takod.connection import Connection
-from takod.rules.runs import FINISHED, PARKED
-from takod.service import Service
-from takod.storage.interface import Ask, Created
+from tako.takod.access import Access
+from tako.takod.catalog import Catalog
+from tako.takod.connection import Connection
+from tako.takod.rules.runs import FINISHED, PARKED
+from tako.takod.service import Service
+from tako.takod.storage.interface import Ask, Created
 
 log = logging.getLogger("takod")
 MAX_IN_PROGRESS = 512  # requests of one client connection being worked on at once

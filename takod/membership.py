@@ -22,9 +22,9 @@ from collections.abc import Callable
 import trio
 
 from tako._errors import StorageError, TakoError
-from takod.changes import Changes
-from takod.scheduler import Clock, OffsetClock, Scheduler
-from takod.storage.interface import Backend
+from tako.takod.changes import Changes
+from tako.takod.scheduler import Clock, OffsetClock, Scheduler
+from tako.takod.storage.interface import Backend
 
 log = logging.getLogger("takod")
 

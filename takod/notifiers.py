@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from tako._records import NOTIFY_WORKFLOW, RunView
-from takod.changes import Changes
-from takod.scheduler import Clock
-from takod.storage.interface import Backend
+from tako.takod.changes import Changes
+from tako.takod.scheduler import Clock
+from tako.takod.storage.interface import Backend
 
 # (workflow, payload, run id) -> the run once finished: the service's run_internal
 RunInternal = Callable[[str, bytes, str], Awaitable[RunView]]

@@ -10,7 +10,7 @@ import msgspec
 
 from tako._errors import PayloadTooLarge
 from tako._protocol import check_json
-from takod.schema_check import check as check_schema
+from tako.takod.schema_check import check as check_schema
 
 
 class Payloads:

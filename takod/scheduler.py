@@ -41,6 +41,17 @@ class OffsetClock:
         return int(time.time() * 1000) + self.offset_ms
 
 
+class ManualClock:
+    """A clock that stands still until it is moved: tako.testing's, so that a test, not
+    the wall, decides when a day has passed (see takod/advance.py)."""
+
+    def __init__(self, start_ms: int | None = None) -> None:
+        self.at_ms = int(time.time() * 1000) if start_ms is None else start_ms
+
+    def now_ms(self) -> int:
+        return self.at_ms
+
+
 class TrioClock:
     """Wall time that follows trio's clock: with MockClock, tests jump days in no time."""
 

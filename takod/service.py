@@ -20,15 +20,15 @@ from tako._errors import InvalidRequest, StorageError
 from tako._protocol import Assign
 from tako._records import ApprovalView, RunView, iso
 from tako._replies import SupervisorRow
-from takod.catalog import Catalog
-from takod.changes import Changes
-from takod.config import AppConfig
-from takod.membership import Membership
-from takod.payloads import Payloads
-from takod.rules.runs import FINISHED, RunStatus
-from takod.scheduler import Clock, Scheduler
-from takod.storage.interface import Ask, Backend, Created, NewRun, QueuedWrite, Reads, Tx
-from takod.workers import Slots, WorkerPool
+from tako.takod.catalog import Catalog
+from tako.takod.changes import Changes
+from tako.takod.config import AppConfig
+from tako.takod.membership import Membership
+from tako.takod.payloads import Payloads
+from tako.takod.rules.runs import FINISHED, RunStatus
+from tako.takod.scheduler import Clock, Scheduler
+from tako.takod.storage.interface import Ask, Backend, Created, NewRun, QueuedWrite, Reads, Tx
+from tako.takod.workers import Slots, WorkerPool
 
 T = TypeVar("T")
 log = logging.getLogger("takod")

@@ -24,23 +24,23 @@ from pathlib import Path
 import trio
 
 from tako._records import NOTIFY_WORKFLOW, Registry
-from takod.access import Access
-from takod.catalog import Catalog, describe
-from takod.changes import Changes, EventHook
-from takod.clients import Clients
-from takod.config import AppConfig
-from takod.membership import FromPeers, Membership
-from takod.notifiers import TARGET as NOTIFIERS_TARGET
-from takod.notifiers import Notifiers
-from takod.payloads import Payloads
-from takod.scheduler import Clock, OffsetClock, Scheduler
-from takod.server import DataDirLock, open_listener
-from takod.service import Service
-from takod.storage import ApprovalEvents, Backend, open_backend, redact
-from takod.webhook import TARGET as WEBHOOK_TARGET
-from takod.webhook import Webhook
-from takod.worker_link import WorkerLink
-from takod.workers import WorkerPool
+from tako.takod.access import Access
+from tako.takod.catalog import Catalog, describe
+from tako.takod.changes import Changes, EventHook
+from tako.takod.clients import Clients
+from tako.takod.config import AppConfig
+from tako.takod.membership import FromPeers, Membership
+from tako.takod.notifiers import TARGET as NOTIFIERS_TARGET
+from tako.takod.notifiers import Notifiers
+from tako.takod.payloads import Payloads
+from tako.takod.scheduler import Clock, OffsetClock, Scheduler
+from tako.takod.server import DataDirLock, open_listener
+from tako.takod.service import Service
+from tako.takod.storage import ApprovalEvents, Backend, open_backend, redact
+from tako.takod.webhook import TARGET as WEBHOOK_TARGET
+from tako.takod.webhook import Webhook
+from tako.takod.worker_link import WorkerLink
+from tako.takod.workers import WorkerPool
 
 log = logging.getLogger("takod")
 DEFAULT_MAX_LINE = 4 * 1024 * 1024

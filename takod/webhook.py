@@ -24,8 +24,8 @@ from collections.abc import Callable
 
 import trio
 
-from takod.scheduler import Clock
-from takod.storage.interface import Backend
+from tako.takod.scheduler import Clock
+from tako.takod.storage.interface import Backend
 
 log = logging.getLogger("takod.webhook")
 BACKOFF_BASE, BACKOFF_CAP = 0.5, 300.0

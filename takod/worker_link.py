@@ -33,12 +33,12 @@ from tako._protocol import (
     ok,
     op_name,
 )
-from takod.changes import Changes
-from takod.payloads import Payloads
-from takod.rules.approvals import first_timer
-from takod.rules.runs import Outcome, RunStatus
-from takod.scheduler import Clock, Scheduler
-from takod.storage.interface import (
+from tako.takod.changes import Changes
+from tako.takod.payloads import Payloads
+from tako.takod.rules.approvals import first_timer
+from tako.takod.rules.runs import Outcome, RunStatus
+from tako.takod.scheduler import Clock, Scheduler
+from tako.takod.storage.interface import (
     Backend,
     Parked,
     ParkOutcome,
@@ -46,7 +46,7 @@ from takod.storage.interface import (
     Sink,
     StepSaved,
 )
-from takod.workers import WorkerPool, WorkerProc
+from tako.takod.workers import WorkerPool, WorkerProc
 
 log = logging.getLogger("takod")
 # (worker, request, write's result) -> the reply, or None for a plain `ok`

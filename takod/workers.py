@@ -1,6 +1,6 @@
 """Worker processes: spawned when runs are ready, fed by push, reaped when they exit.
 
-A worker is a `python -m worker_runtime` subprocess holding one end of a
+A worker is a `python -m tako.worker_runtime` subprocess holding one end of a
 socket pair. takod assigns it ready runs (with their memo) up to its
 concurrency. When a worker exits, for whatever reason, the runs it held go
 back to the queue at once. A run that was in flight in two crashes in a row
@@ -23,8 +23,8 @@ import trio
 
 from tako._errors import StorageError
 from tako._protocol import Assign, encode
-from takod.config import AppConfig
-from takod.connection import Connection
+from tako.takod.config import AppConfig
+from tako.takod.connection import Connection
 
 log = logging.getLogger("takod")
 _MAX_LINE = 64 * 1024 * 1024
@@ -316,7 +316,7 @@ class WorkerPool:
             sys.executable,
             "-P",  # the current folder must not shadow installed packages (a `tako/` clone here)
             "-m",
-            "worker_runtime",
+            "tako.worker_runtime",
             str(self.app_dir),
             "--fd",
             str(child.fileno()),

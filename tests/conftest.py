@@ -19,7 +19,7 @@ import pytest
 import trio
 
 import tako
-import takod
+from tako import takod
 from tests.pg import database_url, drop_app, fresh_app
 
 
@@ -151,7 +151,7 @@ async def status_of(client: tako.AsyncClient, run_id: str, *statuses: str) -> ta
 
 
 class TakodProcess:
-    """takod as a real process (`python -m takod`), to be killed or signalled by a test."""
+    """takod as a real process (`python -m tako.takod`), to be killed or signalled by a test."""
 
     def __init__(self, app: App) -> None:
         self.app = app
@@ -162,7 +162,7 @@ class TakodProcess:
             [
                 sys.executable,
                 "-m",
-                "takod",
+                "tako.takod",
                 str(self.app.dir),
                 "--data-dir",
                 str(self.app.data_dir),

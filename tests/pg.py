@@ -56,7 +56,7 @@ def fresh_app() -> str:
 def drop_app(url: str, app: str) -> None:
     import psycopg
 
-    from takod.storage.postgres.connection import schema_of
+    from tako.takod.storage.postgres.connection import schema_of
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema_of(app)} CASCADE")

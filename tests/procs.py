@@ -8,7 +8,7 @@ from pathlib import Path
 
 def worker_pids(app_dir: Path) -> list[int]:
     """Live (not zombie) worker processes of this app, from /proc."""
-    return _pids(b"worker_runtime", str(app_dir).encode())
+    return _pids(b"tako.worker_runtime", str(app_dir).encode())
 
 
 def http_pids(socket: Path) -> list[int]:

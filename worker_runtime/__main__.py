@@ -1,4 +1,4 @@
-"""`python -m worker_runtime`: a worker process (started by takod), or `--describe APP_DIR`."""
+"""`python -m tako.worker_runtime`: a worker process (started by takod), or `--describe APP_DIR`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import msgspec
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m worker_runtime")
+    parser = argparse.ArgumentParser(prog="python -m tako.worker_runtime")
     parser.add_argument("app_dir", type=Path)
     parser.add_argument("--describe", action="store_true", help="print the registry as JSON")
     parser.add_argument("--fd", type=int, help="the worker's end of the socket pair")
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lease", type=float, default=30.0)
     args = parser.parse_args(argv)
     if args.describe:
-        from worker_runtime.loader import describe
+        from tako.worker_runtime.loader import describe
 
         # stdout is the registry's alone: user code that writes to fd 1 while it is
         # imported (or later, from a thread) writes to stderr instead
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.fd is None:
         parser.error("--fd is required unless --describe is given")
-    from worker_runtime.main import run_worker
+    from tako.worker_runtime.main import run_worker
 
     run_worker(
         args.app_dir,

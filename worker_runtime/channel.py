@@ -19,7 +19,7 @@ from anyio.abc import ByteStream
 
 from tako._errors import StorageError, SupervisorUnavailable
 from tako._protocol import NULL, Assign, encode_safely
-from worker_runtime.loops import Loop, Waiter
+from tako.worker_runtime.loops import Loop, Waiter
 
 log = logging.getLogger("tako.worker")
 _ASSIGN_PREFIX = b'{"op":"assign"'

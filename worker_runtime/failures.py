@@ -32,9 +32,7 @@ def _folders(*names: str) -> tuple[str, ...]:
 # Frames of these packages at the top of a traceback are how the worker reached the
 # user's code: the event loop, the thread pool, the worker and the step machinery (the
 # trio runtime's thread hop goes through outcome).
-_INTERNAL = _folders(
-    "tako", "worker_runtime", "anyio", "asyncio", "concurrent.futures", "trio", "outcome"
-)
+_INTERNAL = _folders("tako", "anyio", "asyncio", "concurrent.futures", "trio", "outcome")
 
 
 class Unencodable(Exception):

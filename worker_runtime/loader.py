@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from tako._records import NOTIFY_WORKFLOW, LoadError, Registry, WorkflowInfo
-from worker_runtime.examples import payload_example
-from worker_runtime.registry import (
+from tako.worker_runtime.examples import payload_example
+from tako.worker_runtime.registry import (
     ATTR,
     NOTIFIER_ATTR,
     WorkflowDef,

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from worker_runtime.threadpool import StepThreads
+from tako.worker_runtime.threadpool import StepThreads
 
 
 class Waiter(Protocol):

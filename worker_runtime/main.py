@@ -27,18 +27,18 @@ from anyio.abc import TaskGroup, UNIXSocketStream
 from tako._errors import BadJson, InvalidRequest, NonRetryable
 from tako._logs import JsonFormatter, wants_json
 from tako._protocol import Assign, Beat, Finish, Hello, Leaving
-from worker_runtime.channel import AsyncioChannel, Channel
-from worker_runtime.failures import (
+from tako.worker_runtime.channel import AsyncioChannel, Channel
+from tako.worker_runtime.failures import (
     Unencodable,
     describe,
     encode_value,
     message,
     user_traceback,
 )
-from worker_runtime.loader import load_app
-from worker_runtime.loops import for_runtime
-from worker_runtime.registry import WorkflowDef
-from worker_runtime.step import Bailed, Dropped, Parked, Step, out_of_memory
+from tako.worker_runtime.loader import load_app
+from tako.worker_runtime.loops import for_runtime
+from tako.worker_runtime.registry import WorkflowDef
+from tako.worker_runtime.step import Bailed, Dropped, Parked, Step, out_of_memory
 
 log = logging.getLogger("tako.worker")
 _REFUSED = (InvalidRequest.code, BadJson.code)  # takod's answers to a result it cannot store

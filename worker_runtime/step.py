@@ -35,12 +35,12 @@ from tako._errors import (
 )
 from tako._protocol import ApprovalSpec, MemoEntry, Park, StepDone
 from tako._records import Decision, StoredDecision, ms_to_datetime
-from worker_runtime.failures import Unencodable, describe, encode_value
-from worker_runtime.wait_schema import wait_schema
+from tako.worker_runtime.failures import Unencodable, describe, encode_value
+from tako.worker_runtime.wait_schema import wait_schema
 
 if TYPE_CHECKING:
-    from worker_runtime.channel import Channel, Reply
-    from worker_runtime.loops import Loop
+    from tako.worker_runtime.channel import Channel, Reply
+    from tako.worker_runtime.loops import Loop
 
 T = TypeVar("T")
 ParkKind = Literal["sleep", "wait", "retry", "approval"]

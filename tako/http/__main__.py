@@ -1,6 +1,6 @@
 """`python -m tako.http --fd N --socket PATH`: the HTTP app in a process of its own.
 
-`tako dev` (and `python -m takod --http`) bind the listening socket and
+`tako dev` (and `python -m tako.takod --http`) bind the listening socket and
 start this process on it: uvicorn with uvloop and httptools serves the app,
 which reaches takod through its unix socket like any client. Out of takod's
 process, an HTTP request costs takod what a socket request costs (about

@@ -29,8 +29,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from cli.options import plain
-from cli.render import approvers_text, decision_text, history_text, left_text, render_run, run_info
 from tako._errors import Forbidden, TakoError, Unauthorized
 from tako._protocol import GetAccess, ListApprovals, ListRuns, OpenLink, Start, Workflows
 from tako._records import STATUSES, ApprovalView, RunView
@@ -41,6 +39,15 @@ from tako._replies import (
     RunsReply,
     StartReply,
     WorkflowsReply,
+)
+from tako.cli.options import plain
+from tako.cli.render import (
+    approvers_text,
+    decision_text,
+    history_text,
+    left_text,
+    render_run,
+    run_info,
 )
 from tako.http._access import TOKEN_COOKIE, Access, Actor
 from tako.http._api import (

@@ -1,4 +1,4 @@
-"""Serving the HTTP app for a supervisor (`tako dev`, `python -m takod --http`).
+"""Serving the HTTP app for a supervisor (`tako dev`, `python -m tako.takod --http`).
 
 takod binds the listening socket, so that when the default address is taken
 (a second app, a second supervisor on this host) the next free port is used,

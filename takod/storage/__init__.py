@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from takod.storage.interface import ApprovalEvents, Backend, Reads, StoreError, Tx
+from tako.takod.storage.interface import ApprovalEvents, Backend, Reads, StoreError, Tx
 
 __all__ = [
     "ApprovalEvents",
@@ -26,7 +26,7 @@ __all__ = [
 
 def redact(url: str) -> str:
     """A database URL fit to print: without its password."""
-    from takod.storage.postgres.schema import redact as without_password
+    from tako.takod.storage.postgres.schema import redact as without_password
 
     return without_password(url)
 
@@ -41,10 +41,10 @@ def open_backend(
 ) -> Backend:
     """The app's store: the PostgreSQL schema of `app` at `url`, else runs.db at `path`."""
     if url is not None:
-        from takod.storage.postgres import PostgresBackend
+        from tako.takod.storage.postgres import PostgresBackend
 
         return PostgresBackend(url, app, events=events)
-    from takod.storage.sqlite import SqliteBackend
+    from tako.takod.storage.sqlite import SqliteBackend
 
     return SqliteBackend(path, durability=durability, events=events)
 
@@ -54,12 +54,12 @@ def open_reads(where: Path | str, app: str = "") -> Iterator[Reads]:
     """Read views on the app's store without a supervisor (the CLI while it is down):
     runs.db at a path, or the app's schema at a postgresql:// URL."""
     if isinstance(where, str):
-        from takod.storage.postgres import open_reads as postgres_reads
+        from tako.takod.storage.postgres import open_reads as postgres_reads
 
         with postgres_reads(where, app) as reads:
             yield reads
         return
-    from takod.storage.sqlite import open_reads as sqlite_reads
+    from tako.takod.storage.sqlite import open_reads as sqlite_reads
 
     with sqlite_reads(where) as reads:
         yield reads

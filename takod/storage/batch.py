@@ -21,7 +21,7 @@ import trio
 
 from tako._errors import StorageError, TakoError
 from tako._protocol import StepDone
-from takod.storage.interface import Early, QueuedWrite, Sink, Tx
+from tako.takod.storage.interface import Early, QueuedWrite, Sink, Tx
 
 T = TypeVar("T")
 log = logging.getLogger("takod")

@@ -31,7 +31,7 @@ from tako._errors import StorageError, TakoError
 from tako._protocol import Assign, Finish, Park, StepDone
 from tako._records import ApprovalView, RunStatus, RunView
 from tako._replies import SupervisorRow, TokenRow
-from takod.rules.runs import Outcome
+from tako.takod.rules.runs import Outcome
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -280,6 +280,9 @@ class Reads(Protocol):
     def runs(self, *, status: str | None, workflow: str | None, limit: int) -> list[RunView]: ...
 
     def counts(self) -> dict[str, int]: ...
+
+    def busy(self, now: int, limit: int = 10) -> list[str]:
+        """Up to `limit` runs that are running, or pending and due by `now`."""
 
     def next_wake(self) -> int | None:
         """The earliest moment anything is due (a wake-up, a timeout, a deadline, an

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import tako
-from cli.options import plain
 from tako._protocol import GetRun
 from tako._records import RunView
 from tako._replies import RunReply
+from tako.cli.options import plain
 from tests.procs import http_pids, worker_pids
 
 T = TypeVar("T")

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from cli_harness import ISO_UTC, DevServer, make_app, short_data_dir, tako_cmd
 
-from cli.events import EventFormatter
-from cli.render import (
+from tako.cli.events import EventFormatter
+from tako.cli.render import (
     render_approval,
     render_approvals,
     render_decided,

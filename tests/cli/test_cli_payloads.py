@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.payloads import PayloadError, parse_json, read_payload
+from tako.cli.payloads import PayloadError, parse_json, read_payload
 
 
 def stdin(data: bytes = b"") -> io.BytesIO:

@@ -18,9 +18,9 @@ import psycopg
 import pytest
 from cli_harness import OFFLINE_FLOWS, DevServer, clean_env, make_app, short_data_dir, tako_cmd
 
-from takod.storage import redact
-from takod.storage.postgres.connection import schema_of
-from takod.storage.postgres.schema import migrations
+from tako.takod.storage import redact
+from tako.takod.storage.postgres.connection import schema_of
+from tako.takod.storage.postgres.schema import migrations
 from tests.pg import database_url, drop_app, fresh_app
 
 FLOWS = (

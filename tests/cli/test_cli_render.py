@@ -10,9 +10,9 @@ from typing import Any
 import click
 import pytest
 
-from cli.events import EventFormatter, banner, hints
-from cli.render import render_run, render_runs, render_status, render_workflows
-from cli.text import duration_text, local_time, preview, spec_duration
+from tako.cli.events import EventFormatter, banner, hints
+from tako.cli.render import render_run, render_runs, render_status, render_workflows
+from tako.cli.text import duration_text, local_time, preview, spec_duration
 
 NOW = datetime(2026, 11, 21, 5, 45, tzinfo=UTC)
 

@@ -20,9 +20,9 @@ import pytest
 import trio
 
 import tako
-import takod
-from takod.server import MAX_SOCKET_PATH, supervisor_pid
-from takod.storage.sqlite import SqliteBackend
+from tako import takod
+from tako.takod.server import MAX_SOCKET_PATH, supervisor_pid
+from tako.takod.storage.sqlite import SqliteBackend
 from tests.conftest import App, TakodProcess, eventually, running, status_of
 
 pytestmark = pytest.mark.slow
@@ -248,7 +248,7 @@ async def test_takod_on_a_foreign_runs_db_exits_1_and_says_why(app: App) -> None
     db.parent.mkdir(parents=True)
     random_file(db)
     before = db.read_bytes()
-    argv = [sys.executable, "-m", "takod", str(app.dir), "--data-dir", str(app.data_dir)]
+    argv = [sys.executable, "-m", "tako.takod", str(app.dir), "--data-dir", str(app.data_dir)]
     with trio.fail_after(30):
         proc = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
     err = proc.stderr.decode()

@@ -11,8 +11,8 @@ import pytest
 import trio
 
 import tako
+from tako.worker_runtime.registry import ATTR
 from tests.conftest import App, running
-from worker_runtime.registry import ATTR
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import trio
 
 import tako
 from tako._errors import error_from_wire
-from takod import links
+from tako.takod import links
 from tests.conftest import App, eventually, running
 from tests.integration.test_approvals import APPROVALS, parked_key
 

@@ -239,7 +239,7 @@ class Cluster:
 
 class Host:
     """A machine of its own as far as the network goes: a namespace, its link to the
-    database (`cut`/`mend`), its data dir, and at most one supervisor (`python -m takod`)."""
+    database (`cut`/`mend`), its data dir, and at most one supervisor (`python -m tako.takod`)."""
 
     def __init__(self, cluster: Cluster, name: str, index: int) -> None:
         assert 1 <= index <= 250
@@ -302,7 +302,7 @@ class Host:
     # -- the supervisor --------------------------------------------------------
 
     async def start_supervisor(self, app_dir: Path, **env: str) -> None:
-        """`python -m takod` in this host's namespace, with the cluster as its database and
+        """`python -m tako.takod` in this host's namespace, with the cluster as its database and
         `$TAKO_TEST_HOST` naming the host to its workflows (to say where a step ran);
         returns once its socket answers `status()` (fails at once if it exits first)."""
         assert self.proc is None or self.proc.poll() is not None, f"{self} already serves"
@@ -312,7 +312,7 @@ class Host:
             self.proc = subprocess.Popen(
                 [
                     *("ip", "netns", "exec", self.ns),  # it execs: self.proc is takod itself
-                    *(sys.executable, "-m", "takod", str(app_dir)),
+                    *(sys.executable, "-m", "tako.takod", str(app_dir)),
                     *("--data-dir", str(self.data_dir)),
                 ],
                 env=dict(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from takod.storage import Backend, open_backend
+from tako.takod.storage import Backend, open_backend
 from tests.pg import database_url, drop_app, fresh_app
 from tests.storage.kit import serving
 
@@ -31,7 +31,7 @@ async def sqlite(tmp_path: Path) -> AsyncIterator[Backend]:
 @asynccontextmanager
 async def postgres(tmp_path: Path) -> AsyncIterator[Backend]:
     """A schema of its own on the test database (see tests/pg.py), dropped afterwards."""
-    from takod.storage.postgres import PostgresBackend
+    from tako.takod.storage.postgres import PostgresBackend
 
     url, app = database_url(), fresh_app()
     try:

@@ -17,10 +17,10 @@ import trio
 
 from tako._protocol import ApprovalSpec, Assign, Finish, Park, StepDone
 from tako._records import ApprovalView, RunView, StepView
-from takod import schema_check
-from takod.rules.runs import Outcome
-from takod.storage import Backend
-from takod.storage.interface import (
+from tako.takod import schema_check
+from tako.takod.rules.runs import Outcome
+from tako.takod.storage import Backend
+from tako.takod.storage.interface import (
     WAKE_BATCH,
     Ask,
     Created,

@@ -16,9 +16,9 @@ import pytest
 from tako._errors import ApprovalNotFound, InvalidRequest, NotAllowed, Stale
 from tako._protocol import ApprovalSpec
 from tako._records import iso
-from takod.rules.approvals import digest
-from takod.storage import Backend
-from takod.storage.interface import LinkFields, Parked, ParkOutcome
+from tako.takod.rules.approvals import digest
+from tako.takod.storage import Backend
+from tako.takod.storage.interface import LinkFields, Parked, ParkOutcome
 from tests.storage.kit import (
     NOW,
     approval,

@@ -17,8 +17,8 @@ import pytest
 import trio
 
 from tako._errors import StaleClaim
-from takod.storage import Backend
-from takod.storage.interface import Tx
+from tako.takod.storage import Backend
+from tako.takod.storage.interface import Tx
 from tests.conftest import eventually
 from tests.pg import database_url, drop_app, fresh_app
 from tests.storage import kit
@@ -27,7 +27,7 @@ from tests.storage import kit
 @pytest.fixture
 async def two() -> AsyncIterator[tuple[Backend, Backend, str]]:
     """Two backends on one schema, as two supervisors of one app have."""
-    from takod.storage.postgres import PostgresBackend
+    from tako.takod.storage.postgres import PostgresBackend
 
     url, app = database_url(), fresh_app()
     try:

@@ -9,8 +9,8 @@ import msgspec
 import pytest
 
 from tako._records import iso
-from takod.storage import Backend
-from takod.storage.interface import OutboxEvent
+from tako.takod.storage import Backend
+from tako.takod.storage.interface import OutboxEvent
 from tests.storage.kit import NOW, cancel, decide, events, parked, wake_due
 
 MINUTE = 60_000

@@ -11,9 +11,9 @@ import pytest
 from tako._errors import NotAllowed, RunNotFound, StaleClaim
 from tako._protocol import Assign
 from tako._records import iso
-from takod.rules.runs import Outcome, RunStatus
-from takod.storage import Backend
-from takod.storage.interface import Created, Parked, ParkOutcome, Requeued, StepSaved
+from tako.takod.rules.runs import Outcome, RunStatus
+from tako.takod.storage import Backend
+from tako.takod.storage.interface import Created, Parked, ParkOutcome, Requeued, StepSaved
 from tests.storage.kit import (
     DAY,
     NOW,

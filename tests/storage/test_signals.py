@@ -10,8 +10,8 @@ import pytest
 
 from tako._errors import InvalidRequest, RunNotFound
 from tako._records import iso
-from takod.storage import Backend
-from takod.storage.interface import Delivered, Parked, ParkOutcome
+from tako.takod.storage import Backend
+from tako.takod.storage.interface import Delivered, Parked, ParkOutcome
 from tests.storage.kit import (
     DAY,
     NOW,

@@ -3,7 +3,7 @@ runs of one gone silent, releasing runs nobody holds, outbox events taken for a 
 
 from __future__ import annotations
 
-from takod.storage import Backend
+from tako.takod.storage import Backend
 from tests.storage.kit import NOW, decide, parked, start, status
 
 LEASE = 30_000

@@ -8,8 +8,8 @@ import pytest
 from tako._errors import NotAllowed, Unauthorized
 from tako._records import iso
 from tako._replies import TokenRow
-from takod.storage import Backend
-from takod.storage.interface import Identity, TokenNotFound
+from tako.takod.storage import Backend
+from tako.takod.storage.interface import Identity, TokenNotFound
 from tests.storage.kit import NOW
 
 

@@ -11,8 +11,8 @@ import pytest
 import trio
 
 from tako._errors import NotAllowed, RunNotFound, StaleClaim
-from takod.storage import Backend, Tx
-from takod.storage.interface import NewRun, Parked, ParkOutcome, QueuedWrite, StepSaved
+from tako.takod.storage import Backend, Tx
+from tako.takod.storage.interface import NewRun, Parked, ParkOutcome, QueuedWrite, StepSaved
 from tests.storage.kit import (
     NOW,
     cancel,

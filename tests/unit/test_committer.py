@@ -21,8 +21,8 @@ import trio
 import trio.testing
 
 from tako._errors import NotAllowed, StorageError, TakoError
-from takod.storage.interface import QueuedWrite, Tx
-from takod.storage.sqlite.committer import Committer
+from tako.takod.storage.interface import QueuedWrite, Tx
+from tako.takod.storage.sqlite.committer import Committer
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from takod.config import ConfigError, load_config
+from tako.takod.config import ConfigError, load_config
 
 FILE = "postgresql://file@db/app"
 ENV = "postgresql://env@db/app"

@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 import trio
 import trio.testing
 
-from takod.connection import Connection
+from tako.takod.connection import Connection
 
 BIG = bytes(range(256)) * 4096  # 1 MiB, far more than the socket buffer holds
 

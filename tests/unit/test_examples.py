@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, TypedDict
 import msgspec
 import pytest
 
-from worker_runtime.examples import payload_example
+from tako.worker_runtime.examples import payload_example
 
 
 class Colour(enum.Enum):

@@ -30,7 +30,7 @@ from tako._protocol import (
     readable_json,
     safe_text,
 )
-from worker_runtime.failures import Unencodable, describe, encode_value, user_traceback
+from tako.worker_runtime.failures import Unencodable, describe, encode_value, user_traceback
 
 # any text, lone surrogates included (what os.fsdecode makes of an undecodable file name)
 surrogates = st.integers(0xD800, 0xDFFF).map(chr)

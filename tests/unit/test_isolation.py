@@ -20,8 +20,8 @@ import msgspec
 import trio
 
 from tako._protocol import Assign, Beat, Hello, decode_request, ok
-from takod.config import AppConfig, WorkerSettings
-from takod.workers import WorkerPool, WorkerProc
+from tako.takod.config import AppConfig, WorkerSettings
+from tako.takod.workers import WorkerPool, WorkerProc
 from tests.conftest import eventually
 
 HOLD = """

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tako._errors import LinkExpired, LinkTampered
-from takod import links
+from tako.takod import links
 
 SECRET = b"k" * 32
 NOW = 1_700_000_000_000

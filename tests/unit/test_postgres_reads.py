@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from takod.storage import StoreError, open_reads
-from takod.storage.postgres.schema import migrate
+from tako.takod.storage import StoreError, open_reads
+from tako.takod.storage.postgres.schema import migrate
 from tests.pg import database_url, drop_app, fresh_app
 
 

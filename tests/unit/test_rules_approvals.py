@@ -12,7 +12,7 @@ import pytest
 from tako._errors import InvalidRequest, NotAllowed, Stale
 from tako._protocol import ApprovalSpec
 from tako._records import iso
-from takod.rules.approvals import (
+from tako.takod.rules.approvals import (
     DECIDED,
     Entry,
     Past,

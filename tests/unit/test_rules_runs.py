@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tako._errors import NotAllowed
-from takod.rules.runs import (
+from tako.takod.rules.runs import (
     CANCELLABLE,
     FINISHED,
     NULL,

@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from takod.scheduler import SAFETY_SWEEP, Scheduler, TrioClock
+from tako.takod.scheduler import SAFETY_SWEEP, Scheduler, TrioClock
 
 EPOCH = 1_800_000_000_000
 SWEEP_MS = int(SAFETY_SWEEP * 1000)

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from takod.storage.interface import Delivered
-from takod.storage.sqlite import SqliteBackend
-from takod.storage.sqlite.files import APPLICATION_ID, migrations, open_writer, schema_sql
+from tako.takod.storage.interface import Delivered
+from tako.takod.storage.sqlite import SqliteBackend
+from tako.takod.storage.sqlite.files import APPLICATION_ID, migrations, open_writer, schema_sql
 
-PACKAGE = resources.files("takod.storage.sqlite")
+PACKAGE = resources.files("tako.takod.storage.sqlite")
 MIGRATION_FILES = sorted(
     (p for p in (PACKAGE / "migrations").iterdir() if p.name.endswith(".sql")),
     key=lambda p: p.name,

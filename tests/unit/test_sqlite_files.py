@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from tako._errors import RunNotFound
-from takod.storage import StoreError, open_backend, open_reads
-from takod.storage.interface import NewRun
-from takod.storage.sqlite import SqliteBackend
-from takod.storage.sqlite import open_reads as sqlite_reads
-from takod.storage.sqlite.files import APPLICATION_ID, migrations, open_read_only
+from tako.takod.storage import StoreError, open_backend, open_reads
+from tako.takod.storage.interface import NewRun
+from tako.takod.storage.sqlite import SqliteBackend
+from tako.takod.storage.sqlite import open_reads as sqlite_reads
+from tako.takod.storage.sqlite.files import APPLICATION_ID, migrations, open_read_only
 from tests.storage.kit import serving
 
 NOW = 1_800_000_000_000

@@ -9,7 +9,12 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("takod", "worker_runtime", "tako", "cli")
+# Each package's import name and its folder: the engine's folders sit at the top of the
+# repository and are reached as tako.takod, ... through the links in tako/.
+PACKAGES = {
+    "tako": "tako", "tako.takod": "takod", "tako.worker_runtime": "worker_runtime",
+    "tako.cli": "cli",
+}  # fmt: skip
 SQL = re.compile(
     r"\b(SELECT\s.+\sFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+TABLE)\b",
     re.I | re.S,
@@ -19,12 +24,14 @@ BACKENDS = ("takod/storage/sqlite/", "takod/storage/postgres/")
 
 def modules() -> dict[str, Path]:
     found = {}
-    for package in PACKAGES:
-        for path in (ROOT / package).rglob("*.py"):
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    for package, folder in PACKAGES.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
+            if parts and parts[0] in ("takod", "worker_runtime", "cli") and folder == "tako":
+                continue  # the links: their modules are counted under their own folder
             if parts[-1] == "__init__":
                 parts.pop()
-            found[".".join(parts)] = path
+            found[".".join([package, *parts])] = path
     return found
 
 
@@ -91,9 +98,9 @@ def test_the_wire_and_the_worker_never_import_takod() -> None:
     wrong = [
         f"{name} imports {t}"
         for name, path in known.items()
-        if name.split(".")[0] in ("tako", "worker_runtime")
+        if not name.startswith(("tako.takod", "tako.cli", "tako.testing"))
         for t in imports(name, path, known)
-        if t.split(".")[0] == "takod"
+        if t.startswith("tako.takod")
     ]
     assert wrong == []
 

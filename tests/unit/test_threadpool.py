@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import trio
 
-from worker_runtime.loops import AsyncioLoop, TrioLoop
-from worker_runtime.threadpool import StepThreads
+from tako.worker_runtime.loops import AsyncioLoop, TrioLoop
+from tako.worker_runtime.threadpool import StepThreads
 
 REQUEST = contextvars.ContextVar[str]("request", default="none")
 

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from takod.schema_check import check
-from worker_runtime.wait_schema import wait_schema
+from tako.takod.schema_check import check
+from tako.worker_runtime.wait_schema import wait_schema
 
 UTC = datetime.UTC
 

@@ -17,21 +17,21 @@ from typing import TypeVar
 import psycopg
 import trio
 
-from takod.storage.batch import Batched
-from takod.storage.interface import (
+from tako.takod.storage.batch import Batched
+from tako.takod.storage.interface import (
     ApprovalEvents,
     DatabaseUnavailable,
     Peers,
     Reads,
     StoreError,
 )
-from takod.storage.postgres.committer import Committer
-from takod.storage.postgres.connection import PgConn, connect, schema_of
-from takod.storage.postgres.notices import Notices
-from takod.storage.postgres.schema import migrate, redact
-from takod.storage.sqlite.portable import POSTGRES
-from takod.storage.sqlite.reads import SqlReads
-from takod.storage.sqlite.runs import SqlTx
+from tako.takod.storage.postgres.committer import Committer
+from tako.takod.storage.postgres.connection import PgConn, connect, schema_of
+from tako.takod.storage.postgres.notices import Notices
+from tako.takod.storage.postgres.schema import migrate, redact
+from tako.takod.storage.sqlite.portable import POSTGRES
+from tako.takod.storage.sqlite.reads import SqlReads
+from tako.takod.storage.sqlite.runs import SqlTx
 
 __all__ = ["PostgresBackend", "open_reads"]
 T = TypeVar("T")

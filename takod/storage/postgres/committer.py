@@ -14,12 +14,12 @@ from typing import Any
 import psycopg
 
 from tako._errors import StorageError, TakoError
-from takod.storage.batch import BatchWriter
-from takod.storage.interface import DatabaseUnavailable, QueuedWrite, StepSaved
-from takod.storage.postgres.connection import PgConn, translate
-from takod.storage.sqlite.portable import POSTGRES
-from takod.storage.sqlite.runs import SqlTx
-from takod.storage.sqlite.steps import save_step_if_held, save_step_params
+from tako.takod.storage.batch import BatchWriter
+from tako.takod.storage.interface import DatabaseUnavailable, QueuedWrite, StepSaved
+from tako.takod.storage.postgres.connection import PgConn, translate
+from tako.takod.storage.sqlite.portable import POSTGRES
+from tako.takod.storage.sqlite.runs import SqlTx
+from tako.takod.storage.sqlite.steps import save_step_if_held, save_step_params
 
 PIPELINED_SAVE = translate(save_step_if_held(POSTGRES) + " RETURNING run_id")
 

@@ -20,8 +20,8 @@ from typing import Any
 import psycopg
 import trio
 
-from takod.storage.interface import Peers
-from takod.storage.postgres.connection import conninfo, schema_of
+from tako.takod.storage.interface import Peers
+from tako.takod.storage.postgres.connection import conninfo, schema_of
 
 log = logging.getLogger("takod")
 MAX_PAYLOAD = 7000  # bytes of one NOTIFY payload (PostgreSQL's limit is 8000)

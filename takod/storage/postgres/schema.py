@@ -12,8 +12,8 @@ from importlib import resources
 
 import psycopg
 
-from takod.storage.interface import StoreError
-from takod.storage.postgres.connection import conninfo, schema_of
+from tako.takod.storage.interface import StoreError
+from tako.takod.storage.postgres.connection import conninfo, schema_of
 
 
 def migrations() -> list[str]:

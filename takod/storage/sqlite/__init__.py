@@ -16,17 +16,17 @@ from typing import TypeVar
 
 import trio
 
-from takod.storage.batch import Batched
-from takod.storage.interface import (
+from tako.takod.storage.batch import Batched
+from tako.takod.storage.interface import (
     ApprovalEvents,
     Peers,
     Reads,
     StoreError,
 )
-from takod.storage.sqlite.committer import Committer
-from takod.storage.sqlite.files import open_read_only, open_writer
-from takod.storage.sqlite.reads import SqlReads
-from takod.storage.sqlite.runs import SqlTx
+from tako.takod.storage.sqlite.committer import Committer
+from tako.takod.storage.sqlite.files import open_read_only, open_writer
+from tako.takod.storage.sqlite.reads import SqlReads
+from tako.takod.storage.sqlite.runs import SqlTx
 
 __all__ = ["SqliteBackend", "open_reads"]
 T = TypeVar("T")

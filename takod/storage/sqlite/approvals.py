@@ -21,17 +21,17 @@ import msgspec
 from tako._errors import ApprovalNotFound, NotAllowed
 from tako._protocol import ApprovalSpec
 from tako._records import iso
-from takod.rules import approvals as rules
-from takod.rules.approvals import Entry, Past, Request
-from takod.storage.interface import (
+from tako.takod.rules import approvals as rules
+from tako.takod.rules.approvals import Entry, Past, Request
+from tako.takod.storage.interface import (
     ApprovalEvents,
     Ask,
     OutboxEvent,
     SchemaCheck,
     TokenNotFound,
 )
-from takod.storage.sqlite.portable import SQLITE, Conn, Dialect
-from takod.storage.sqlite.reads import decision_object, hash_token
+from tako.takod.storage.sqlite.portable import SQLITE, Conn, Dialect
+from tako.takod.storage.sqlite.reads import decision_object, hash_token
 
 _COLUMNS = (
     "key, run_id, step_key, status, data, value, schema, approvers, required, approved_by,"

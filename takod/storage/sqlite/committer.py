@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 
 from tako._errors import StorageError, TakoError
-from takod.storage.batch import BatchWriter
-from takod.storage.interface import Tx
+from tako.takod.storage.batch import BatchWriter
+from tako.takod.storage.interface import Tx
 
 
 class Committer(BatchWriter):

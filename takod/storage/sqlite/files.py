@@ -6,7 +6,7 @@ import sqlite3
 from importlib import resources
 from pathlib import Path
 
-from takod.storage.interface import StoreError
+from tako.takod.storage.interface import StoreError
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 APPLICATION_ID = 0x74616B6F  # "tako": marks a file as ours, so we never write to a stranger's

@@ -17,9 +17,9 @@ from tako._errors import ApprovalNotFound, RunNotFound, Unauthorized
 from tako._protocol import readable_json
 from tako._records import NULL, ApprovalView, HistoryView, RunView, StepView, iso
 from tako._replies import SupervisorRow, TokenRow
-from takod.rules.approvals import digest
-from takod.storage.interface import Identity, LinkFields, OutboxEvent
-from takod.storage.sqlite.portable import Conn
+from tako.takod.rules.approvals import digest
+from tako.takod.storage.interface import Identity, LinkFields, OutboxEvent
+from tako.takod.storage.sqlite.portable import Conn
 
 C = TypeVar("C", bound=Conn)
 RUN_COLUMNS = (
@@ -156,6 +156,16 @@ class SqlReads(Generic[C]):
     def counts(self) -> dict[str, int]:
         rows = self.conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status")
         return {status: n for status, n in rows}
+
+    def busy(self, now: int, limit: int = 10) -> list[str]:
+        """Runs a worker holds or could take now (running, or pending and due): what a
+        test with a moved clock waits out before it looks or moves the clock again."""
+        rows = self.conn.execute(
+            "SELECT id FROM runs WHERE status = 'running'"
+            " OR (status = 'pending' AND (wake_at IS NULL OR wake_at <= ?)) LIMIT ?",
+            (now, limit),
+        )
+        return [row[0] for row in rows]
 
     def next_wake(self) -> int | None:
         """Each MIN reads one partial index."""

@@ -15,9 +15,9 @@ import msgspec
 
 from tako._errors import InvalidRequest, RunNotFound, StaleClaim
 from tako._protocol import Assign, Finish, MemoEntry, Park, StepDone
-from takod.rules import runs as rules
-from takod.rules.runs import FINISHED, Outcome, RunStatus
-from takod.storage.interface import (
+from tako.takod.rules import runs as rules
+from tako.takod.rules.runs import FINISHED, Outcome, RunStatus
+from tako.takod.storage.interface import (
     WAKE_BATCH,
     ApprovalEvents,
     Created,
@@ -31,9 +31,9 @@ from takod.storage.interface import (
     SchemaCheck,
     StepSaved,
 )
-from takod.storage.sqlite.approvals import ApprovalWrites, C
-from takod.storage.sqlite.portable import SQLITE, Dialect
-from takod.storage.sqlite.steps import UPSERT_STEP, save_step_if_held, save_step_params
+from tako.takod.storage.sqlite.approvals import ApprovalWrites, C
+from tako.takod.storage.sqlite.portable import SQLITE, Dialect
+from tako.takod.storage.sqlite.steps import UPSERT_STEP, save_step_if_held, save_step_params
 
 _RESUME = (
     "UPDATE runs SET status = 'pending', wake_at = NULL, waiting_for = NULL, updated_at = ?"

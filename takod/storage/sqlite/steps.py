@@ -9,7 +9,7 @@ runs it alone.
 from __future__ import annotations
 
 from tako._protocol import StepDone
-from takod.storage.sqlite.portable import SQLITE, Dialect
+from tako.takod.storage.sqlite.portable import SQLITE, Dialect
 
 _STEP_COLUMNS = (
     "run_id, key, name, kind, status, result, error, attempts, seq, started_at, finished_at,"
