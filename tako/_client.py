@@ -76,6 +76,7 @@ from tako._replies import (
     WorkflowsReply,
     decode_reply,
 )
+from tako._tracecontext import current_traceparent
 
 T = TypeVar("T")
 _UNSET: Any = object()  # `value` not given (None is a value)
@@ -121,7 +122,10 @@ class Client:
     ) -> StartResult:
         """Like `start`, and say whether the run already existed (`deduplicated`)."""
         seconds = None if delay is None else parse_duration(delay)
-        request = Start(workflow=workflow, payload=_raw(payload), run_id=run_id, delay=seconds)
+        request = Start(
+            workflow=workflow, payload=_raw(payload), run_id=run_id, delay=seconds,
+            traceparent=current_traceparent(),
+        )  # fmt: skip
         reply = self.call(request, StartReply)
         return StartResult(reply.run_id, reply.status, reply.deduplicated)
 

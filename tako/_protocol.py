@@ -23,6 +23,8 @@ ABSENT = msgspec.Raw(b"")  # a Raw field that was not sent at all (null is a val
 RunId = Annotated[str, msgspec.Meta(pattern=RUN_ID_PATTERN)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=100 * 365 * 86400)]  # up to a century
+TRACEPARENT_PATTERN = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+TraceParent = Annotated[str, msgspec.Meta(pattern=TRACEPARENT_PATTERN)]  # W3C trace context
 ReqId = int | str | None
 
 
@@ -43,6 +45,8 @@ class Start(_Req, tag="start"):
     payload: msgspec.Raw = NULL
     run_id: RunId | None = None
     delay: Seconds | None = None
+    # the caller's trace context (W3C), carried into the run's spans
+    traceparent: TraceParent | None = None
 
 
 class Signal(_Req, tag="signal"):
@@ -77,6 +81,10 @@ class Status(_Req, tag="status"):
 
 class Workflows(_Req, tag="workflows"):
     pass
+
+
+class Metrics(_Req, tag="metrics"):
+    """The supervisor's metrics in the Prometheus text format (`GET /metrics`)."""
 
 
 class Approve(_Req, tag="approve"):
@@ -265,6 +273,7 @@ ClientRequest = (
     | Retry
     | Status
     | Workflows
+    | Metrics
     | Wait
     | Approve
     | Reject
@@ -297,13 +306,16 @@ OPS = CLIENT_OPS | WORKER_OPS
 
 
 class MemoEntry(msgspec.Struct, array_like=True):
-    """A finished step as a worker replays it: key, status, result, error, attempts."""
+    """A finished step as a worker replays it: key, status, result, error, attempts, and
+    its kind ("run", "sleep", "wait", "approval"), so a replay can tell when the code now
+    calls another kind of step by that name."""
 
     key: str
     status: str
     result: msgspec.Raw
     error: str | None
     attempts: int
+    kind: str = ""
 
 
 class Assign(msgspec.Struct, tag_field="op", tag="assign"):
@@ -313,6 +325,7 @@ class Assign(msgspec.Struct, tag_field="op", tag="assign"):
     attempt: int
     token: int
     memo: list[MemoEntry]
+    traceparent: str | None = None  # the trace context its `start` carried
 
 
 class Envelope(msgspec.Struct):

@@ -66,6 +66,10 @@ class SupervisorRow(msgspec.Struct, kw_only=True):
     since: str  # ISO 8601: when it started
 
 
+class MetricsReply(Reply, kw_only=True):
+    text: str  # the Prometheus text exposition format, version 0.0.4
+
+
 class StatusReply(Reply, kw_only=True):
     supervisor: str
     pid: int | None

@@ -1,4 +1,5 @@
-"""Who hears that something changed: `wait` and `watch` requests, deliveries, `tako dev`.
+"""Who hears that something changed: `wait` and `watch` requests, deliveries, `tako dev`,
+and the counts behind `GET /metrics`.
 
 One small hub that every layer is handed, so none of them needs a reference
 to the supervisor: the worker link says a run changed, the service says an
@@ -12,12 +13,15 @@ from typing import Any
 
 import trio
 
+from tako.takod.metrics import Metrics
+
 EventHook = Callable[[str, dict[str, Any]], None]
 
 
 class Changes:
     def __init__(self, on_event: EventHook | None = None) -> None:
         self.on_event = on_event
+        self.metrics = Metrics()  # what `GET /metrics` reads: every layer counts here
         self.runs: dict[str, set[trio.Event]] = {}  # run id -> its waiters
         self.approvals: set[trio.Event] = set()  # waiters on any approval
         self._deliveries: list[Callable[[], None]] = []
@@ -44,6 +48,7 @@ class Changes:
     def run_finished(self, run_id: str, status: str = "", error: str | None = None) -> None:
         self.run_changed(run_id)
         if status:
+            self.metrics.run_finished(status)
             self.emit(status, run_id=run_id, error=error)
 
     def approvals_changed(self, *, told: bool = False) -> None:

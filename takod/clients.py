@@ -28,6 +28,7 @@ from tako._protocol import (
     GetRun,
     ListApprovals,
     ListRuns,
+    Metrics,
     Prune,
     Reject,
     RequestError,
@@ -44,6 +45,7 @@ from tako._protocol import (
 from tako._replies import (
     ApprovalReply,
     ApprovalsReply,
+    MetricsReply,
     PrunedReply,
     Reply,
     RunReply,
@@ -172,7 +174,10 @@ class Clients:
 
         try:
             payload = bytes(req.payload)
-            self.service.start(req.workflow, payload, reply, run_id=req.run_id, delay=req.delay)
+            self.service.start(
+                req.workflow, payload, reply, run_id=req.run_id, delay=req.delay,
+                traceparent=req.traceparent,
+            )  # fmt: skip
         except Exception as exc:
             reply(exc)
 
@@ -211,6 +216,8 @@ class Clients:
                     database=self.database,
                     supervisors=msgspec.UNSET if now.supervisors is None else now.supervisors,
                 )  # fmt: skip
+            case Metrics():
+                return MetricsReply(id=rid, text=(await service.metrics()).decode())
             case Workflows():
                 registry = self.catalog.registry
                 return WorkflowsReply(

@@ -23,6 +23,9 @@ from prometheus_client.core import (
     Metric,
 )
 
+from tako._protocol import Assign
+from tako.takod.storage.interface import StoreCounts
+
 # seconds: a step's body (a fast function to a slow API call) and a resume (one commit
 # and a hand-over: well under a millisecond to tens of milliseconds under load)
 STEP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0)
@@ -51,15 +54,6 @@ class Buckets:
         return HistogramMetricFamily(name, doc, buckets=cumulative, sum_value=self.sum)
 
 
-class StoreCounts(NamedTuple):
-    """What the store says at scrape time."""
-
-    runs: dict[tuple[str, str], int]  # (workflow, status) -> runs
-    approvals_pending: int
-    approvals_overdue: int
-    outbox_backlog: int
-
-
 class Pool(NamedTuple):
     """What the worker pool says at scrape time."""
 
@@ -76,7 +70,7 @@ class Metrics:
         self.commits = 0
         self.writes = 0
         self.started = 0
-        self.finished: dict[tuple[str, str], int] = {}  # (workflow, status) -> runs
+        self.finished: dict[str, int] = {}  # status -> runs
         self._woken: dict[str, float] = {}  # run id -> when its resume began
 
     # -- the hot paths ----------------------------------------------------------------
@@ -91,32 +85,31 @@ class Metrics:
         if checkpoints:
             self.batches.observe(checkpoints)
 
-    def woken(self, since: float, handed: Sequence[str], queued: Sequence[str]) -> None:
+    def woken(self, since: float, handed: int, queued: Sequence[str]) -> None:
         """Runs a signal, a decision or a timer made ready (`since`: `time.monotonic()`
-        when that began): those `handed` to a worker now, and those `queued` for one."""
+        when that began): how many were `handed` to a worker now, and those `queued`."""
         now = time.monotonic()
-        for _ in handed:
+        for _ in range(handed):
             self.resumes.observe(now - since)
         if len(self._woken) + len(queued) <= MAX_TRACKED:
             for rid in queued:
                 self._woken[rid] = since
 
-    def claimed(self, run_ids: Sequence[str]) -> None:
+    def claimed(self, assigns: Sequence[Assign]) -> None:
         """Runs the pool handed to a worker: a queued resume ends here."""
         if not self._woken:
             return
         now = time.monotonic()
-        for rid in run_ids:
-            since = self._woken.pop(rid, None)
+        for a in assigns:
+            since = self._woken.pop(a.run_id, None)
             if since is not None:
                 self.resumes.observe(now - since)
 
     def run_started(self) -> None:
         self.started += 1
 
-    def run_finished(self, workflow: str, status: str) -> None:
-        key = (workflow, status)
-        self.finished[key] = self.finished.get(key, 0) + 1
+    def run_finished(self, status: str) -> None:
+        self.finished[status] = self.finished.get(status, 0) + 1
 
     # -- the scrape -------------------------------------------------------------------
 
@@ -133,12 +126,12 @@ class Metrics:
         for (workflow, status), n in sorted(store.runs.items()):
             runs.add_metric([workflow, status], n)
         yield runs
-        yield self.steps.family("tako_step_seconds", "How long step bodies took (the worker's clock)")
+        yield self.steps.family("tako_step_seconds", "How long step bodies took")
         yield self.resumes.family(
             "tako_resume_seconds",
             "From a signal, decision or timer to the woken run's hand-over to a worker",
         )
-        yield GaugeMetricFamily("tako_ready_runs", "Runs ready and waiting for a worker", pool.ready)
+        yield GaugeMetricFamily("tako_ready_runs", "Runs ready, waiting for a worker", pool.ready)
         yield GaugeMetricFamily("tako_runs_in_flight", "Runs held by a worker", pool.in_flight)
         yield GaugeMetricFamily("tako_workers", "Live worker processes", pool.workers)
         yield CounterMetricFamily("tako_commits", "Transactions committed", self.commits)
@@ -147,11 +140,9 @@ class Metrics:
             "tako_steps_per_commit", "Step checkpoints that shared one commit (group commit)"
         )
         yield CounterMetricFamily("tako_runs_started", "Runs started here", self.started)
-        finished = CounterMetricFamily(
-            "tako_runs_finished", "Runs that ended here", labels=["workflow", "status"]
-        )
-        for (workflow, status), n in sorted(self.finished.items()):
-            finished.add_metric([workflow, status], n)
+        finished = CounterMetricFamily("tako_runs_finished", "Runs ended here", labels=["status"])
+        for status, n in sorted(self.finished.items()):
+            finished.add_metric([status], n)
         yield finished
         yield GaugeMetricFamily(
             "tako_approvals_pending", "Approval requests nobody has decided yet",

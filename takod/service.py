@@ -11,6 +11,7 @@ and approvals it touched. The operations know nothing of sockets or framing
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import NamedTuple, TypeVar
 
@@ -24,6 +25,7 @@ from tako.takod.catalog import Catalog
 from tako.takod.changes import Changes
 from tako.takod.config import AppConfig
 from tako.takod.membership import Membership
+from tako.takod.metrics import Pool
 from tako.takod.payloads import Payloads
 from tako.takod.rules.runs import FINISHED, RunStatus
 from tako.takod.scheduler import Clock, Scheduler
@@ -42,6 +44,7 @@ class Woken(NamedTuple):
     slots: Slots | None
     assigns: list[Assign]
     rest: list[str]
+    since: float | None = None  # a resume's start (time.monotonic()); None for a start
 
 
 class Status(NamedTuple):
@@ -85,6 +88,7 @@ class Service:
         *,
         run_id: str | None = None,
         delay: float | None = None,
+        traceparent: str | None = None,
     ) -> None:
         """Create a run; `reply` gets the result once it is committed.
 
@@ -96,12 +100,13 @@ class Service:
         now = self.clock.now_ms()
         timeout_ms = int(wf.timeout * 1000) if wf.timeout else None
         delay_ms = int(delay * 1000) if delay else None
-        new = NewRun(workflow, payload, wf.retries + 1, run_id, delay_ms, timeout_ms)
+        new = NewRun(workflow, payload, wf.retries + 1, run_id, delay_ms, timeout_ms, traceparent)
 
         def created(result: Created | BaseException, woken: Woken) -> None:
             try:
                 try:
                     if isinstance(result, Created) and not result.deduplicated:
+                        self.changes.metrics.run_started()
                         self.changes.emit("started", run_id=result.run_id, workflow=workflow)
                         for due in (timeout_ms, delay_ms):
                             self.scheduler.note(now + due if due else None)
@@ -241,6 +246,12 @@ class Service:
             supervisors = await self.read(lambda r: r.supervisors(now, lease))
         return Status(self.pool.live, counts, iso(next_wake), supervisors)
 
+    async def metrics(self) -> bytes:
+        """The Prometheus text of `GET /metrics`."""
+        store = await self.read(lambda r: r.store_counts())
+        pool = Pool(workers=self.pool.live, ready=self.pool.queued, in_flight=self.pool.in_flight)
+        return self.changes.metrics.exposition(store, pool)
+
     async def prune(self, older_than: float | None) -> int:
         keep = older_than if older_than is not None else self.config.runs.retention
         before = self.clock.now_ms() - int(keep * 1000)
@@ -251,6 +262,7 @@ class Service:
     async def claim(self, run_ids: list[str]) -> list[Assign]:
         now, hold, me = self.clock.now_ms(), self.catalog.held_because, self.membership.me
         assigns = await self.backend.write(lambda tx: tx.claim(run_ids, now, hold, me))
+        self.changes.metrics.claimed(assigns)
         self._emit_running(assigns)
         return assigns
 
@@ -338,7 +350,9 @@ class Service:
     async def write_waking(
         self, want: int, ready_of: Callable[[T], list[str]], write: Callable[[Tx], T]
     ) -> tuple[T, Woken]:
-        """`submit_waking`, awaited: returns once committed."""
+        """`submit_waking`, awaited: returns once committed (a resume: a signal, a
+        decision, a timer)."""
+        since = time.monotonic()
         slots, write_and_claim = self._claiming(want, ready_of, write)
         try:
             result, assigns, rest = await self.backend.write(write_and_claim)
@@ -346,7 +360,7 @@ class Service:
             if slots is not None:
                 self.pool.unreserve(slots)
             raise
-        return result, Woken(slots, assigns, rest)
+        return result, Woken(slots, assigns, rest, since)
 
     def _claiming(
         self, want: int, ready_of: Callable[[T], list[str]], write: Callable[[Tx], T]
@@ -369,6 +383,8 @@ class Service:
 
     def hand_over(self, woken: Woken) -> None:
         """Send the runs claimed by a waking write to their worker; queue the rest."""
+        if woken.since is not None:
+            self.changes.metrics.woken(woken.since, len(woken.assigns), woken.rest)
         self._emit_running(woken.assigns)
         if woken.slots is not None:
             self.pool.hand_over(woken.slots, woken.assigns)

@@ -81,6 +81,7 @@ class Supervisor:
         """The layers on an open store."""
         config, clock, changes = self.config, self.clock, self.changes
         self.backend = backend
+        backend.on_commit = changes.metrics.committed
         payloads = Payloads(config.runs.max_payload)
         self.scheduler = Scheduler(
             clock, lambda: self.service.next_wake(), lambda now: self.service.wake_due(now)

@@ -165,6 +165,7 @@ class WorkerLink:
 
     def _stepped(self, worker: WorkerProc, req: StepDone, outcome: StepSaved) -> bytes | None:
         if outcome == StepSaved.SAVED:
+            self.changes.metrics.step(req.finished_at - req.started_at)
             if self.changes.runs:  # someone watches a run (`watch`): free when nobody does
                 self.changes.run_changed(req.run_id)
             self.changes.emit(

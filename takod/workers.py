@@ -213,6 +213,11 @@ class WorkerPool:
         return {rid for w in self.workers.values() for rid in w.in_flight}
 
     @property
+    def queued(self) -> int:
+        """Runs ready and waiting for a place in a worker."""
+        return len(self._queue)
+
+    @property
     def in_flight(self) -> int:
         return sum(len(w.in_flight) for w in self.workers.values())
 

@@ -39,6 +39,8 @@ from tako.worker_runtime.loader import load_app
 from tako.worker_runtime.loops import for_runtime
 from tako.worker_runtime.registry import WorkflowDef
 from tako.worker_runtime.step import Bailed, Dropped, Parked, Step, out_of_memory
+from tako.worker_runtime.tracing import NO_TRACE, NoTrace, start_run
+from tako.worker_runtime.tracing import flush as flush_spans
 
 log = logging.getLogger("tako.worker")
 _REFUSED = (InvalidRequest.code, BadJson.code)  # takod's answers to a result it cannot store
@@ -63,6 +65,7 @@ class Worker:
         self.max_payload = max_payload
         self.in_flight = 0
         self.idle_since = time.monotonic()
+        self._traces: dict[str, NoTrace] = {}  # run id -> its attempt's span (otel)
         self._tg: TaskGroup | None = None
         # On asyncio each run is a plain task: anyio's task group costs a cancel scope, an
         # event and a handle per task, a third of the worker's time when runs are short
@@ -115,12 +118,14 @@ class Worker:
                 await self.channel.request(Beat())
 
     async def _execute(self, assign: Assign) -> None:
+        self._traces[assign.run_id] = start_run(assign)
         try:
             await self._run(assign)
         except Exception as exc:  # a fault in a run's error path: it fails alone, not us all
             log.exception("run %s: the worker could not report its outcome", assign.run_id)
             await self._finish(assign, "failed", error=f"worker error: {describe(exc)}")
         finally:
+            self._traces.pop(assign.run_id, NO_TRACE).end()
             self.in_flight -= 1
             if not self.in_flight:
                 self.idle_since = time.monotonic()
@@ -138,6 +143,7 @@ class Worker:
             token=a.token,
             memo=a.memo,
             max_payload=self.max_payload,
+            trace=self._traces.get(a.run_id, NO_TRACE),
         )
         try:
             payload = _decode_payload(a.payload, wf.payload_type)
@@ -151,7 +157,8 @@ class Worker:
             return
         try:
             value = await wf.fn(payload, step)
-        except (Parked, Dropped):
+        except (Parked, Dropped) as exc:
+            step.trace.finished("parked" if isinstance(exc, Parked) else "dropped")
             return
         except Bailed as exc:
             await self._finish(a, "cancelled", error=exc.reason)
@@ -184,6 +191,7 @@ class Worker:
         error: str | None = None,
         tb: str | None = None,
     ) -> None:
+        self._traces.get(a.run_id, NO_TRACE).finished(outcome, error)
         reply = await self.channel.persist(
             Finish(
                 run_id=a.run_id,
@@ -285,6 +293,7 @@ def run_worker(
     )  # fmt: skip
     # A step's thread may still be blocked in user code; its result could no longer be
     # checkpointed anyway (takod said goodbye or we said we were leaving), so don't wait for it.
+    flush_spans()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

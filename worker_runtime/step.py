@@ -36,6 +36,7 @@ from tako._errors import (
 from tako._protocol import ApprovalSpec, MemoEntry, Park, StepDone
 from tako._records import Decision, StoredDecision, ms_to_datetime
 from tako.worker_runtime.failures import Unencodable, describe, encode_value
+from tako.worker_runtime.tracing import NO_TRACE, NoTrace
 from tako.worker_runtime.wait_schema import wait_schema
 
 if TYPE_CHECKING:
@@ -85,6 +86,13 @@ def decode(raw: bytes, type_: Any = None) -> Any:
     return msgspec.json.decode(raw) if type_ is None else msgspec.json.decode(raw, type=type_)
 
 
+# what each kind of recorded step was, as a replay that finds another kind says it
+KINDS = {
+    "run": "a step.run", "sleep": "a step.sleep", "wait": "a step.wait_for",
+    "approval": "a step.approval",
+}  # fmt: skip
+
+
 class Step:
     """The durable operations of one run's execution."""
 
@@ -98,6 +106,7 @@ class Step:
         token: int,
         memo: list[MemoEntry],
         max_payload: int,
+        trace: NoTrace = NO_TRACE,
     ) -> None:
         self.run_id = run_id
         self.workflow = workflow
@@ -109,6 +118,7 @@ class Step:
         self._seen: dict[str, int] = {}
         self._seqs: dict[str, int] = {}
         self._max_payload = max_payload
+        self.trace = trace  # the attempt's span (OpenTelemetry), parent of the steps' spans
         # steps called but not awaited yet: {n: (method, name)}, n counting calls
         self._unawaited: dict[int, tuple[str, Any]] = {}
         self._calls = 0
@@ -138,6 +148,21 @@ class Step:
         self._seqs[key] = len(self._seqs)  # its place in this execution, for the timeline
         self.log.extra = {"run_id": self.run_id, "step": key}
         return key
+
+    def _recorded(self, key: str, kind: str, method: str) -> MemoEntry | None:
+        """The step recorded under `key`, if any. One recorded as another kind of step
+        means the code changed under this run: handing its result to the new code
+        would be a silently wrong answer, so the run fails, naming the step."""
+        memo = self._memo.get(key)
+        if memo is not None and memo.kind and memo.kind != kind:
+            was = KINDS.get(memo.kind, memo.kind)
+            raise NonRetryable(
+                f"step {key!r} was recorded as {was} but the code now calls step.{method}"
+                " with that name: the workflow's code changed under a run in flight. Keep"
+                " the old step under its name (or give the new one another name), then"
+                f" `tako runs retry {self.run_id}`"
+            )
+        return memo
 
     @overload
     def run(
@@ -184,7 +209,7 @@ class Step:
         del self._unawaited[call]
         key = self._key(name)
         seconds = parse_duration(timeout) if timeout is not None else None
-        memo = self._memo.get(key)
+        memo = self._recorded(key, "run", "run")
         attempt = 1
         if memo is not None:
             if memo.status == "completed":
@@ -192,38 +217,41 @@ class Step:
             if memo.status == "failed":
                 raise StepFailed(f"step {key!r} failed: {memo.error}", step=key)
             attempt = memo.attempts + 1  # resumed after a retry backoff
-        started = now_ms()
-        try:
-            value = await _call(self._loop, fn, seconds)
-        except MemoryError:
-            out_of_memory()
-        except NonRetryable as exc:  # "fail the run now, no retry", even from inside a step
-            await self._checkpoint(key, name, "failed", b"null", describe(exc), attempt, started)
-            raise
-        except Exception as exc:
-            error = describe(exc, seconds)
-            if attempt <= retries:
-                await self._park(
-                    key,
-                    name,
-                    "retry",
-                    delay=int(backoff_seconds(attempt) * 1000),
-                    attempts=attempt,
-                    error=error,
-                    started_at=started,
+        with self.trace.step(key, "run"):
+            started = now_ms()
+            try:
+                value = await _call(self._loop, fn, seconds)
+            except MemoryError:
+                out_of_memory()
+            except NonRetryable as exc:  # "fail the run now, no retry", even from inside a step
+                await self._checkpoint(
+                    key, name, "failed", b"null", describe(exc), attempt, started
                 )
-                raise Parked from None
-            await self._checkpoint(key, name, "failed", b"null", error, attempt, started)
-            raise StepFailed(
-                f"step {key!r} failed after {attempt} attempt(s): {error}", step=key
-            ) from exc
-        try:
-            raw = encode_value("step", key, value, self._max_payload)
-        except Unencodable as exc:  # the step's fault, and a retry would return the same
-            await self._checkpoint(key, name, "failed", b"null", str(exc), attempt, started)
-            raise NonRetryable(str(exc)) from None
-        await self._checkpoint(key, name, "completed", raw, None, attempt, started)
-        return decode(raw, type)
+                raise
+            except Exception as exc:
+                error = describe(exc, seconds)
+                if attempt <= retries:
+                    await self._park(
+                        key,
+                        name,
+                        "retry",
+                        delay=int(backoff_seconds(attempt) * 1000),
+                        attempts=attempt,
+                        error=error,
+                        started_at=started,
+                    )
+                    raise Parked from None
+                await self._checkpoint(key, name, "failed", b"null", error, attempt, started)
+                raise StepFailed(
+                    f"step {key!r} failed after {attempt} attempt(s): {error}", step=key
+                ) from exc
+            try:
+                raw = encode_value("step", key, value, self._max_payload)
+            except Unencodable as exc:  # the step's fault, and a retry would return the same
+                await self._checkpoint(key, name, "failed", b"null", str(exc), attempt, started)
+                raise NonRetryable(str(exc)) from None
+            await self._checkpoint(key, name, "completed", raw, None, attempt, started)
+            return decode(raw, type)
 
     def sleep(self, name: str, duration: Duration) -> Coroutine[Any, Any, None]:
         """Park the run for `duration`; no worker is held while it sleeps."""
@@ -251,9 +279,11 @@ class Step:
 
     async def _sleep(self, key: str, name: str, **when: int) -> None:
         """`delay=` ms from now by takod's clock, or `wake_at=` an instant the workflow chose."""
-        if key in self._memo:
+        if self._recorded(key, "sleep", "sleep") is not None:
             return
-        if await self._park(key, name, "sleep", **when) is None:
+        with self.trace.step(key, "sleep"):
+            parked = await self._park(key, name, "sleep", **when) is None
+        if parked:
             raise Parked
 
     def wait_for(
@@ -265,12 +295,13 @@ class Step:
     async def _wait_for(self, call: int, event: str, timeout: Duration | None, type: Any) -> Any:
         del self._unawaited[call]
         key = self._key(event)
-        memo = self._memo.get(key)
+        memo = self._recorded(key, "wait", "wait_for")
         if memo is not None:
             return _decode_optional(bytes(memo.result), type)
         delay = int(parse_duration(timeout) * 1000) if timeout is not None else None
         schema = msgspec.Raw(msgspec.json.encode(wait_schema(type) if type else None))
-        raw = await self._park(key, event, "wait", delay=delay, event=event, schema=schema)
+        with self.trace.step(key, "wait"):
+            raw = await self._park(key, event, "wait", delay=delay, event=event, schema=schema)
         if raw is None:
             raise Parked
         return _decode_optional(raw, type)
@@ -319,7 +350,7 @@ class Step:
     ) -> Decision:
         del self._unawaited[call]
         key = self._key(name)
-        memo = self._memo.get(key)
+        memo = self._recorded(key, "approval", "approval")
         if memo is not None and memo.status == "completed":
             return _decision(bytes(memo.result), type)
         if approvers is not None and required > len(approvers):
@@ -338,7 +369,8 @@ class Step:
             escalate_to=list(escalate_to) if escalate_to is not None else None,
             schema=msgspec.Raw(msgspec.json.encode(wait_schema(type) if type else None)),
         )
-        raw = await self._park(key, name, "approval", approval=spec)
+        with self.trace.step(key, "approval"):
+            raw = await self._park(key, name, "approval", approval=spec)
         if raw is None:  # `tako dev` prints the parked event: step.log stays the user's
             raise Parked
         return _decision(raw, type)

@@ -20,10 +20,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tako._errors import TakoError
-from tako._protocol import Status
-from tako._replies import StatusReply
+from tako._protocol import Metrics, Status
+from tako._replies import MetricsReply, StatusReply
 from tako.http._access import Access, Authenticate
-from tako.http._api import JsonApi, json_response
+from tako.http._api import JsonApi, error_response, json_response
 from tako.http._link import TakodLink
 from tako.http._openapi import openapi_document
 from tako.http._pages import Pages
@@ -61,11 +61,20 @@ def app(
             return json_response({"status": "down", "error": exc.message}, 503)
         return json_response({"status": "ok", "supervisor": status.supervisor})
 
+    async def metrics(request: Request) -> Response:
+        """Prometheus text; with tokens in use, a token with the `read` scope."""
+        try:
+            (await access.actor(request)).require("read")
+            reply = await link.call(Metrics(), MetricsReply)
+        except TakoError as exc:
+            return error_response(exc)
+        return Response(reply.text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
     async def not_found(request: Request, exc: Exception) -> Response:
         """404 and 405; a 405 keeps its `Allow` header (the methods the route takes)."""
         status = getattr(exc, "status_code", 404)
         headers = getattr(exc, "headers", None)
-        if request.url.path.startswith(("/api/", "/healthz")):
+        if request.url.path.startswith(("/api/", "/healthz", "/metrics")):
             code = "not_found" if status == 404 else "invalid"
             text = "no such route" if status == 404 else "method not allowed on this route"
             return JSONResponse({"error": {"code": code, "message": text}}, status, headers)
@@ -80,6 +89,7 @@ def app(
         Route("/api/approvals/{key}/stream", streams.approval),
         Route("/api/openapi.json", openapi),
         Route("/healthz", healthz),
+        Route("/metrics", metrics),
         *pages.routes(),
     ]
     starlette = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})

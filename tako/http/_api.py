@@ -9,6 +9,7 @@ replies with. Errors keep the protocol's codes: `{"error": {"code",
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,7 @@ from tako._durations import parse_duration
 from tako._errors import Forbidden, InvalidRequest, TakoError
 from tako._protocol import (
     ABSENT,
+    TRACEPARENT_PATTERN,
     Approve,
     Cancel,
     CancelApproval,
@@ -145,6 +147,13 @@ def json_response(value: Any, status: int = 200) -> Response:
     return Response(_encoder.encode(value), status, media_type="application/json")
 
 
+def traceparent_of(request: Request) -> str | None:
+    """The caller's W3C `traceparent` header, carried into the run; one that is not
+    well formed is ignored, as the trace context recommendation says."""
+    value = request.headers.get("traceparent", "").strip().lower()
+    return value if re.match(TRACEPARENT_PATTERN, value) else None
+
+
 def error_response(exc: TakoError) -> Response:
     status = STATUS_OF_CODE.get(exc.code, 500)
     return json_response({"error": {"code": exc.code, "message": exc.message}}, status)
@@ -216,6 +225,7 @@ class JsonApi:
             payload=given(body.payload),
             run_id=body.run_id,
             delay=seconds(body.delay, "delay"),
+            traceparent=traceparent_of(request),
         )
         reply = await self.link.call(ask, wire.StartReply)
         started = StartReply(reply.run_id, reply.status, reply.deduplicated)

@@ -44,6 +44,7 @@ class BatchWriter:
         self._tx = tx
         self._queue: queue.SimpleQueue[QueuedWrite[Any] | None] = queue.SimpleQueue()
         self._closed = False
+        self.on_commit: Callable[[int, int], None] = lambda writes, checkpoints: None
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn(tx)` in the next transaction; return once it is committed.
@@ -158,6 +159,8 @@ class BatchWriter:
             self.abandon()
             for item in batch:  # an error each: each caller raises its own
                 item.error = self.storage_error(exc)
+            return
+        self.on_commit(len(batch), sum(1 for item in batch if item.checkpoint is not None))
 
     def _apply(self, tx: Tx, item: QueuedWrite[Any]) -> None:
         """One write of the batch, in a savepoint of its own unless it is atomic by itself
@@ -286,3 +289,11 @@ class Batched:
 
     async def run(self) -> None:
         await self.committer.run()
+
+    @property
+    def on_commit(self) -> Callable[[int, int], None]:
+        return self.committer.on_commit
+
+    @on_commit.setter
+    def on_commit(self, hook: Callable[[int, int], None]) -> None:
+        self.committer.on_commit = hook

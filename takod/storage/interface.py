@@ -65,6 +65,15 @@ class TokenNotFound(TakoError):
 # -- what the verbs take and return -------------------------------------------------------
 
 
+class StoreCounts(NamedTuple):
+    """What `GET /metrics` reads from the store when scraped."""
+
+    runs: dict[tuple[str, str], int]  # (workflow, status) -> runs
+    approvals_pending: int
+    approvals_overdue: int  # pending, and a reminder or an escalation has fired
+    outbox_backlog: int  # events not yet delivered
+
+
 class NewRun(NamedTuple):
     workflow: str
     payload: bytes
@@ -72,6 +81,7 @@ class NewRun(NamedTuple):
     run_id: str | None = None
     delay_ms: int | None = None
     timeout_ms: int | None = None
+    traceparent: str | None = None
 
 
 class Created(NamedTuple):
@@ -281,6 +291,8 @@ class Reads(Protocol):
 
     def counts(self) -> dict[str, int]: ...
 
+    def store_counts(self) -> StoreCounts: ...
+
     def busy(self, now: int, limit: int = 10) -> list[str]:
         """Up to `limit` runs that are running, or pending and due by `now`."""
 
@@ -372,6 +384,8 @@ Early = Callable[[QueuedWrite[Any]], tuple[Sink, bytes] | None]
 
 class Backend(Protocol):
     events: ApprovalEvents
+    # called on the writer thread after each commit: (writes, step checkpoints) in it
+    on_commit: Callable[[int, int], None]
 
     def submit(
         self,

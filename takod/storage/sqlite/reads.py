@@ -18,7 +18,7 @@ from tako._protocol import readable_json
 from tako._records import NULL, ApprovalView, HistoryView, RunView, StepView, iso
 from tako._replies import SupervisorRow, TokenRow
 from tako.takod.rules.approvals import digest
-from tako.takod.storage.interface import Identity, LinkFields, OutboxEvent
+from tako.takod.storage.interface import Identity, LinkFields, OutboxEvent, StoreCounts
 from tako.takod.storage.sqlite.portable import Conn
 
 C = TypeVar("C", bound=Conn)
@@ -156,6 +156,18 @@ class SqlReads(Generic[C]):
     def counts(self) -> dict[str, int]:
         rows = self.conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status")
         return {status: n for status, n in rows}
+
+    def store_counts(self) -> StoreCounts:
+        runs = self.conn.execute("SELECT workflow, status, COUNT(*) FROM runs GROUP BY 1, 2")
+        pending, overdue = self.conn.execute(
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE EXISTS (SELECT 1 FROM approval_history h"
+            " WHERE h.key = a.key AND h.event IN ('reminded', 'escalated')))"
+            " FROM approvals a WHERE status = 'pending'"
+        ).fetchone()
+        (backlog,) = self.conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL"
+        ).fetchone()
+        return StoreCounts({(w, s): n for w, s, n in runs}, pending, overdue, backlog)
 
     def busy(self, now: int, limit: int = 10) -> list[str]:
         """Runs a worker holds or could take now (running, or pending and due): what a

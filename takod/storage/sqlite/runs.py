@@ -68,11 +68,12 @@ class SqlTx(ApprovalWrites[C]):
         rid = new.run_id or new_run_id(now)
         wake_at = now + new.delay_ms if new.delay_ms else None
         deadline = now + new.timeout_ms if new.timeout_ms else None
+        row = (rid, new.workflow, new.payload, new.max_attempts, wake_at, deadline, now, now)
         cur = self.conn.execute(
             "INSERT INTO runs (id, workflow, status, payload, max_attempts, wake_at, deadline_at,"
-            " created_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?)"
+            " created_at, updated_at, traceparent) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (id) DO NOTHING",
-            (rid, new.workflow, new.payload, new.max_attempts, wake_at, deadline, now, now),
+            (*row, new.traceparent),
         )
         if cur.rowcount == 1:
             return Created(rid, RunStatus.PENDING, False)
@@ -119,7 +120,7 @@ class SqlTx(ApprovalWrites[C]):
                 " updated_at = ?, wake_at = NULL, error = CASE WHEN attempts > 1 THEN error END"
                 f" WHERE id IN ({marks}) AND status = 'pending'"
                 " AND (wake_at IS NULL OR wake_at <= ?)"
-                " RETURNING id, workflow, payload, attempts, claim_token",
+                " RETURNING id, workflow, payload, attempts, claim_token, traceparent",
                 (owner, now, *ids, now),
             ).fetchall()
         }
@@ -127,16 +128,16 @@ class SqlTx(ApprovalWrites[C]):
             return []
         memos: dict[str, list[MemoEntry]] = {rid: [] for rid in claimed}
         marks = ", ".join("?" * len(claimed))
-        for rid, key, status, result, error, attempts in self.conn.execute(
-            "SELECT run_id, key, status, result, error, attempts FROM steps"
+        for rid, key, status, result, error, attempts, kind in self.conn.execute(
+            "SELECT run_id, key, status, result, error, attempts, kind FROM steps"
             f" WHERE run_id IN ({marks})",
             list(claimed),
         ):
             memos[rid].append(
-                MemoEntry(key, status, msgspec.Raw(result or b"null"), error, attempts)
+                MemoEntry(key, status, msgspec.Raw(result or b"null"), error, attempts, kind)
             )
         return [
-            Assign(rid, row[1], msgspec.Raw(row[2]), row[3], row[4], memos[rid])
+            Assign(rid, row[1], msgspec.Raw(row[2]), row[3], row[4], memos[rid], row[5])
             for rid in ids
             if (row := claimed.get(rid)) is not None
         ]

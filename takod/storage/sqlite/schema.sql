@@ -20,7 +20,8 @@ CREATE TABLE runs (
     created_at       INTEGER NOT NULL,
     updated_at       INTEGER NOT NULL,
     finished_at      INTEGER,
-    owner            INTEGER
+    owner            INTEGER,
+    traceparent      TEXT
 ) STRICT;
 
 -- The scheduler's one timer reads MIN(wake_at) and MIN(deadline_at); both
