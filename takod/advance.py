@@ -37,11 +37,15 @@ async def settle(supervisor: Supervisor, timeout: float) -> None:
         events = 0
         for target in targets:
             events += len(await service.read(lambda r: r.due_events(target, now)))  # noqa: B023
-        if not busy and not events:
+        delivering = not supervisor.notifiers.idle() or not (
+            supervisor.webhook is None or supervisor.webhook.idle()
+        )
+        if not busy and not events and not delivering:
             return
         if trio.current_time() >= deadline:
             parts = [f"runs {', '.join(busy)} still running"] if busy else []
             parts += [f"{events} approval events undelivered"] if events else []
+            parts += ["approval events being delivered"] if delivering else []
             raise NotSettled(
                 f"{' and '.join(parts)} after {timeout:g}s: a step that never returns, or a"
                 " worker that cannot start (see the log above)"

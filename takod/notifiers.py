@@ -40,21 +40,31 @@ class Notifiers:
         self.run_internal = run_internal
         self._kick = trio.Event()
         self._busy: set[str] = set()
+        self._taking = False
 
     def kick(self) -> None:
         self._kick.set()
+
+    def idle(self) -> bool:
+        """Nothing taken from the outbox is still being delivered (a moved test clock
+        waits for this: a taken event is no longer due, and its run may not exist yet)."""
+        return not self._taking and not self._busy
 
     async def run(self) -> None:
         async with trio.open_nursery() as deliveries:
             while True:
                 self._kick = trio.Event()
                 now = self.clock.now_ms()
-                for event_id, body, attempts in await self.backend.write(
-                    lambda tx: tx.take_events(TARGET, now, LEASE_MS)  # noqa: B023
-                ):
-                    if event_id not in self._busy:
-                        self._busy.add(event_id)
-                        deliveries.start_soon(self._deliver, event_id, body, attempts)
+                self._taking = True
+                try:
+                    for event_id, body, attempts in await self.backend.write(
+                        lambda tx: tx.take_events(TARGET, now, LEASE_MS)  # noqa: B023
+                    ):
+                        if event_id not in self._busy:
+                            self._busy.add(event_id)
+                            deliveries.start_soon(self._deliver, event_id, body, attempts)
+                finally:
+                    self._taking = False
                 next_at = await self.backend.read(lambda r: r.next_attempt(TARGET))
                 delay = 60.0 if next_at is None else max(0.0, (next_at - now) / 1000)
                 with trio.move_on_after(delay):

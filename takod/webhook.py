@@ -54,20 +54,29 @@ class Webhook:
         self.backend = backend
         self.clock = clock
         self._delivered = delivered
+        self._taking = False
         self._kick = trio.Event()
 
     def kick(self) -> None:
         """Something was added to the outbox."""
         self._kick.set()
 
+    def idle(self) -> bool:
+        """No event taken from the outbox is still being delivered."""
+        return not self._taking
+
     async def run(self) -> None:
         while True:
             self._kick = trio.Event()
             now = self.clock.now_ms()
-            for event_id, body, attempts in await self.backend.write(
-                lambda tx: tx.take_events(TARGET, now, LEASE_MS)  # noqa: B023 - awaited at once
-            ):
-                await self._deliver(event_id, body, attempts)
+            self._taking = True
+            try:
+                for event_id, body, attempts in await self.backend.write(
+                    lambda tx: tx.take_events(TARGET, now, LEASE_MS)  # noqa: B023 - awaited
+                ):
+                    await self._deliver(event_id, body, attempts)
+            finally:
+                self._taking = False
             next_at = await self.backend.read(lambda r: r.next_attempt(TARGET))
             delay = 60.0 if next_at is None else max(0.0, (next_at - self.clock.now_ms()) / 1000)
             with trio.move_on_after(delay):

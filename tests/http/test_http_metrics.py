@@ -31,7 +31,9 @@ def test_metrics_move_with_runs_and_need_the_read_scope_once_tokens_exist(
 
         for header in (PARENT, "not a trace context"):  # a bad header is ignored, not an error
             started = dev.http.post(
-                "/api/runs", json={"workflow": "echo", "payload": 1}, headers={"traceparent": header}
+                "/api/runs",
+                json={"workflow": "echo", "payload": 1},
+                headers={"traceparent": header},
             )
             assert started.status_code == 201, started.text
             dev.parked(started.json()["run_id"])

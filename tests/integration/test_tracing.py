@@ -8,7 +8,6 @@ object per span."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider

@@ -22,7 +22,9 @@ ORDER = """
 """
 
 TESTS = """
-        @pytest.mark.asyncio
+    import pytest
+
+    @pytest.mark.asyncio
     async def test_under_asyncio(tako_env):
         run_id = await tako_env.start("order")
         await tako_env.advance("2d")
@@ -48,7 +50,9 @@ def project(root: Path, ini: str = "") -> Path:
     (root / "workflows" / "order.py").write_text(textwrap.dedent(ORDER))
     (root / "tests").mkdir()
     (root / "tests" / "test_order.py").write_text(textwrap.dedent(TESTS))
-    (root / "pytest.ini").write_text("[pytest]\n" + ini)
+    (root / "pytest.ini").write_text(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\n" + ini
+    )
     return root
 
 
@@ -64,11 +68,20 @@ def test_the_fixture_serves_asyncio_trio_and_plain_tests(tmp_path: Path) -> None
     assert "3 passed" in done.stdout, done.stdout
 
 
+def test_the_example_apps_own_tests_pass() -> None:
+    """workflows_example/tests, as docs/testing.md shows them: approve, reject, time out."""
+    done = pytest_in(Path(__file__).resolve().parents[2] / "workflows_example")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 passed" in done.stdout, done.stdout
+
+
 def test_the_app_folder_can_be_named_in_the_ini_file(tmp_path: Path) -> None:
     root = project(tmp_path / "repo" / "shop")
     (tmp_path / "repo" / "tests").mkdir()
     (root / "tests" / "test_order.py").rename(tmp_path / "repo" / "tests" / "test_order.py")
-    (tmp_path / "repo" / "pytest.ini").write_text("[pytest]\ntako_app_dir = shop\n")
+    (tmp_path / "repo" / "pytest.ini").write_text(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\ntako_app_dir = shop\n"
+    )
     done = pytest_in(tmp_path / "repo")
     assert "3 passed" in done.stdout, done.stdout + done.stderr
     (tmp_path / "repo" / "pytest.ini").write_text("[pytest]\n")
