@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from http_harness import http_dev
+from http_harness import eventually, http_dev
 from prometheus_client.parser import text_string_to_metric_families
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -43,7 +43,8 @@ def test_metrics_move_with_runs_and_need_the_read_scope_once_tokens_exist(
         assert after["tako_step_seconds_count"] == 2
 
         reader, signaller = dev.token("scraper", "read"), dev.token("bot", "signal")
-        assert dev.http.get("/metrics").status_code == 401
+        # tokens take effect within a second: until then the app may still allow all
+        eventually(lambda: dev.http.get("/metrics").status_code == 401, what="a 401")
         refused = dev.as_(signaller).get("/metrics")
         assert (refused.status_code, refused.json()["error"]["code"]) == (403, "forbidden")
         assert dev.as_(reader).get("/metrics").status_code == 200

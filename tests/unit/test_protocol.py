@@ -29,6 +29,7 @@ from tako._protocol import (
     ListApprovals,
     ListRuns,
     ListTokens,
+    Metrics,
     OpenLink,
     Park,
     Prune,
@@ -74,6 +75,7 @@ OP_CASES: list[tuple[dict[str, Any], type]] = [
     ({"op": "retry", "run_id": "r_1"}, Retry),
     ({"op": "status"}, Status),
     ({"op": "workflows"}, Workflows),
+    ({"op": "metrics"}, Metrics),
     ({"op": "wait", "run_id": "r_1"}, Wait),
     ({"op": "hello", "pid": 123}, Hello),
     ({"op": "step", "run_id": "r_1", "token": 2, "key": "a", "name": "a"}, StepDone),
@@ -148,6 +150,12 @@ def test_start_fields_and_defaults() -> None:
     assert isinstance(bare, Start)
     assert bytes(bare.payload) == b"null"
     assert bare.run_id is None
+    assert bare.traceparent is None
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    traced = decode_request(line(op="start", workflow="w", traceparent=parent))
+    assert isinstance(traced, Start) and traced.traceparent == parent
+    with pytest.raises(RequestError, match="traceparent"):
+        decode_request(line(op="start", workflow="w", traceparent="00-nope"))
     assert bare.delay is None
 
 
