@@ -32,7 +32,15 @@ from tako._errors import (
     Unauthorized,
     UnknownWorkflow,
 )
-from tako._records import Approval, ApprovalEvent, Decision, Run, SignalResult, StepRecord
+from tako._records import (
+    Approval,
+    ApprovalEvent,
+    Decision,
+    Event,
+    Run,
+    SignalResult,
+    StepRecord,
+)
 from tako.worker_runtime.registry import notifier, workflow
 from tako.worker_runtime.step import Step
 
@@ -48,6 +56,7 @@ __all__ = [
     "Client",
     "Decision",
     "Duration",
+    "Event",
     "Forbidden",
     "InvalidRequest",
     "LinkExpired",

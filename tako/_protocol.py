@@ -231,6 +231,7 @@ class Park(_Req, tag="park"):
     delay: int | None = None
     wake_at: int | None = None
     event: Name | None = None
+    events: list[Name] | None = None  # wait_for_any: the first of these
     schema: msgspec.Raw = NULL  # JSON Schema of wait_for(type=...); null when untyped
     attempts: int = 0
     error: str | None = None
@@ -326,6 +327,7 @@ class Assign(msgspec.Struct, tag_field="op", tag="assign"):
     token: int
     memo: list[MemoEntry]
     traceparent: str | None = None  # the trace context its `start` carried
+    clock_ms: int = 0  # takod's clock at the hand-over: what `step.now()` counts from
 
 
 class Envelope(msgspec.Struct):

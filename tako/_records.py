@@ -120,6 +120,13 @@ class Decision(DecisionObject[Any, datetime], kw_only=True):
     """How an approval request ended: what `step.approval(...)` returns."""
 
 
+class Event(msgspec.Struct, frozen=True):
+    """The signal that ended a `step.wait_for_any`: its event name and its payload."""
+
+    name: str
+    payload: Any = None
+
+
 class StoredDecision(DecisionObject[msgspec.Raw, int], kw_only=True):
     """A decision as takod stores it and hands it to the worker (decided_at in ms)."""
 

@@ -144,6 +144,7 @@ class Worker:
             memo=a.memo,
             max_payload=self.max_payload,
             trace=self._traces.get(a.run_id, NO_TRACE),
+            clock_ms=a.clock_ms,
         )
         try:
             payload = _decode_payload(a.payload, wf.payload_type)

@@ -17,9 +17,11 @@ import dataclasses
 import inspect
 import logging
 import os
+import random as _random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, overload
 
 import anyio
@@ -34,7 +36,7 @@ from tako._errors import (
     SupervisorUnavailable,
 )
 from tako._protocol import ApprovalSpec, MemoEntry, Park, StepDone
-from tako._records import Decision, StoredDecision, ms_to_datetime
+from tako._records import Decision, Event, StoredDecision, ms_to_datetime
 from tako.worker_runtime.failures import Unencodable, describe, encode_value
 from tako.worker_runtime.tracing import NO_TRACE, NoTrace
 from tako.worker_runtime.wait_schema import wait_schema
@@ -89,7 +91,7 @@ def decode(raw: bytes, type_: Any = None) -> Any:
 # what each kind of recorded step was, as a replay that finds another kind says it
 KINDS = {
     "run": "a step.run", "sleep": "a step.sleep", "wait": "a step.wait_for",
-    "approval": "a step.approval",
+    "wait_any": "a step.wait_for_any", "approval": "a step.approval",
 }  # fmt: skip
 
 
@@ -107,6 +109,7 @@ class Step:
         memo: list[MemoEntry],
         max_payload: int,
         trace: NoTrace = NO_TRACE,
+        clock_ms: int = 0,
     ) -> None:
         self.run_id = run_id
         self.workflow = workflow
@@ -119,6 +122,9 @@ class Step:
         self._seqs: dict[str, int] = {}
         self._max_payload = max_payload
         self.trace = trace  # the attempt's span (OpenTelemetry), parent of the steps' spans
+        # takod's clock when it handed the run over (its clock is the one clock: the
+        # database's on PostgreSQL, a test's moved one under tako.testing), and ours then
+        self._clock = (clock_ms or int(time.time() * 1000), time.monotonic())
         # steps called but not awaited yet: {n: (method, name)}, n counting calls
         self._unawaited: dict[int, tuple[str, Any]] = {}
         self._calls = 0
@@ -306,6 +312,31 @@ class Step:
             raise Parked
         return _decode_optional(raw, type)
 
+    def wait_for_any(
+        self, name: str, events: list[str], *, timeout: Duration | None = None
+    ) -> Coroutine[Any, Any, Event | None]:
+        """Park until the first signal named one of `events` arrives: that signal (an
+        `Event`: `.name`, `.payload`), or None on timeout. Signals of the other events
+        are not consumed (they are kept for a later wait, as any unawaited signal)."""
+        return self._wait_for_any(self._called("wait_for_any", name), name, events, timeout)
+
+    async def _wait_for_any(
+        self, call: int, name: str, events: list[str], timeout: Duration | None
+    ) -> Event | None:
+        del self._unawaited[call]
+        if isinstance(events, str) or not events or not all(isinstance(e, str) for e in events):
+            raise ValueError(f"wait_for_any needs a list of event names, got {events!r}")
+        key = self._key(name)
+        memo = self._recorded(key, "wait_any", "wait_for_any")
+        if memo is not None:
+            return _decode_optional(bytes(memo.result), Event)  # type: ignore[no-any-return]
+        delay = int(parse_duration(timeout) * 1000) if timeout is not None else None
+        with self.trace.step(key, "wait_any"):
+            raw = await self._park(key, name, "wait", delay=delay, events=list(events))
+        if raw is None:
+            raise Parked
+        return _decode_optional(raw, Event)  # type: ignore[no-any-return]
+
     def approval(
         self,
         name: str,
@@ -404,6 +435,32 @@ class Step:
         approved_args = args
         return await self.run(f"{name}:run", lambda: fn(approved_args))
 
+    # -- values a replay must see again ----------------------------------------------------
+
+    def now(self) -> Coroutine[Any, Any, datetime]:
+        """The current time (UTC, takod's clock), recorded like a step: a replay sees
+        the same instant. Code between steps runs again on every replay, so it must
+        not read the clock itself."""
+        return self._value(
+            "now", lambda: datetime.fromtimestamp(self._clock_now() / 1000, UTC), datetime
+        )
+
+    def uuid(self) -> Coroutine[Any, Any, uuid.UUID]:
+        """A random UUID (version 4), recorded like a step."""
+        return self._value("uuid", uuid.uuid4, uuid.UUID)
+
+    def random(self) -> Coroutine[Any, Any, float]:
+        """A random float in [0, 1), recorded like a step."""
+        return self._value("random", _random.random, float)
+
+    def _value(self, what: str, make: Callable[[], T], type: type[T]) -> Coroutine[Any, Any, T]:
+        name = f"@{what}"  # `@now`, `@now#2`, ...: apart from the names of the app's steps
+        return self._run(self._called(what, name), name, _on_the_loop(make), 0, None, type)
+
+    def _clock_now(self) -> int:
+        at_ms, at = self._clock
+        return at_ms + int((time.monotonic() - at) * 1000)
+
     def bail(self, reason: str) -> NoReturn:
         """End the run now as `cancelled` with this reason; it is not retried."""
         raise Bailed(str(reason))
@@ -454,6 +511,15 @@ class Step:
         reply = await self._channel.persist(park)
         _check_reply(reply)
         return None if reply.parked else bytes(reply.result)
+
+
+def _on_the_loop(make: Callable[[], T]) -> Callable[[], Awaitable[T]]:
+    """`make` as an async function: a value is made on the loop, not in a thread."""
+
+    async def made() -> T:
+        return make()
+
+    return made
 
 
 async def _call(loop: Loop, fn: Callable[[], Any], timeout: float | None) -> Any:

@@ -184,3 +184,23 @@ async def test_a_failed_run_raises_as_tako_result_does(tmp_path: Path) -> None:
 def test_an_app_folder_without_workflows_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no workflows/ folder"):
         SyncEnv(tmp_path)
+
+
+async def test_a_wait_for_any_times_out_with_none(tmp_path: Path) -> None:
+    app = make_app(
+        tmp_path,
+        checkout="""
+        from tako import workflow
+
+        @workflow("checkout")
+        async def checkout(payload, step):
+            first = await step.wait_for_any("outcome", ["paid", "declined"], timeout="1h")
+            return None if first is None else first.name
+        """,
+    )
+    async with Env(app, start_at=T0) as env:
+        run_id = await env.start("checkout")
+        await env.advance("59m")
+        assert (await env.get_run(run_id)).waiting_for == "paid or declined"
+        await env.advance("1m")
+        assert await env.result(run_id) is None

@@ -57,7 +57,7 @@ def test_migrations_produce_schema_sql(tmp_path: Path) -> None:
     from_migrations = build(tmp_path, "migrated.db", [p.read_text() for p in MIGRATION_FILES])
     assert from_migrations == from_schema
     names = {name for kind, name, _, _ in from_schema if kind == "table"}
-    assert {"runs", "steps", "waiters", "signals"} <= names
+    assert {"runs", "steps", "waits", "signals"} <= names
 
 
 def test_the_store_builds_the_same_schema(tmp_path: Path) -> None:

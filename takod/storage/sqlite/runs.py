@@ -1,4 +1,4 @@
-"""The SQLite backend's writes on runs, steps, waiters and kept signals.
+"""The SQLite backend's writes on runs, steps, waits and kept signals.
 
 Every method runs on the committer's thread inside the transaction it opened
 for a whole batch (group commit, see committer.py); none commits by itself.
@@ -39,6 +39,11 @@ _RESUME = (
     "UPDATE runs SET status = 'pending', wake_at = NULL, waiting_for = NULL, updated_at = ?"
     " WHERE id = ?"
 )
+
+
+def named(event: str, payload: bytes) -> bytes:
+    """The result of a wait for several events: which one came, and its payload."""
+    return b'{"name":' + msgspec.json.encode(event) + b',"payload":' + payload + b"}"
 
 
 CHUNK = 500  # ids per statement: well within both databases' limits on parameters
@@ -137,7 +142,7 @@ class SqlTx(ApprovalWrites[C]):
                 MemoEntry(key, status, msgspec.Raw(result or b"null"), error, attempts, kind)
             )
         return [
-            Assign(rid, row[1], msgspec.Raw(row[2]), row[3], row[4], memos[rid], row[5])
+            Assign(rid, row[1], msgspec.Raw(row[2]), row[3], row[4], memos[rid], row[5], now)
             for rid in ids
             if (row := claimed.get(rid)) is not None
         ]
@@ -180,15 +185,19 @@ class SqlTx(ApprovalWrites[C]):
             waiting_for = f"approval:{park.run_id}:{park.key}"
             found = self.create_approval(park.run_id, park.key, park.approval, now)
         elif park.kind == "wait":
-            assert park.event is not None
-            waiting_for = park.event
+            events = park.events or [park.event or ""]
+            waiting_for = " or ".join(events)
             schema = bytes(park.schema).decode() if bytes(park.schema) != b"null" else None
-            found = self._take_kept_signal(park.event, park.run_id, schema, now, check)
+            kept = self._take_kept_signal(events, park.run_id, schema, now, check)
+            if kept is not None:
+                found = kept[1] if park.events is None else named(*kept)
         wake_at = park.wake_at if park.kind != "approval" else None
         plan = rules.on_park(
             park.kind, now=now, wake_at=wake_at, found=found, waiting_for=waiting_for
         )
-        kind = "run" if park.kind == "retry" else park.kind
+        kind: str = "run" if park.kind == "retry" else park.kind
+        if park.events is not None:
+            kind = "wait_any"  # its result names the event: never replayed as a wait_for's
         error = park.error if park.kind == "retry" else None
         attempts = park.attempts if park.kind == "retry" else 1
         finished = now if plan.run_status is None else None
@@ -199,12 +208,14 @@ class SqlTx(ApprovalWrites[C]):
         if plan.run_status is None:
             return Parked(ParkOutcome.GO_ON, plan.result)
         if park.kind == "wait":
-            self.conn.execute(
-                "INSERT INTO waiters (run_id, event, step_key, schema) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (run_id) DO UPDATE SET event = excluded.event,"
-                " step_key = excluded.step_key, schema = excluded.schema",
-                (park.run_id, park.event, park.key, schema),
-            )
+            self.conn.execute("DELETE FROM waits WHERE run_id = ?", (park.run_id,))
+            any_of = int(park.events is not None)
+            for event in dict.fromkeys(park.events or [park.event or ""]):
+                self.conn.execute(
+                    "INSERT INTO waits (run_id, event, step_key, schema, any_of)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (park.run_id, event, park.key, schema, any_of),
+                )
         self.conn.execute(
             "UPDATE runs SET status = ?, wake_at = ?, waiting_for = ?, updated_at = ? WHERE id = ?",
             (plan.run_status, plan.wake_at, plan.waiting_for, now, park.run_id),
@@ -368,18 +379,18 @@ class SqlTx(ApprovalWrites[C]):
         if run_id is not None:
             self._status(run_id)  # raises RunNotFound
             rows = self.conn.execute(
-                "SELECT run_id, step_key, schema FROM waiters WHERE event = ? AND run_id = ?"
+                "SELECT run_id, step_key, schema, any_of FROM waits WHERE event = ? AND run_id = ?"
                 + self.dialect.lock,
                 (event, run_id),
             ).fetchall()
         else:  # locked: a waiter another supervisor resumes meanwhile is not resumed twice
             rows = self.conn.execute(
-                "SELECT run_id, step_key, schema FROM waiters WHERE event = ? ORDER BY run_id"
-                + self.dialect.lock,
+                "SELECT run_id, step_key, schema, any_of FROM waits WHERE event = ?"
+                " ORDER BY run_id" + self.dialect.lock,
                 (event,),
             ).fetchall()
         woken: list[str] = []
-        for rid, key, schema in rows:
+        for rid, key, schema, any_of in rows:
             if schema is not None:
                 problem = check(schema, payload)
                 if problem is not None:
@@ -388,8 +399,8 @@ class SqlTx(ApprovalWrites[C]):
                             f"payload does not match the type run {rid} waits for: {problem}"
                         )
                     continue
-            self._resume_waiter(rid, key, payload, now)
-            woken.append(rid)
+            if self._resume_waiter(rid, key, named(event, payload) if any_of else payload, now):
+                woken.append(rid)
         if woken:
             return Delivered(woken, False)
         self.conn.execute(
@@ -400,28 +411,35 @@ class SqlTx(ApprovalWrites[C]):
         return Delivered([], True)
 
     def _take_kept_signal(
-        self, event: str, run_id: str, schema: str | None, now: int, check: SchemaCheck
-    ) -> bytes | None:
+        self, events: list[str], run_id: str, schema: str | None, now: int, check: SchemaCheck
+    ) -> tuple[str, bytes] | None:
+        """The oldest kept signal for any of `events` (event, payload), consumed."""
+        marks = ", ".join("?" * len(events))
         rows = self.conn.execute(
-            "SELECT id, payload FROM signals WHERE event = ? AND (run_id IS NULL OR run_id = ?)"
-            " AND expires_at > ? ORDER BY id",
-            (event, run_id, now),
+            f"SELECT id, event, payload FROM signals WHERE event IN ({marks})"
+            " AND (run_id IS NULL OR run_id = ?) AND expires_at > ? ORDER BY id",
+            (*events, run_id, now),
         )
-        for sid, payload in rows.fetchall():
+        for sid, event, payload in rows.fetchall():
             if schema is None or check(schema, payload) is None:
                 taken = self.conn.execute("DELETE FROM signals WHERE id = ?", (sid,))
                 if taken.rowcount == 1:  # not consumed by another supervisor meanwhile
-                    return bytes(payload)
+                    return event, bytes(payload)
         return None
 
-    def _resume_waiter(self, run_id: str, key: str, result: bytes, now: int) -> None:
-        self.conn.execute("DELETE FROM waiters WHERE run_id = ?", (run_id,))
+    def _resume_waiter(self, run_id: str, key: str, result: bytes, now: int) -> bool:
+        """Complete the wait with `result` and make the run ready; False if another
+        signal (of a wait for several events) resumed it first."""
+        gone = self.conn.execute("DELETE FROM waits WHERE run_id = ?", (run_id,))
+        if gone.rowcount == 0:
+            return False
         self.conn.execute(
             "UPDATE steps SET status = 'completed', result = ?, finished_at = ?, wake_at = NULL"
             " WHERE run_id = ? AND key = ?",
             (result, now, run_id, key),
         )
         self.conn.execute(_RESUME, (now, run_id))
+        return True
 
     # -- the timer ----------------------------------------------------------------------
 
@@ -464,7 +482,7 @@ class SqlTx(ApprovalWrites[C]):
         for rid, status in due:
             if status == RunStatus.WAITING:  # a wait times out with None
                 key = self.conn.execute(
-                    "SELECT step_key FROM waiters WHERE run_id = ?", (rid,)
+                    "SELECT step_key FROM waits WHERE run_id = ?", (rid,)
                 ).fetchone()
                 if key is not None:
                     self._resume_waiter(rid, key[0], b"null", now)
@@ -550,7 +568,7 @@ class SqlTx(ApprovalWrites[C]):
         someone (cancelled with the run, say) are asked again, not replayed."""
         self.forget_unfinished_approvals(run_id)
         self.conn.execute("DELETE FROM steps WHERE run_id = ? AND status != 'completed'", (run_id,))
-        self.conn.execute("DELETE FROM waiters WHERE run_id = ?", (run_id,))
+        self.conn.execute("DELETE FROM waits WHERE run_id = ?", (run_id,))
 
     def _finish_run(
         self,
@@ -563,7 +581,7 @@ class SqlTx(ApprovalWrites[C]):
         traceback: str | None = None,
     ) -> None:
         assert status in FINISHED
-        self.conn.execute("DELETE FROM waiters WHERE run_id = ?", (run_id,))
+        self.conn.execute("DELETE FROM waits WHERE run_id = ?", (run_id,))
         if status != RunStatus.COMPLETED:
             self.cancel_approvals_of(run_id, now)
         self.conn.execute(

@@ -48,15 +48,17 @@ CREATE TABLE steps (
     PRIMARY KEY (run_id, key)
 ) STRICT, WITHOUT ROWID;
 
--- One row per run parked on a signal.
-CREATE TABLE waiters (
-    run_id     TEXT PRIMARY KEY,
+-- One row per event a parked run waits for (several for step.wait_for_any).
+CREATE TABLE waits (
+    run_id     TEXT NOT NULL,
     event      TEXT NOT NULL,
     step_key   TEXT NOT NULL,
-    schema     TEXT
+    schema     TEXT,
+    any_of     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, event)
 ) STRICT;
 
-CREATE INDEX waiters_event ON waiters (event);
+CREATE INDEX waits_event ON waits (event);
 
 -- Signals that found no waiter, kept until consumed once or expired.
 CREATE TABLE signals (
