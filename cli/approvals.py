@@ -32,7 +32,7 @@ from tako._replies import ApprovalReply, ApprovalsReply, LinksReply
 from tako.cli import offline
 from tako.cli.commands import connect, inherited, name_arg, now, read
 from tako.cli.options import PAYLOAD, app_option, emit_json, global_options, json_option, plain
-from tako.cli.render import render_approval, render_approvals, render_decided
+from tako.cli.render_approvals import render_approval, render_approvals, render_decided
 from tako.cli.text import use_colour
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -14,6 +14,8 @@ from tako._durations import Duration, parse_duration
 from tako._errors import (
     ApprovalNotFound,
     ApprovalRejected,
+    ChildCancelled,
+    ChildFailed,
     Forbidden,
     InvalidRequest,
     LinkExpired,
@@ -53,6 +55,8 @@ __all__ = [
     "ApprovalNotFound",
     "ApprovalRejected",
     "AsyncClient",
+    "ChildCancelled",
+    "ChildFailed",
     "Client",
     "Decision",
     "Duration",

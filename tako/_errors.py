@@ -150,6 +150,26 @@ class StepFailed(TakoError):
         self.step = step
 
 
+class ChildFailed(TakoError):
+    """A child run (`step.invoke`) failed; its error is in the message."""
+
+    code = "child_failed"
+
+    def __init__(self, message: str | None = None, *, run_id: str = "") -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class ChildCancelled(TakoError):
+    """A child run (`step.invoke`) was cancelled."""
+
+    code = "child_cancelled"
+
+    def __init__(self, message: str | None = None, *, run_id: str = "") -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
 class ApprovalRejected(TakoError):
     """A gated call was not approved (rejected, timed out or cancelled)."""
 

@@ -203,6 +203,16 @@ class StepDone(_Req, tag="step"):
     seq: int = 0  # the step's position in its execution: the timeline's order
 
 
+class ChildSpec(msgspec.Struct, kw_only=True):
+    """The child run a `step.invoke` (`wait`) or `step.start_child` starts."""
+
+    workflow: Name
+    payload: msgspec.Raw = NULL
+    run_id: RunId | None = None  # None: `<parent run id>.<step key>`, the same on replay
+    wait: bool = False
+    traceparent: TraceParent | None = None  # the parent's step span
+
+
 class ApprovalSpec(msgspec.Struct, kw_only=True):
     """What `step.approval(...)` asks for; stored with the request when the run parks."""
 
@@ -225,7 +235,7 @@ class Park(_Req, tag="park"):
     token: int
     key: str
     name: Name
-    kind: Literal["sleep", "wait", "retry", "approval"]
+    kind: Literal["sleep", "wait", "retry", "approval", "child"]
     # when it falls due: `delay` ms after takod parks it (takod's clock is the one clock),
     # or `wake_at`, an instant the workflow itself chose (`sleep_until`)
     delay: int | None = None
@@ -238,6 +248,7 @@ class Park(_Req, tag="park"):
     started_at: int = 0
     seq: int = 0
     approval: ApprovalSpec | None = None
+    child: ChildSpec | None = None
 
 
 class Finish(_Req, tag="finish"):

@@ -74,10 +74,20 @@ class RunObject(msgspec.Struct, Generic[J, W, S], kw_only=True):
     waiting_for: str | None = None
     cancel_requested: bool = False
     steps: list[S] | None = None
+    parent_run_id: str | None = None  # the run that started this one (step.invoke, start_child)
+    children: list[ChildRun] | None = None  # runs this one started, oldest first (get_run)
 
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+
+class ChildRun(msgspec.Struct, kw_only=True):
+    """A run a run started (`step.invoke`, `step.start_child`), as its parent lists it."""
+
+    run_id: str
+    workflow: str
+    status: str
 
 
 class StepRecord(StepObject[Any, datetime], kw_only=True):
@@ -98,6 +108,9 @@ class RunView(RunObject[msgspec.Raw, str, StepView], kw_only=True):
     """A run as takod sends it: lists of runs leave `steps` out."""
 
     steps: list[StepView] | msgspec.UnsetType = msgspec.UNSET  # type: ignore[assignment]
+    # left out unless the run has them, so the run object of a plain run is unchanged
+    parent_run_id: str | msgspec.UnsetType = msgspec.UNSET  # type: ignore[assignment]
+    children: list[ChildRun] | msgspec.UnsetType = msgspec.UNSET  # type: ignore[assignment]
 
     payload: msgspec.Raw = NULL
     result: msgspec.Raw = NULL

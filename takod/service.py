@@ -170,6 +170,7 @@ class Service:
     async def cancel(self, run_id: str, reason: str | None) -> RunView:
         now = self.clock.now_ms()
         status = await self.backend.write(lambda tx: tx.cancel(run_id, reason, now))
+        self.scheduler.note(now)  # its children are cancelled too: a parent may be due now
         self.changes.approvals_changed()
         self.changes.run_changed(run_id)
         if status in FINISHED:  # a running run says so when its step ends
@@ -274,6 +275,8 @@ class Service:
         )
         for rid in out.failed:
             self.changes.run_finished(rid, "failed", error=reason)
+        if out.failed:
+            self.scheduler.note(now)  # a parent waiting for one of them is due now
         self.changes.emit("worker_lost", reason=reason, runs=len(run_ids))
         return out.requeued
 

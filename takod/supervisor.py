@@ -97,7 +97,7 @@ class Supervisor:
         )
         self.link = WorkerLink(
             backend, pool=self.pool, scheduler=self.scheduler, changes=changes,
-            payloads=payloads, clock=clock,
+            payloads=payloads, clock=clock, catalog=self.catalog,
         )  # fmt: skip
         self.membership = Membership(
             backend, clock=clock, changes=changes, lease=config.workers.lease,

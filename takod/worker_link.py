@@ -33,6 +33,7 @@ from tako._protocol import (
     ok,
     op_name,
 )
+from tako.takod.catalog import Catalog
 from tako.takod.changes import Changes
 from tako.takod.payloads import Payloads
 from tako.takod.rules.approvals import first_timer
@@ -40,6 +41,7 @@ from tako.takod.rules.runs import Outcome, RunStatus
 from tako.takod.scheduler import Clock, Scheduler
 from tako.takod.storage.interface import (
     Backend,
+    NewRun,
     Parked,
     ParkOutcome,
     QueuedWrite,
@@ -74,7 +76,9 @@ class WorkerLink:
         changes: Changes,
         payloads: Payloads,
         clock: Clock,
+        catalog: Catalog,
     ) -> None:
+        self.catalog = catalog  # a child run's workflow: its retries and timeout
         self.backend = backend
         self.pool = pool
         self.scheduler = scheduler
@@ -120,8 +124,10 @@ class WorkerLink:
                 if req.approval is not None:
                     self.payloads.check_payload(f"data of approval {req.key!r}", req.approval.data)
                 check = self.payloads.check
+                child = self._child_of(req, now)
                 self.backend.submit(
-                    lambda tx: tx.park(req, now, check), self._reply(worker, req, self._parked)
+                    lambda tx: tx.park(req, now, check, child),
+                    self._reply(worker, req, self._parked),
                 )
             case Finish():
                 self.payloads.check_size("workflow result", req.result)  # encode_value checked
@@ -141,6 +147,19 @@ class WorkerLink:
                 worker.channel.send(ok(req.id))
             case _:
                 raise InvalidRequest(f"op {op_name(req)!r} is not a worker op")
+
+    def _child_of(self, req: Park, now: int) -> NewRun | None:
+        """The run a `step.invoke` or `step.start_child` starts, as `start` would make it."""
+        spec = req.child
+        if spec is None:
+            return None
+        wf = self.catalog.get(spec.workflow)  # UnknownWorkflow, to the parent's step
+        self.payloads.check_payload(f"payload of child run {spec.workflow!r}", spec.payload)
+        timeout_ms = int(wf.timeout * 1000) if wf.timeout else None
+        return NewRun(
+            spec.workflow, bytes(spec.payload), wf.retries + 1, spec.run_id, None, timeout_ms,
+            spec.traceparent, parent_run_id=req.run_id,
+        )  # fmt: skip
 
     def _reply(
         self, worker: WorkerProc, req: StepDone | Park | Finish, then: Handler
@@ -182,13 +201,18 @@ class WorkerLink:
             self.changes.emit("released", run_id=req.run_id, key=req.key)
         else:
             self.changes.run_finished(req.run_id, "cancelled")
+            self.scheduler.note(self.clock.now_ms())  # a parent waiting for it is due now
         return ok(req.id, cancel=True)
 
     def _parked(self, worker: WorkerProc, req: Park, parked: Parked) -> bytes:
         if parked.outcome == ParkOutcome.CANCELLED:
             self.pool.finished(worker, req.run_id)
             self.changes.run_finished(req.run_id, "cancelled")
+            self.scheduler.note(self.clock.now_ms())  # a parent waiting for it is due now
             return ok(req.id, cancel=True)
+        if parked.started is not None:  # a child run: ready to run now
+            self.changes.metrics.run_started()
+            self.pool.enqueue([parked.started])
         if parked.outcome == ParkOutcome.GO_ON:
             return ok(req.id, result=msgspec.Raw(parked.result or b"null"))
         self.pool.finished(worker, req.run_id)
@@ -210,6 +234,8 @@ class WorkerLink:
 
     def _finished(self, worker: WorkerProc, req: Finish, outcome: Outcome) -> bytes | None:
         self.pool.finished(worker, req.run_id)
+        if outcome.parent is not None:  # it was a child its parent waited for
+            self.pool.enqueue([outcome.parent])
         if outcome.status == RunStatus.PENDING:
             self.changes.emit(
                 "retrying", run_id=req.run_id, wake_at=outcome.wake_at, error=req.error

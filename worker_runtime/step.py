@@ -13,7 +13,6 @@ new assignment.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import logging
 import os
@@ -35,9 +34,18 @@ from tako._errors import (
     StepFailed,
     SupervisorUnavailable,
 )
-from tako._protocol import ApprovalSpec, MemoEntry, Park, StepDone
-from tako._records import Decision, Event, StoredDecision, ms_to_datetime
+from tako._protocol import ApprovalSpec, ChildSpec, MemoEntry, Park, StepDone
+from tako._records import Decision, Event
+from tako._tracecontext import current_traceparent
 from tako.worker_runtime.failures import Unencodable, describe, encode_value
+from tako.worker_runtime.results import (
+    KINDS,
+    child_result,
+    decision_of,
+    decode,
+    decode_optional,
+    is_typed,
+)
 from tako.worker_runtime.tracing import NO_TRACE, NoTrace
 from tako.worker_runtime.wait_schema import wait_schema
 
@@ -46,7 +54,7 @@ if TYPE_CHECKING:
     from tako.worker_runtime.loops import Loop
 
 T = TypeVar("T")
-ParkKind = Literal["sleep", "wait", "retry", "approval"]
+ParkKind = Literal["sleep", "wait", "retry", "approval", "child"]
 builtins_type = type  # `type` is a parameter name in the API below
 MAX_NAME = 256
 _logger = logging.getLogger("tako.run")
@@ -82,17 +90,6 @@ class Bailed(BaseException):
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def decode(raw: bytes, type_: Any = None) -> Any:
-    return msgspec.json.decode(raw) if type_ is None else msgspec.json.decode(raw, type=type_)
-
-
-# what each kind of recorded step was, as a replay that finds another kind says it
-KINDS = {
-    "run": "a step.run", "sleep": "a step.sleep", "wait": "a step.wait_for",
-    "wait_any": "a step.wait_for_any", "approval": "a step.approval",
-}  # fmt: skip
 
 
 class Step:
@@ -303,14 +300,14 @@ class Step:
         key = self._key(event)
         memo = self._recorded(key, "wait", "wait_for")
         if memo is not None:
-            return _decode_optional(bytes(memo.result), type)
+            return decode_optional(bytes(memo.result), type)
         delay = int(parse_duration(timeout) * 1000) if timeout is not None else None
         schema = msgspec.Raw(msgspec.json.encode(wait_schema(type) if type else None))
         with self.trace.step(key, "wait"):
             raw = await self._park(key, event, "wait", delay=delay, event=event, schema=schema)
         if raw is None:
             raise Parked
-        return _decode_optional(raw, type)
+        return decode_optional(raw, type)
 
     def wait_for_any(
         self, name: str, events: list[str], *, timeout: Duration | None = None
@@ -329,13 +326,13 @@ class Step:
         key = self._key(name)
         memo = self._recorded(key, "wait_any", "wait_for_any")
         if memo is not None:
-            return _decode_optional(bytes(memo.result), Event)  # type: ignore[no-any-return]
+            return decode_optional(bytes(memo.result), Event)  # type: ignore[no-any-return]
         delay = int(parse_duration(timeout) * 1000) if timeout is not None else None
         with self.trace.step(key, "wait_any"):
             raw = await self._park(key, name, "wait", delay=delay, events=list(events))
         if raw is None:
             raise Parked
-        return _decode_optional(raw, Event)  # type: ignore[no-any-return]
+        return decode_optional(raw, Event)  # type: ignore[no-any-return]
 
     def approval(
         self,
@@ -383,7 +380,7 @@ class Step:
         key = self._key(name)
         memo = self._recorded(key, "approval", "approval")
         if memo is not None and memo.status == "completed":
-            return _decision(bytes(memo.result), type)
+            return decision_of(bytes(memo.result), type)
         if approvers is not None and required > len(approvers):
             raise ValueError(
                 f"approval {name!r} needs {required} approvers but names {len(approvers)}"
@@ -404,7 +401,7 @@ class Step:
             raw = await self._park(key, name, "approval", approval=spec)
         if raw is None:  # `tako dev` prints the parked event: step.log stays the user's
             raise Parked
-        return _decision(raw, type)
+        return decision_of(raw, type)
 
     async def gated(
         self,
@@ -421,7 +418,7 @@ class Step:
         first (showing `describe(args)` and the args), then run `fn` with the approved,
         possibly edited, args. Raises ApprovalRejected when the answer is not yes."""
         if requires_approval(args):
-            arg_type = type or (builtins_type(args) if _is_typed(args) else None)
+            arg_type = type or (builtins_type(args) if is_typed(args) else None)
             decision = await self.approval(
                 name, summary=describe(args), data=args, type=arg_type, **approval
             )
@@ -434,6 +431,48 @@ class Step:
             args = decision.value
         approved_args = args
         return await self.run(f"{name}:run", lambda: fn(approved_args))
+
+    # -- child runs ---------------------------------------------------------------------
+
+    def invoke(
+        self, name: str, workflow: str, payload: Any = None, *, run_id: str | None = None,
+        type: Any = None,
+    ) -> Coroutine[Any, Any, Any]:  # fmt: skip
+        """Start a run of `workflow` and park until it ends: its result (converted to
+        `type`); ChildFailed or ChildCancelled when it fails or is cancelled. Recorded
+        like a step: a replay never starts a second child."""
+        call = self._called("invoke", name)
+        return self._child(call, name, workflow, payload, run_id, True, type)
+
+    def start_child(
+        self, name: str, workflow: str, payload: Any = None, *, run_id: str | None = None
+    ) -> Coroutine[Any, Any, str]:
+        """Start a run of `workflow` without waiting for it; returns its run id. Recorded
+        like a step: a replay never starts a second child."""
+        call = self._called("start_child", name)
+        return self._child(call, name, workflow, payload, run_id, False, None)
+
+    async def _child(
+        self, call: int, name: str, workflow: str, payload: Any, run_id: str | None,
+        wait: bool, type: Any,
+    ) -> Any:  # fmt: skip
+        del self._unawaited[call]
+        key = self._key(name)
+        kind, method = ("invoke", "invoke") if wait else ("child", "start_child")
+        memo = self._recorded(key, kind, method)
+        if memo is not None and memo.status == "completed":
+            raw = bytes(memo.result)
+        else:
+            spec = ChildSpec(
+                workflow=workflow, payload=msgspec.Raw(self._encode("payload", key, payload)),
+                run_id=run_id, wait=wait, traceparent=current_traceparent(),
+            )  # fmt: skip
+            with self.trace.step(key, kind):
+                parked = await self._park(key, name, "child", child=spec)
+            if parked is None:
+                raise Parked
+            raw = parked
+        return child_result(raw, workflow, type) if wait else decode(raw, str)
 
     # -- values a replay must see again ----------------------------------------------------
 
@@ -539,26 +578,6 @@ async def _invoke(loop: Loop, fn: Callable[[], Any]) -> Any:
     return value
 
 
-def _decision(raw: bytes, type_: Any) -> Decision:
-    """The stored decision, with its value converted to the request's type."""
-    d = msgspec.json.decode(raw, type=StoredDecision)
-    value = bytes(d.value)
-    return Decision(
-        status=d.status,
-        approved=d.approved,
-        value=decode(value, type_ if d.approved and value != b"null" else None),
-        by=d.by,
-        approved_by=d.approved_by,
-        reason=d.reason,
-        original=decode(bytes(d.original)),
-        decided_at=ms_to_datetime(d.decided_at),
-    )
-
-
-def _is_typed(value: Any) -> bool:
-    return isinstance(value, msgspec.Struct) or dataclasses.is_dataclass(value)
-
-
 # the run is no longer ours, or the database is away (the run is taken back once it
 # returns, and replays from its last checkpoint): stop quietly either way
 _LET_GO = (StaleClaim.code, SupervisorUnavailable.code)
@@ -571,8 +590,3 @@ def _check_reply(reply: Reply) -> None:
     if not reply.ok:
         error = reply.error
         raise NonRetryable(error.message if error else "the supervisor refused the request")
-
-
-def _decode_optional(raw: bytes, type_: Any) -> Any:
-    """A wait's result: None (timed out) stays None whatever `type` says."""
-    return None if raw == b"null" else decode(raw, type_)

@@ -41,14 +41,8 @@ from tako._replies import (
     WorkflowsReply,
 )
 from tako.cli.options import plain
-from tako.cli.render import (
-    approvers_text,
-    decision_text,
-    history_text,
-    left_text,
-    render_run,
-    run_info,
-)
+from tako.cli.render import render_run, run_info
+from tako.cli.render_approvals import approvers_text, decision_text, history_text, left_text
 from tako.http._access import TOKEN_COOKIE, Access, Actor
 from tako.http._api import (
     STATUS_OF_CODE,

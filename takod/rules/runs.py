@@ -29,6 +29,7 @@ class Outcome(msgspec.Struct, frozen=True):
     status: RunStatus
     attempts: int
     wake_at: int | None = None
+    parent: str | None = None  # the parent run its end made due (a step.invoke)
 
 
 def on_handler_end(
@@ -101,7 +102,7 @@ def on_park(
 ) -> Parking:
     """`found`: what already answers the step (a kept signal a wait just consumed, the
     decision of an approval decided while the run was away)."""
-    if kind in ("wait", "approval"):
+    if kind in ("wait", "approval", "child"):
         if found is not None:
             return Parking(None, "completed", found)
         return Parking(RunStatus.WAITING, "waiting", None, wake_at, waiting_for)

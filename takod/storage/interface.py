@@ -82,6 +82,8 @@ class NewRun(NamedTuple):
     delay_ms: int | None = None
     timeout_ms: int | None = None
     traceparent: str | None = None
+    parent_run_id: str | None = None  # a child run's parent
+    parent_step: str | None = None  # the parent's step waiting for it (step.invoke)
 
 
 class Created(NamedTuple):
@@ -108,6 +110,7 @@ class ParkOutcome(StrEnum):
 class Parked(NamedTuple):
     outcome: ParkOutcome
     result: bytes | None = None
+    started: str | None = None  # a child run this park created, ready to run
 
 
 class Delivered(NamedTuple):
@@ -196,8 +199,9 @@ class Tx(Protocol):
     def save_step(self, step: StepDone, now: int, release: bool = False) -> StepSaved:
         """Checkpoint a finished step if the worker still holds the run (else StaleClaim)."""
 
-    def park(self, park: Park, now: int, check: SchemaCheck) -> Parked:
-        """Park a run on a sleep, a signal, an approval or a retry backoff."""
+    def park(self, park: Park, now: int, check: SchemaCheck, child: NewRun | None = None) -> Parked:
+        """Park a run on a sleep, a signal, an approval, a retry backoff or a child run
+        (`child`: the run to start, made by takod from `park.child`)."""
 
     def finish(self, finish: Finish, now: int) -> Outcome:
         """The handler ended: retry with backoff, or finish the run."""

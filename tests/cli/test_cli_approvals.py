@@ -20,13 +20,8 @@ import pytest
 from cli_harness import ISO_UTC, DevServer, make_app, short_data_dir, tako_cmd
 
 from tako.cli.events import EventFormatter
-from tako.cli.render import (
-    render_approval,
-    render_approvals,
-    render_decided,
-    render_run,
-    render_runs,
-)
+from tako.cli.render import render_run, render_runs
+from tako.cli.render_approvals import render_approval, render_approvals, render_decided
 
 REPO = Path(__file__).resolve().parents[2]
 APPROVAL_KEYS = {

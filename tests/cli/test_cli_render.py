@@ -123,6 +123,34 @@ def test_a_completed_run_shows_what_woke_each_wait() -> None:
     assert text.endswith('└ completed → {"shipped": 42}')
 
 
+def test_a_parents_children_are_drawn_under_its_steps() -> None:
+    child, audit = "r_01a1fca0b1400e162e6e.price", "r_01a1fca0b1400e162e6e.audit"
+    parent = run(
+        "completed",
+        [
+            step("price", "invoke", "completed", result={
+                "run_id": child, "status": "completed", "result": 7, "error": None,
+            }),
+            step("audit", "child", "completed", result=audit),
+        ],
+        children=[
+            {"run_id": child, "workflow": "price", "status": "completed"},
+            {"run_id": audit, "workflow": "audit", "status": "running"},
+        ],
+        result={"total": 7},
+    )  # fmt: skip
+    text = render_run(parent, now=NOW, tz=UTC)
+    assert f"→ run {child} completed  → 7" in text
+    assert f"→ started run {audit}" in text
+    assert "children (2):" in text
+    assert f"  ↳ {child}  price  completed" in text
+    assert f"  ↳ {audit}  audit  running" in text
+    kid = render_run(
+        run("running", [], run_id=child, parent_run_id="r_01a1fca0b1400e162e6e"), now=NOW
+    )
+    assert "parent    run r_01a1fca0b1400e162e6e started it" in kid
+
+
 def test_a_failed_run_shows_the_error_and_traceback() -> None:
     failed = run(
         "failed",

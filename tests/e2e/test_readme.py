@@ -183,6 +183,7 @@ def test_the_readme_walkthrough(app: Path, dev: Dev, term: Terminal) -> None:
     assert names == [
         "approve-and-act",
         "expense-approval",
+        "fulfill-batch",
         "fulfill-order",
         "refund",
         "rolling-deploy",

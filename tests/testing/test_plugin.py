@@ -72,7 +72,7 @@ def test_the_example_apps_own_tests_pass() -> None:
     """workflows_example/tests, as docs/testing.md shows them: approve, reject, time out."""
     done = pytest_in(Path(__file__).resolve().parents[2] / "workflows_example")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "4 passed" in done.stdout, done.stdout
+    assert "5 passed" in done.stdout, done.stdout
 
 
 def test_the_app_folder_can_be_named_in_the_ini_file(tmp_path: Path) -> None:

@@ -54,3 +54,15 @@ async def test_an_order_nobody_approves_is_held_after_seven_days(tako_env):
     await tako_env.advance("1h")
     with pytest.raises(tako.RunCancelled, match="approval timed out"):
         await tako_env.result(run_id)
+
+
+async def test_a_batch_starts_each_order_as_a_child_and_reports(tako_env):
+    batch = await tako_env.start("fulfill-batch", {"order_ids": [SMALL_ORDER, BIG_ORDER]})
+
+    result = await tako_env.result(batch)
+    small, big = result["orders"]
+    assert result["report"]["sent"] is True
+    assert await tako_env.result(small) == {"shipped": SMALL_ORDER}
+    assert (await tako_env.get_run(big)).status == "waiting"  # its own approval wait
+    children = [(c.run_id, c.status) for c in (await tako_env.get_run(batch)).children]
+    assert children == [(small, "completed"), (big, "waiting"), (f"{batch}.report", "completed")]

@@ -15,7 +15,7 @@ import msgspec
 
 from tako._errors import ApprovalNotFound, RunNotFound, Unauthorized
 from tako._protocol import readable_json
-from tako._records import NULL, ApprovalView, HistoryView, RunView, StepView, iso
+from tako._records import NULL, ApprovalView, ChildRun, HistoryView, RunView, StepView, iso
 from tako._replies import SupervisorRow, TokenRow
 from tako.takod.rules.approvals import digest
 from tako.takod.storage.interface import Identity, LinkFields, OutboxEvent, StoreCounts
@@ -24,7 +24,7 @@ from tako.takod.storage.sqlite.portable import Conn
 C = TypeVar("C", bound=Conn)
 RUN_COLUMNS = (
     "id, workflow, status, payload, result, error, traceback, attempts, max_attempts,"
-    " created_at, updated_at, wake_at, waiting_for, cancel_requested"
+    " created_at, updated_at, wake_at, waiting_for, cancel_requested, parent_run_id"
 )
 
 
@@ -46,8 +46,10 @@ def _raw(value: bytes | None) -> msgspec.Raw:
     return readable_json(value) if value is not None else NULL
 
 
-def run_view(row: Any, steps: list[Any] | None = None) -> RunView:
-    return RunView(
+def run_view(
+    row: Any, steps: list[Any] | None = None, children: list[Any] | None = None
+) -> RunView:
+    view = RunView(
         run_id=row["id"],
         workflow=row["workflow"],
         status=row["status"],
@@ -80,6 +82,11 @@ def run_view(row: Any, steps: list[Any] | None = None) -> RunView:
             for s in steps
         ],
     )
+    if row["parent_run_id"] is not None:
+        view.parent_run_id = row["parent_run_id"]
+    if children:
+        view.children = [ChildRun(run_id=c[0], workflow=c[1], status=c[2]) for c in children]
+    return view
 
 
 def approval_view(row: Any, history: list[Any] | None = None) -> ApprovalView:
@@ -129,14 +136,16 @@ class SqlReads(Generic[C]):
         ).fetchone()
         if row is None:
             raise RunNotFound(f"no run with id {run_id!r}")
-        step_rows = (
-            self.conn.execute(
-                "SELECT * FROM steps WHERE run_id = ? ORDER BY seq", (run_id,)
-            ).fetchall()
-            if steps
-            else None
-        )
-        return run_view(row, step_rows)
+        if not steps:
+            return run_view(row)
+        step_rows = self.conn.execute(
+            "SELECT * FROM steps WHERE run_id = ? ORDER BY seq", (run_id,)
+        ).fetchall()
+        children = self.conn.execute(
+            "SELECT id, workflow, status FROM runs WHERE parent_run_id = ? ORDER BY created_at, id",
+            (run_id,),
+        ).fetchall()
+        return run_view(row, step_rows, children)
 
     def runs(self, *, status: str | None, workflow: str | None, limit: int) -> list[RunView]:
         where, args = [], []

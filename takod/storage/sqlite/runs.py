@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 
 import msgspec
 
-from tako._errors import InvalidRequest, RunNotFound, StaleClaim
+from tako._errors import RunNotFound, StaleClaim
 from tako._protocol import Assign, Finish, MemoEntry, Park, StepDone
 from tako.takod.rules import runs as rules
 from tako.takod.rules.runs import FINISHED, Outcome, RunStatus
@@ -21,7 +21,6 @@ from tako.takod.storage.interface import (
     WAKE_BATCH,
     ApprovalEvents,
     Created,
-    Delivered,
     Due,
     Hold,
     NewRun,
@@ -31,20 +30,10 @@ from tako.takod.storage.interface import (
     SchemaCheck,
     StepSaved,
 )
-from tako.takod.storage.sqlite.approvals import ApprovalWrites, C
+from tako.takod.storage.sqlite.approvals import C
 from tako.takod.storage.sqlite.portable import SQLITE, Dialect
+from tako.takod.storage.sqlite.signals import SignalWrites, named
 from tako.takod.storage.sqlite.steps import UPSERT_STEP, save_step_if_held, save_step_params
-
-_RESUME = (
-    "UPDATE runs SET status = 'pending', wake_at = NULL, waiting_for = NULL, updated_at = ?"
-    " WHERE id = ?"
-)
-
-
-def named(event: str, payload: bytes) -> bytes:
-    """The result of a wait for several events: which one came, and its payload."""
-    return b'{"name":' + msgspec.json.encode(event) + b',"payload":' + payload + b"}"
-
 
 CHUNK = 500  # ids per statement: well within both databases' limits on parameters
 
@@ -58,7 +47,7 @@ def new_run_id(now_ms: int) -> str:
     return f"r_{now_ms:012x}{secrets.token_hex(4)}"
 
 
-class SqlTx(ApprovalWrites[C]):
+class SqlTx(SignalWrites[C]):
     """The backends' `Tx`: typed writes on one writer connection (SQLite's, or
     PostgreSQL's through takod/storage/postgres). Not thread-safe: the committer's
     thread is the only one that calls it."""
@@ -76,9 +65,9 @@ class SqlTx(ApprovalWrites[C]):
         row = (rid, new.workflow, new.payload, new.max_attempts, wake_at, deadline, now, now)
         cur = self.conn.execute(
             "INSERT INTO runs (id, workflow, status, payload, max_attempts, wake_at, deadline_at,"
-            " created_at, updated_at, traceparent) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (id) DO NOTHING",
-            (*row, new.traceparent),
+            " created_at, updated_at, traceparent, parent_run_id, parent_step)"
+            " VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (*row, new.traceparent, new.parent_run_id, new.parent_step),
         )
         if cur.rowcount == 1:
             return Created(rid, RunStatus.PENDING, False)
@@ -170,7 +159,7 @@ class SqlTx(ApprovalWrites[C]):
                 return StepSaved.RELEASED
             return StepSaved.SAVED
 
-    def park(self, park: Park, now: int, check: SchemaCheck) -> Parked:
+    def park(self, park: Park, now: int, check: SchemaCheck, child: NewRun | None = None) -> Parked:
         """Park a run, in one transaction; or answer the step at once when nothing needs
         waiting for (a sleep already due, a kept signal the run consumes now, a request
         decided while the run was away)."""
@@ -180,7 +169,14 @@ class SqlTx(ApprovalWrites[C]):
         found: bytes | None = None
         waiting_for: str | None = None
         schema: str | None = None
-        if park.kind == "approval":
+        started: str | None = None
+        if park.kind == "child":
+            assert park.child is not None and child is not None
+            started, found = self.start_child(park, child, now)
+            if not park.child.wait:  # start_child: the step's result is the child's id
+                found = msgspec.json.encode(started)
+            waiting_for = f"run:{started}"
+        elif park.kind == "approval":
             assert park.approval is not None
             waiting_for = f"approval:{park.run_id}:{park.key}"
             found = self.create_approval(park.run_id, park.key, park.approval, now)
@@ -198,6 +194,8 @@ class SqlTx(ApprovalWrites[C]):
         kind: str = "run" if park.kind == "retry" else park.kind
         if park.events is not None:
             kind = "wait_any"  # its result names the event: never replayed as a wait_for's
+        elif park.child is not None:
+            kind = "invoke" if park.child.wait else "child"
         error = park.error if park.kind == "retry" else None
         attempts = park.attempts if park.kind == "retry" else 1
         finished = now if plan.run_status is None else None
@@ -206,7 +204,7 @@ class SqlTx(ApprovalWrites[C]):
             park.started_at or now, finished, plan.wake_at,
         )  # fmt: skip
         if plan.run_status is None:
-            return Parked(ParkOutcome.GO_ON, plan.result)
+            return Parked(ParkOutcome.GO_ON, plan.result, started)
         if park.kind == "wait":
             self.conn.execute("DELETE FROM waits WHERE run_id = ?", (park.run_id,))
             any_of = int(park.events is not None)
@@ -220,7 +218,7 @@ class SqlTx(ApprovalWrites[C]):
             "UPDATE runs SET status = ?, wake_at = ?, waiting_for = ?, updated_at = ? WHERE id = ?",
             (plan.run_status, plan.wake_at, plan.waiting_for, now, park.run_id),
         )
-        return Parked(ParkOutcome.PARKED)
+        return Parked(ParkOutcome.PARKED, started=started)
 
     def finish(self, finish: Finish, now: int) -> Outcome:
         if self._check_claim(finish.run_id, finish.token) and finish.outcome != "completed":
@@ -244,11 +242,13 @@ class SqlTx(ApprovalWrites[C]):
             )  # fmt: skip
         else:
             completed = decision.status == RunStatus.COMPLETED
-            self._finish_run(
+            parent = self._finish_run(
                 finish.run_id, decision.status, now,
                 result=bytes(finish.result) if completed else None,
                 error=finish.error, traceback=finish.traceback,
             )  # fmt: skip
+            if parent is not None:
+                return msgspec.structs.replace(decision, parent=parent)
         return decision
 
     def requeue_lost(
@@ -350,6 +350,7 @@ class SqlTx(ApprovalWrites[C]):
                 "UPDATE runs SET cancel_requested = 1, error = ?, updated_at = ? WHERE id = ?",
                 (reason, now, run_id),
             )
+            self.cancel_children(run_id, now)
             return status
         self._finish_run(run_id, RunStatus.CANCELLED, now, error=reason)
         return status
@@ -363,83 +364,6 @@ class SqlTx(ApprovalWrites[C]):
             " wake_at = NULL, deadline_at = ?, updated_at = ? WHERE id = ?",
             (now + timeout_ms if timeout_ms else None, now, run_id),
         )
-
-    # -- signals ----------------------------------------------------------------------
-
-    def signal(
-        self,
-        event: str,
-        payload: bytes,
-        *,
-        run_id: str | None,
-        ttl_ms: int,
-        now: int,
-        check: SchemaCheck,
-    ) -> Delivered:
-        if run_id is not None:
-            self._status(run_id)  # raises RunNotFound
-            rows = self.conn.execute(
-                "SELECT run_id, step_key, schema, any_of FROM waits WHERE event = ? AND run_id = ?"
-                + self.dialect.lock,
-                (event, run_id),
-            ).fetchall()
-        else:  # locked: a waiter another supervisor resumes meanwhile is not resumed twice
-            rows = self.conn.execute(
-                "SELECT run_id, step_key, schema, any_of FROM waits WHERE event = ?"
-                " ORDER BY run_id" + self.dialect.lock,
-                (event,),
-            ).fetchall()
-        woken: list[str] = []
-        for rid, key, schema, any_of in rows:
-            if schema is not None:
-                problem = check(schema, payload)
-                if problem is not None:
-                    if run_id is not None:
-                        raise InvalidRequest(
-                            f"payload does not match the type run {rid} waits for: {problem}"
-                        )
-                    continue
-            if self._resume_waiter(rid, key, named(event, payload) if any_of else payload, now):
-                woken.append(rid)
-        if woken:
-            return Delivered(woken, False)
-        self.conn.execute(
-            "INSERT INTO signals (event, run_id, payload, created_at, expires_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (event, run_id, payload, now, now + ttl_ms),
-        )
-        return Delivered([], True)
-
-    def _take_kept_signal(
-        self, events: list[str], run_id: str, schema: str | None, now: int, check: SchemaCheck
-    ) -> tuple[str, bytes] | None:
-        """The oldest kept signal for any of `events` (event, payload), consumed."""
-        marks = ", ".join("?" * len(events))
-        rows = self.conn.execute(
-            f"SELECT id, event, payload FROM signals WHERE event IN ({marks})"
-            " AND (run_id IS NULL OR run_id = ?) AND expires_at > ? ORDER BY id",
-            (*events, run_id, now),
-        )
-        for sid, event, payload in rows.fetchall():
-            if schema is None or check(schema, payload) is None:
-                taken = self.conn.execute("DELETE FROM signals WHERE id = ?", (sid,))
-                if taken.rowcount == 1:  # not consumed by another supervisor meanwhile
-                    return event, bytes(payload)
-        return None
-
-    def _resume_waiter(self, run_id: str, key: str, result: bytes, now: int) -> bool:
-        """Complete the wait with `result` and make the run ready; False if another
-        signal (of a wait for several events) resumed it first."""
-        gone = self.conn.execute("DELETE FROM waits WHERE run_id = ?", (run_id,))
-        if gone.rowcount == 0:
-            return False
-        self.conn.execute(
-            "UPDATE steps SET status = 'completed', result = ?, finished_at = ?, wake_at = NULL"
-            " WHERE run_id = ? AND key = ?",
-            (result, now, run_id, key),
-        )
-        self.conn.execute(_RESUME, (now, run_id))
-        return True
 
     # -- the timer ----------------------------------------------------------------------
 
@@ -579,7 +503,8 @@ class SqlTx(ApprovalWrites[C]):
         result: bytes | None = None,
         error: str | None = None,
         traceback: str | None = None,
-    ) -> None:
+    ) -> str | None:
+        """End the run; returns its parent if that was waiting for it (now due)."""
         assert status in FINISHED
         self.conn.execute("DELETE FROM waits WHERE run_id = ?", (run_id,))
         if status != RunStatus.COMPLETED:
@@ -590,3 +515,6 @@ class SqlTx(ApprovalWrites[C]):
             " claim_token = claim_token + 1, updated_at = ?, finished_at = ? WHERE id = ?",
             (status, result, error, traceback, now, now, run_id),
         )
+        if status == RunStatus.CANCELLED:
+            self.cancel_children(run_id, now)
+        return self.child_ended(run_id, status, result, error, now)

@@ -21,7 +21,9 @@ CREATE TABLE runs (
     updated_at       INTEGER NOT NULL,
     finished_at      INTEGER,
     owner            INTEGER,
-    traceparent      TEXT
+    traceparent      TEXT,
+    parent_run_id    TEXT,
+    parent_step      TEXT
 ) STRICT;
 
 -- The scheduler's one timer reads MIN(wake_at) and MIN(deadline_at); both
@@ -29,6 +31,7 @@ CREATE TABLE runs (
 CREATE INDEX runs_wake ON runs (wake_at) WHERE wake_at IS NOT NULL;
 CREATE INDEX runs_deadline ON runs (deadline_at) WHERE deadline_at IS NOT NULL;
 CREATE INDEX runs_status ON runs (status, created_at);
+CREATE INDEX runs_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
 CREATE INDEX runs_created ON runs (created_at);
 CREATE INDEX runs_finished ON runs (finished_at) WHERE finished_at IS NOT NULL;
 
