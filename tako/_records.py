@@ -254,6 +254,8 @@ class WorkflowInfo(msgspec.Struct, kw_only=True):
     timeout: float | None = None
     # a payload its handler accepts, from its payload type; left out when it has none
     payload_example: Any | msgspec.UnsetType = msgspec.UNSET
+    # at most this many runs executing at once; left out when unlimited
+    concurrency: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class LoadError(msgspec.Struct, kw_only=True):

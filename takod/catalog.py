@@ -50,6 +50,10 @@ class Catalog:
     def use(self, registry: Registry) -> None:
         self.registry = registry
         self.workflows = {w.name: w for w in registry.workflows}
+        # workflows with a concurrency limit: claims take no more of their runs than it allows
+        self.limits = {
+            w.name: w.concurrency for w in registry.workflows if isinstance(w.concurrency, int)
+        }
 
     def get(self, name: str) -> WorkflowInfo:
         """The workflow, or UnknownWorkflow naming the known ones and the broken files."""

@@ -77,6 +77,7 @@ class Service:
         self.payloads = payloads
         self.config = config
         self.clock = clock
+        self._limited: dict[str, str] = {}  # running runs of limited workflows
 
     # -- client operations --------------------------------------------------------------
 
@@ -262,7 +263,8 @@ class Service:
 
     async def claim(self, run_ids: list[str]) -> list[Assign]:
         now, hold, me = self.clock.now_ms(), self.catalog.held_because, self.membership.me
-        assigns = await self.backend.write(lambda tx: tx.claim(run_ids, now, hold, me))
+        limits = self.catalog.limits
+        assigns = await self.backend.write(lambda tx: tx.claim(run_ids, now, hold, me, limits))
         self.changes.metrics.claimed(assigns)
         self._emit_running(assigns)
         return assigns
@@ -374,12 +376,13 @@ class Service:
         isolated = self.pool.isolated if slots is not None else frozenset()
         room = slots.count if slots is not None else 0
         now, hold, me = self.clock.now_ms(), self.catalog.held_because, self.membership.me
+        limits = self.catalog.limits
 
         def write_and_claim(tx: Tx) -> tuple[T, list[Assign], list[str]]:
             result = write(tx)
             ready = ready_of(result)
             take = [rid for rid in ready if rid not in isolated][:room]
-            assigns = tx.claim(take, now, hold, me) if take else []
+            assigns = tx.claim(take, now, hold, me, limits) if take else []
             return result, assigns, [rid for rid in ready if rid not in take]
 
         return slots, write_and_claim
@@ -393,8 +396,23 @@ class Service:
             self.pool.hand_over(woken.slots, woken.assigns)
         self.pool.enqueue(woken.rest)
 
+    def freed(self, run_id: str) -> None:
+        """A run left its worker: if its workflow has a concurrency limit, the oldest of
+        its ready runs may take the place (the claim checks the limit again)."""
+        workflow = self._limited.pop(run_id, None)
+        if workflow is None:
+            return
+        now, room = self.clock.now_ms(), self.catalog.limits.get(workflow, 1)
+        self.backend.submit(
+            lambda tx: tx.ready_of(workflow, now, room),
+            lambda item: self.pool.enqueue(item.value()) if item.error is None else None,
+        )
+
     def _emit_running(self, assigns: list[Assign]) -> None:
+        limits = self.catalog.limits
         for a in assigns:
+            if limits and a.workflow in limits:
+                self._limited[a.run_id] = a.workflow
             if self.changes.runs:
                 self.changes.run_changed(a.run_id)
             self.changes.emit("running", run_id=a.run_id, workflow=a.workflow, attempt=a.attempt)

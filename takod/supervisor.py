@@ -95,6 +95,7 @@ class Supervisor:
             lost=lambda run_ids, alone, why: self.service.lost(run_ids, alone, why),
             serve_worker=lambda worker: self.link.serve(worker),
         )
+        self.pool.on_freed = lambda run_id: self.service.freed(run_id)
         self.link = WorkerLink(
             backend, pool=self.pool, scheduler=self.scheduler, changes=changes,
             payloads=payloads, clock=clock, catalog=self.catalog,

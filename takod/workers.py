@@ -104,6 +104,8 @@ class WorkerPool:
         self._lost = lost
         self._serve_worker = serve_worker
         self.workers: dict[int, WorkerProc] = {}
+        # told when a run leaves its worker: a concurrency limit may let another start
+        self.on_freed: Callable[[str], None] = lambda run_id: None
         self._queue: deque[str] = deque()
         self._queued: set[str] = set()
         self._suspects: set[str] = set()  # runs in flight in the last crash
@@ -401,6 +403,7 @@ class WorkerPool:
     def finished(self, worker: WorkerProc, run_id: str) -> None:
         """A run left this worker (finished or parked): free its slot."""
         worker.in_flight.pop(run_id, None)
+        self.on_freed(run_id)
         self._isolate.discard(run_id)
         self._suspects.discard(run_id)
         if worker.exclusive and not worker.in_flight:

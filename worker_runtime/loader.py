@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from tako._records import NOTIFY_WORKFLOW, LoadError, Registry, WorkflowInfo
 from tako.worker_runtime.examples import payload_example
 from tako.worker_runtime.registry import (
@@ -105,6 +107,7 @@ def describe(app_dir: Path) -> Registry:
                 retries=wf.retries,
                 timeout=wf.timeout,
                 payload_example=payload_example(wf.fn),
+                concurrency=msgspec.UNSET if wf.concurrency is None else wf.concurrency,
             )
             for wf in workflows.values()
         ],

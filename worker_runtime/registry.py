@@ -32,6 +32,7 @@ class WorkflowDef:
     file: str
     line: int
     payload_type: Any = None
+    concurrency: int | None = None  # at most this many of its runs executing at once
 
     @property
     def max_attempts(self) -> int:
@@ -69,31 +70,51 @@ def notify_workflow(notifiers: list[Callable[..., Any]], file: str) -> WorkflowD
 def workflow(name: F, /) -> F: ...
 @overload
 def workflow(
-    name: str | None = None, /, *, retries: int = 3, timeout: Duration | None = None
+    name: str | None = None,
+    /,
+    *,
+    retries: int = 3,
+    timeout: Duration | None = None,
+    concurrency: int | None = None,
 ) -> Callable[[F], F]: ...
 
 
-def workflow(name: Any = None, /, *, retries: int = 3, timeout: Duration | None = None) -> Any:
+def workflow(
+    name: Any = None,
+    /,
+    *,
+    retries: int = 3,
+    timeout: Duration | None = None,
+    concurrency: int | None = None,
+) -> Any:
     """Register `async def handler(payload, step)` as a workflow.
 
     `@workflow`, `@workflow()` and `@workflow("name", retries=..., timeout=...)` all work.
+    `concurrency=N`: at most N of its runs execute at once (sleeping and waiting ones do
+    not count); the others stay pending, in start order.
     """
     if callable(name):
-        return _mark(name, None, retries, timeout)
+        return _mark(name, None, retries, timeout, concurrency)
 
     def decorate(fn: F) -> F:
-        return _mark(fn, name, retries, timeout)
+        return _mark(fn, name, retries, timeout, concurrency)
 
     return decorate
 
 
-def _mark(fn: F, name: str | None, retries: int, timeout: Duration | None) -> F:
+def _mark(
+    fn: F, name: str | None, retries: int, timeout: Duration | None, concurrency: int | None
+) -> F:
     if not inspect.iscoroutinefunction(fn):
         raise TypeError(
             f"@workflow handler {fn.__qualname__} must be `async def handler(payload, step)`"
         )
     if not isinstance(retries, int) or retries < 0:
         raise ValueError(f"@workflow retries must be an integer >= 0, got {retries!r}")
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+    ):
+        raise ValueError(f"@workflow concurrency must be an integer >= 1, got {concurrency!r}")
     wf_name = name or fn.__name__.replace("_", "-")
     if not 1 <= len(wf_name) <= 256:
         raise ValueError(f"workflow name must be 1 to 256 characters, got {wf_name!r}")
@@ -109,6 +130,7 @@ def _mark(fn: F, name: str | None, retries: int, timeout: Duration | None) -> F:
             file=code.co_filename,
             line=code.co_firstlineno,
             payload_type=_payload_type(fn),
+            concurrency=concurrency,
         ),
     )
     return cast(F, fn)  # iscoroutinefunction() narrowed its type above

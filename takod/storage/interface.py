@@ -21,7 +21,7 @@ Times are integer milliseconds since the epoch, always given by the caller
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
@@ -191,10 +191,16 @@ class Tx(Protocol):
         now: int,
         hold: Hold | None = None,
         owner: int | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> list[Assign]:
         """Mark ready runs running under a new fencing token, held by the supervisor
         `owner`; return them with their memos. Runs whose workflow `hold` refuses stay
-        pending with its reason."""
+        pending with its reason. For a workflow in `limits` (its concurrency), the oldest
+        ready runs of it are taken, in place of those asked for, and only as many as
+        leave at most that many running."""
+
+    def ready_of(self, workflow: str, now: int, limit: int) -> list[str]:
+        """Up to `limit` ready runs of `workflow`, oldest first."""
 
     def save_step(self, step: StepDone, now: int, release: bool = False) -> StepSaved:
         """Checkpoint a finished step if the worker still holds the run (else StaleClaim)."""

@@ -21,7 +21,7 @@ from tako._protocol import Park
 from tako._records import RUN_ID_PATTERN
 from tako.takod.rules.runs import FINISHED, RunStatus
 from tako.takod.storage.interface import NewRun
-from tako.takod.storage.sqlite.approvals import ApprovalWrites
+from tako.takod.storage.sqlite.limits import LimitWrites
 from tako.takod.storage.sqlite.portable import Conn
 
 C = TypeVar("C", bound=Conn)
@@ -50,7 +50,7 @@ def outcome_of(run_id: str, status: str, result: bytes | None, error: str | None
     )  # fmt: skip
 
 
-class ChildWrites(ApprovalWrites[C], Generic[C]):
+class ChildWrites(LimitWrites[C], Generic[C]):
     def start_child(self, park: Park, new: NewRun, now: int) -> tuple[str, bytes | None]:
         """Create (or, on a replay, find) the child of `park`'s step. Returns its id and,
         for an invoke whose child has already ended, the outcome to record at once."""

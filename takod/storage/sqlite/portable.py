@@ -29,7 +29,15 @@ class Dialect(NamedTuple):
     # plain read sees the last committed row even while another transaction is taking
     # the run away, so the check would pass against a claim that is being revoked
     share: str
+    # a statement taking a lock named by its one parameter until the transaction ends
+    # (a workflow's concurrency limit); empty where one writer serialises everything
+    workflow_lock: str = ""
 
 
 SQLITE = Dialect(lock="", skip_locked="", share="")
-POSTGRES = Dialect(lock=" FOR UPDATE", skip_locked=" FOR UPDATE SKIP LOCKED", share=" FOR SHARE")
+POSTGRES = Dialect(
+    lock=" FOR UPDATE",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
+    share=" FOR SHARE",
+    workflow_lock="SELECT pg_advisory_xact_lock(hashtext(?))",
+)

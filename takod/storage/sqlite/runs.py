@@ -9,7 +9,7 @@ What a park becomes, when a run retries and what a cancel does are decided by
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import msgspec
 
@@ -80,11 +80,14 @@ class SqlTx(SignalWrites[C]):
         now: int,
         hold: Hold | None = None,
         owner: int | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> list[Assign]:
         """A few statements for the lot, however many: a crowd of runs woken at once
         is claimed without a round trip per run."""
         out: list[Assign] = []
         for ids in _chunks(list(dict.fromkeys(run_ids))):
+            if limits:
+                ids = self.within_limits(ids, now, limits)
             out += self._claim_some(ids, now, hold, owner)
         return out
 
