@@ -7,6 +7,7 @@ worker's start and end times. Intervals of a limit-1 workflow must not overlap."
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import tempfile
@@ -51,7 +52,7 @@ def intervals(runs: list[Run]) -> list[tuple[float, float, str]]:
 
 
 def assert_one_at_a_time(spans: list[tuple[float, float, str]]) -> None:
-    for (_, end, before), (start, _, after) in zip(spans, spans[1:], strict=False):
+    for (_, end, before), (start, _, after) in itertools.pairwise(spans):
         assert start >= end, f"{after} started before {before} ended"
 
 
@@ -82,7 +83,7 @@ async def test_a_limit_holds_across_three_supervisors(app: App) -> None:
     app.write("flows.py", FLOWS)
     async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
         sockets = []
-        for n in range(3):
+        for _n in range(3):
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tkl")))
             await nursery.start(
                 lambda task_status, d=data_dir: serve(app.dir, d, task_status=task_status)
