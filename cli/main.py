@@ -18,6 +18,7 @@ from tako.cli.commands import run_cmd, runs_group, signal_cmd, status_cmd, workf
 from tako.cli.db import db_group
 from tako.cli.dev import dev_cmd
 from tako.cli.options import Refused, Unreachable, global_options
+from tako.cli.schedules import schedules_cmd
 from tako.cli.serve import serve_cmd
 from tako.cli.tokens import tokens_group
 
@@ -52,6 +53,7 @@ main.add_command(signal_cmd)
 main.add_command(runs_group)
 main.add_command(status_cmd)
 main.add_command(workflows_cmd)
+main.add_command(schedules_cmd)
 main.add_command(approvals_group)
 main.add_command(approve_cmd)
 main.add_command(reject_cmd)

@@ -41,6 +41,7 @@ from tako._protocol import (
     Reject,
     Retry,
     RevokeToken,
+    Schedules,
     Scope,
     Signal,
     Start,
@@ -68,6 +69,8 @@ from tako._replies import (
     RevokedReply,
     RunReply,
     RunsReply,
+    ScheduleRow,
+    SchedulesReply,
     SignalReply,
     StartReply,
     StatusReply,
@@ -182,6 +185,10 @@ class Client:
 
     def status(self) -> dict[str, Any]:
         return self.call(Status(), StatusReply).fields()
+
+    def schedules(self) -> list[ScheduleRow]:
+        """The app's cron schedules, the next due first, with their next and last ticks."""
+        return self.call(Schedules(), SchedulesReply).schedules
 
     def workflows(self) -> Registry:
         reply = self.call(Workflows(), WorkflowsReply)
@@ -414,6 +421,9 @@ class AsyncClient:
 
     async def status(self) -> dict[str, Any]:
         return await _in_thread(self.sync.status)
+
+    async def schedules(self) -> list[ScheduleRow]:
+        return await _in_thread(self.sync.schedules)
 
     async def workflows(self) -> Registry:
         return await _in_thread(self.sync.workflows)

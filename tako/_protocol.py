@@ -83,6 +83,10 @@ class Workflows(_Req, tag="workflows"):
     pass
 
 
+class Schedules(_Req, tag="schedules"):
+    """The app's cron schedules with their next ticks (`tako schedules`)."""
+
+
 class Metrics(_Req, tag="metrics"):
     """The supervisor's metrics in the Prometheus text format (`GET /metrics`)."""
 
@@ -286,6 +290,7 @@ ClientRequest = (
     | Status
     | Workflows
     | Metrics
+    | Schedules
     | Wait
     | Approve
     | Reject

@@ -256,6 +256,10 @@ class WorkflowInfo(msgspec.Struct, kw_only=True):
     payload_example: Any | msgspec.UnsetType = msgspec.UNSET
     # at most this many runs executing at once; left out when unlimited
     concurrency: int | msgspec.UnsetType = msgspec.UNSET
+    # cron schedule (one run per tick), its time zone and catch-up; left out when none
+    schedule: str | msgspec.UnsetType = msgspec.UNSET
+    timezone: str | msgspec.UnsetType = msgspec.UNSET
+    catch_up: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class LoadError(msgspec.Struct, kw_only=True):

@@ -66,6 +66,21 @@ class SupervisorRow(msgspec.Struct, kw_only=True):
     since: str  # ISO 8601: when it started
 
 
+class ScheduleRow(msgspec.Struct, kw_only=True):
+    """A cron schedule: its workflow's next tick and the last it started."""
+
+    workflow: str
+    schedule: str
+    timezone: str
+    catch_up: str
+    next_tick: str  # ISO 8601
+    last_tick: str | None  # ISO 8601; None until a tick has started a run
+
+
+class SchedulesReply(Reply, kw_only=True):
+    schedules: list[ScheduleRow]
+
+
 class MetricsReply(Reply, kw_only=True):
     text: str  # the Prometheus text exposition format, version 0.0.4
 

@@ -16,6 +16,7 @@ import trio
 
 from tako._errors import UnknownWorkflow
 from tako._records import LoadError, Registry, WorkflowInfo
+from tako.takod.storage.interface import ScheduleSpec
 
 
 async def describe(app_dir: Path) -> Registry:
@@ -66,6 +67,17 @@ class Catalog:
             )
             raise UnknownWorkflow(f"no workflow named {name!r} (known: {known}){broken}")
         return wf
+
+    def schedules(self) -> list[ScheduleSpec]:
+        """The app's cron schedules, as the store keeps them."""
+        out = []
+        for w in self.workflows.values():
+            if isinstance(w.schedule, str):
+                zone = w.timezone if isinstance(w.timezone, str) else "UTC"
+                catch_up = w.catch_up if isinstance(w.catch_up, str) else "latest"
+                spec = (w.name, w.schedule, zone, catch_up, w.retries + 1, self.timeout_ms(w.name))
+                out.append(ScheduleSpec(*spec))
+        return out
 
     def timeout_ms(self, name: str) -> int | None:
         wf = self.workflows.get(name)

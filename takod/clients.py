@@ -33,6 +33,7 @@ from tako._protocol import (
     Reject,
     RequestError,
     Retry,
+    Schedules,
     Signal,
     Start,
     Status,
@@ -50,6 +51,7 @@ from tako._replies import (
     Reply,
     RunReply,
     RunsReply,
+    SchedulesReply,
     SignalReply,
     StartReply,
     StatusReply,
@@ -216,6 +218,8 @@ class Clients:
                     database=self.database,
                     supervisors=msgspec.UNSET if now.supervisors is None else now.supervisors,
                 )  # fmt: skip
+            case Schedules():
+                return SchedulesReply(id=rid, schedules=await service.read(lambda r: r.schedules()))
             case Metrics():
                 return MetricsReply(id=rid, text=(await service.metrics()).decode())
             case Workflows():

@@ -85,8 +85,10 @@ class Scheduler:
         if not told:
             self.tell(wake_at_ms)
         self._noted = wake_at_ms if self._noted is None else min(self._noted, wake_at_ms)
-        if self.target_ms is None or wake_at_ms < self.target_ms:
-            self.target_ms = wake_at_ms
+        # due already: wake now, even for a target noted before (a clock that was moved)
+        due_now = wake_at_ms <= self.clock.now_ms()
+        if self.target_ms is None or wake_at_ms < self.target_ms or due_now:
+            self.target_ms = min(wake_at_ms, self.target_ms or wake_at_ms)
             if self._scope is not None:
                 self._scope.deadline = min(self._scope.deadline, self._trio_time(wake_at_ms))
 

@@ -29,7 +29,15 @@ from tako.takod.metrics import Pool
 from tako.takod.payloads import Payloads
 from tako.takod.rules.runs import FINISHED, RunStatus
 from tako.takod.scheduler import Clock, Scheduler
-from tako.takod.storage.interface import Ask, Backend, Created, NewRun, QueuedWrite, Reads, Tx
+from tako.takod.storage.interface import (
+    Ask,
+    Backend,
+    Created,
+    NewRun,
+    QueuedWrite,
+    Reads,
+    Tx,
+)
 from tako.takod.workers import Slots, WorkerPool
 
 T = TypeVar("T")
@@ -247,6 +255,14 @@ class Service:
             now, lease = self.clock.now_ms(), self.membership.lease_ms
             supervisors = await self.read(lambda r: r.supervisors(now, lease))
         return Status(self.pool.live, counts, iso(next_wake), supervisors)
+
+    async def sync_schedules(self) -> None:
+        """Store the app's cron schedules as its workflows now define them; the timer
+        then starts each tick's run (see storage/sqlite/schedules.py)."""
+        specs = self.catalog.schedules()
+        now, complete = self.clock.now_ms(), not self.catalog.registry.errors
+        await self.backend.write(lambda tx: tx.sync_schedules(specs, now, complete=complete))
+        self.scheduler.note(now)  # a tick missed while down is due now
 
     async def metrics(self) -> bytes:
         """The Prometheus text of `GET /metrics`."""

@@ -184,6 +184,7 @@ class Supervisor:
         try:
             async with trio.open_nursery() as nursery:
                 await self.membership.join()
+                await self.service.sync_schedules()
                 nursery.start_soon(self.membership.keep_alive)
                 nursery.start_soon(self.backend.listen, self.peers)
                 await nursery.start(self.pool.run)
@@ -216,6 +217,7 @@ class Supervisor:
         """Re-read the app's workflows. New and resumed runs use the new code; a worker
         in flight finishes its current steps first."""
         registry = await self.load_registry()
+        await self.service.sync_schedules()
         self.pool.retire_all()
         await self.membership.sweep()
         self.changes.emit(

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import typing
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast, overload
+from typing import Any, NamedTuple, TypeVar, cast, overload
 
 import msgspec
 
+from tako import _cron as cron
+from tako._cron import CATCH_UPS, CatchUp
 from tako._durations import Duration, parse_duration
-from tako._records import NOTIFY_WORKFLOW
+from tako._records import NOTIFY_WORKFLOW, RUN_ID_PATTERN, RUN_ID_RULE
 
 ATTR = "__tako_workflow__"
 Handler = Callable[[Any, Any], Awaitable[Any]]
@@ -33,10 +36,28 @@ class WorkflowDef:
     line: int
     payload_type: Any = None
     concurrency: int | None = None  # at most this many of its runs executing at once
+    schedule: str | None = None  # cron: one run per tick
+    timezone: str = "UTC"
+    catch_up: str = "latest"
 
     @property
     def max_attempts(self) -> int:
         return self.retries + 1
+
+
+def _check_schedule(name: str, options: Options) -> None:
+    """A scheduled workflow's runs are named `<workflow>@<tick>`: its name must be valid in
+    a run id, and its schedule, time zone and catch-up must be usable."""
+    if not re.match(RUN_ID_PATTERN, f"{name}@2026-01-01T00:00:00Z"):
+        raise ValueError(
+            f"scheduled workflow {name!r}: its name is part of its runs' ids, so it may"
+            f" only hold {RUN_ID_RULE} (and be at most 107 characters)"
+        )
+    if options.catch_up not in CATCH_UPS:
+        raise ValueError(
+            f"catch_up must be one of {', '.join(CATCH_UPS)}, got {options.catch_up!r}"
+        )
+    cron.check(options.schedule or "", options.timezone)
 
 
 NOTIFIER_ATTR = "__tako_notifier__"
@@ -76,6 +97,9 @@ def workflow(
     retries: int = 3,
     timeout: Duration | None = None,
     concurrency: int | None = None,
+    schedule: str | None = None,
+    timezone: str = "UTC",
+    catch_up: CatchUp = "latest",
 ) -> Callable[[F], F]: ...
 
 
@@ -86,25 +110,40 @@ def workflow(
     retries: int = 3,
     timeout: Duration | None = None,
     concurrency: int | None = None,
+    schedule: str | None = None,
+    timezone: str = "UTC",
+    catch_up: CatchUp = "latest",
 ) -> Any:
     """Register `async def handler(payload, step)` as a workflow.
 
     `@workflow`, `@workflow()` and `@workflow("name", retries=..., timeout=...)` all work.
     `concurrency=N`: at most N of its runs execute at once (sleeping and waiting ones do
     not count); the others stay pending, in start order.
+    `schedule="0 9 * * MON"` (cron, in `timezone`): one run per tick, with the run id
+    `<workflow>@<tick, ISO 8601 UTC>`; ticks missed while nothing ran: `catch_up`
+    "latest" (only the most recent), "all" or "none".
     """
+    options = Options(retries, timeout, concurrency, schedule, timezone, catch_up)
     if callable(name):
-        return _mark(name, None, retries, timeout, concurrency)
+        return _mark(name, None, options)
 
     def decorate(fn: F) -> F:
-        return _mark(fn, name, retries, timeout, concurrency)
+        return _mark(fn, name, options)
 
     return decorate
 
 
-def _mark(
-    fn: F, name: str | None, retries: int, timeout: Duration | None, concurrency: int | None
-) -> F:
+class Options(NamedTuple):
+    retries: int
+    timeout: Duration | None
+    concurrency: int | None
+    schedule: str | None
+    timezone: str
+    catch_up: str
+
+
+def _mark(fn: F, name: str | None, options: Options) -> F:
+    retries, timeout, concurrency = options.retries, options.timeout, options.concurrency
     if not inspect.iscoroutinefunction(fn):
         raise TypeError(
             f"@workflow handler {fn.__qualname__} must be `async def handler(payload, step)`"
@@ -118,6 +157,8 @@ def _mark(
     wf_name = name or fn.__name__.replace("_", "-")
     if not 1 <= len(wf_name) <= 256:
         raise ValueError(f"workflow name must be 1 to 256 characters, got {wf_name!r}")
+    if options.schedule is not None:
+        _check_schedule(wf_name, options)
     code = fn.__code__
     setattr(
         fn,
@@ -131,6 +172,9 @@ def _mark(
             line=code.co_firstlineno,
             payload_type=_payload_type(fn),
             concurrency=concurrency,
+            schedule=options.schedule,
+            timezone=options.timezone,
+            catch_up=options.catch_up,
         ),
     )
     return cast(F, fn)  # iscoroutinefunction() narrowed its type above

@@ -81,6 +81,11 @@ class SyncEnv:
         """Start the supervisor; returns once it accepts connections."""
         # the socket's path must stay short: a temp dir of our own, not pytest's
         self._data_dir = Path(tempfile.mkdtemp(prefix="tako-test-"))
+        self._start()
+        return self
+
+    def _start(self) -> None:
+        self._failed = None
         config = load_config(self.app_dir)
         config.storage.url = None
         ready = threading.Event()
@@ -94,7 +99,6 @@ class SyncEnv:
             raise startup_error(self._failed) or self._failed
         assert self._supervisor is not None
         self.client = Client(self._supervisor.socket_path)
-        return self
 
     def _main(self, config: Any, ready: threading.Event) -> None:
         async def main() -> None:
@@ -119,12 +123,24 @@ class SyncEnv:
 
     def close(self) -> None:
         """Stop the supervisor and its workers and delete the temporary data dir."""
+        self._stop_supervisor()
+        self._cleanup()
+
+    def restart(self, down_for: Duration = 0) -> None:
+        """Stop the supervisor and its workers, move the clock on by `down_for` while
+        nothing runs, and start them again on the same data dir: what a deploy or a
+        crash does to runs, timers and schedules (ticks missed while down)."""
+        self._stop_supervisor()
+        self.clock.at_ms += int(parse_duration(down_for) * 1000)
+        self._start()
+
+    def _stop_supervisor(self) -> None:
         if self.client is not None:
             self.client.close()
+            self.client = None
         if self._thread is not None and self._thread.is_alive() and self._stop is not None:
             trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
             self._thread.join()
-        self._cleanup()
 
     def _cleanup(self) -> None:
         if self._data_dir is not None:
@@ -284,6 +300,9 @@ class Env:
 
     async def settle(self) -> None:
         await _in_thread(self.sync.settle)
+
+    async def restart(self, down_for: Duration = 0) -> None:
+        await _in_thread(self.sync.restart, down_for)
 
     async def start(
         self,

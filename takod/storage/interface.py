@@ -30,7 +30,7 @@ import msgspec
 from tako._errors import StorageError, TakoError
 from tako._protocol import Assign, Finish, Park, StepDone
 from tako._records import ApprovalView, RunStatus, RunView
-from tako._replies import SupervisorRow, TokenRow
+from tako._replies import ScheduleRow, SupervisorRow, TokenRow
 from tako.takod.rules.runs import Outcome
 
 T = TypeVar("T")
@@ -84,6 +84,17 @@ class NewRun(NamedTuple):
     traceparent: str | None = None
     parent_run_id: str | None = None  # a child run's parent
     parent_step: str | None = None  # the parent's step waiting for it (step.invoke)
+
+
+class ScheduleSpec(NamedTuple):
+    """A scheduled workflow as the app now defines it."""
+
+    workflow: str
+    expression: str
+    timezone: str
+    catch_up: str
+    max_attempts: int
+    timeout_ms: int | None
 
 
 class Created(NamedTuple):
@@ -198,6 +209,9 @@ class Tx(Protocol):
         pending with its reason. For a workflow in `limits` (its concurrency), the oldest
         ready runs of it are taken, in place of those asked for, and only as many as
         leave at most that many running."""
+
+    def sync_schedules(self, specs: Sequence[ScheduleSpec], now: int, *, complete: bool) -> None:
+        """Make the stored cron schedules the app's (see sqlite/schedules.py)."""
 
     def ready_of(self, workflow: str, now: int, limit: int) -> list[str]:
         """Up to `limit` ready runs of `workflow`, oldest first."""
@@ -335,6 +349,9 @@ class Reads(Protocol):
         """The supervisors whose heartbeat is younger than `lease_ms`, oldest first."""
 
     def token_count(self) -> int: ...
+
+    def schedules(self) -> list[ScheduleRow]:
+        """The cron schedules, the next due first."""
 
     def identify(self, token: str) -> Identity:
         """Who `token` is; Unauthorized when it matches none."""

@@ -185,6 +185,7 @@ def test_the_readme_walkthrough(app: Path, dev: Dev, term: Terminal) -> None:
         "expense-approval",
         "fulfill-batch",
         "fulfill-order",
+        "monthly-report",
         "refund",
         "rolling-deploy",
         "send-email",

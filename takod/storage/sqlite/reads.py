@@ -16,7 +16,7 @@ import msgspec
 from tako._errors import ApprovalNotFound, RunNotFound, Unauthorized
 from tako._protocol import readable_json
 from tako._records import NULL, ApprovalView, ChildRun, HistoryView, RunView, StepView, iso
-from tako._replies import SupervisorRow, TokenRow
+from tako._replies import ScheduleRow, SupervisorRow, TokenRow
 from tako.takod.rules.approvals import digest
 from tako.takod.storage.interface import Identity, LinkFields, OutboxEvent, StoreCounts
 from tako.takod.storage.sqlite.portable import Conn
@@ -193,7 +193,8 @@ class SqlReads(Generic[C]):
         row = self.conn.execute(
             "SELECT MIN(t) FROM (SELECT MIN(wake_at) AS t FROM runs WHERE wake_at IS NOT NULL"
             " UNION ALL SELECT MIN(deadline_at) FROM runs WHERE deadline_at IS NOT NULL"
-            " UNION ALL SELECT MIN(timer_at) FROM approvals WHERE timer_at IS NOT NULL) AS due"
+            " UNION ALL SELECT MIN(timer_at) FROM approvals WHERE timer_at IS NOT NULL"
+            " UNION ALL SELECT MIN(next_at) FROM schedules) AS due"
         ).fetchone()
         return None if row is None else row[0]
 
@@ -274,6 +275,23 @@ class SqlReads(Generic[C]):
         ).fetchall()
         return [
             SupervisorRow(host=r[0], pid=r[1], workers=r[2], since=iso(r[3]) or "") for r in rows
+        ]
+
+    def schedules(self) -> list[ScheduleRow]:
+        rows = self.conn.execute(
+            "SELECT workflow, expression, timezone, catch_up, next_at, last_tick FROM schedules"
+            " ORDER BY next_at, workflow"
+        ).fetchall()
+        return [
+            ScheduleRow(
+                workflow=r[0],
+                schedule=r[1],
+                timezone=r[2],
+                catch_up=r[3],
+                next_tick=iso(r[4]) or "",
+                last_tick=iso(r[5]),
+            )
+            for r in rows
         ]
 
     def token_count(self) -> int:

@@ -32,6 +32,7 @@ from tako.takod.storage.interface import (
 )
 from tako.takod.storage.sqlite.approvals import C
 from tako.takod.storage.sqlite.portable import SQLITE, Dialect
+from tako.takod.storage.sqlite.schedules import ScheduleWrites
 from tako.takod.storage.sqlite.signals import SignalWrites, named
 from tako.takod.storage.sqlite.steps import UPSERT_STEP, save_step_if_held, save_step_params
 
@@ -47,7 +48,7 @@ def new_run_id(now_ms: int) -> str:
     return f"r_{now_ms:012x}{secrets.token_hex(4)}"
 
 
-class SqlTx(SignalWrites[C]):
+class SqlTx(SignalWrites[C], ScheduleWrites[C]):
     """The backends' `Tx`: typed writes on one writer connection (SQLite's, or
     PostgreSQL's through takod/storage/postgres). Not thread-safe: the committer's
     thread is the only one that calls it."""
@@ -426,6 +427,7 @@ class SqlTx(SignalWrites[C]):
                 (now, *ids),
             )
         ready += woken
+        ready += self.due_ticks(now)  # cron: the runs of the ticks due
         return Due(ready, failures)
 
     def prune(self, before: int) -> int:
