@@ -266,6 +266,15 @@ class Finish(_Req, tag="finish"):
     traceback: str | None = None
 
 
+class Keyed(_Req, tag="keyed"):
+    """The concurrency key of a run, computed by the worker from its payload (a
+    workflow's `key=`); takod lets it go on, or holds it back while its key is full."""
+
+    run_id: str
+    token: int
+    key: str
+
+
 class Leaving(_Req, tag="leaving"):
     """An idle worker asks to exit; takod agrees only if nothing is assigned to it."""
 
@@ -306,7 +315,7 @@ ClientRequest = (
     | OpenLink
     | Watch
 )
-WorkerRequest = Hello | StepDone | Park | Finish | Leaving | Beat
+WorkerRequest = Hello | StepDone | Park | Finish | Keyed | Leaving | Beat
 Request = ClientRequest | WorkerRequest  # what either peer may send
 
 
@@ -344,6 +353,7 @@ class Assign(msgspec.Struct, tag_field="op", tag="assign"):
     memo: list[MemoEntry]
     traceparent: str | None = None  # the trace context its `start` carried
     clock_ms: int = 0  # takod's clock at the hand-over: what `step.now()` counts from
+    keyed: bool = False  # its workflow limits runs per key, and its key is not known yet
 
 
 class Envelope(msgspec.Struct):

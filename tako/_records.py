@@ -256,6 +256,8 @@ class WorkflowInfo(msgspec.Struct, kw_only=True):
     payload_example: Any | msgspec.UnsetType = msgspec.UNSET
     # at most this many runs executing at once; left out when unlimited
     concurrency: int | msgspec.UnsetType = msgspec.UNSET
+    # at most this many per concurrency key (the workflow's `key=`); left out when none
+    key_concurrency: int | msgspec.UnsetType = msgspec.UNSET
     # cron schedule (one run per tick), its time zone and catch-up; left out when none
     schedule: str | msgspec.UnsetType = msgspec.UNSET
     timezone: str | msgspec.UnsetType = msgspec.UNSET

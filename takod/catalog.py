@@ -16,7 +16,7 @@ import trio
 
 from tako._errors import UnknownWorkflow
 from tako._records import LoadError, Registry, WorkflowInfo
-from tako.takod.storage.interface import ScheduleSpec
+from tako.takod.storage.interface import Limits, ScheduleSpec
 
 
 async def describe(app_dir: Path) -> Registry:
@@ -52,9 +52,16 @@ class Catalog:
         self.registry = registry
         self.workflows = {w.name: w for w in registry.workflows}
         # workflows with a concurrency limit: claims take no more of their runs than it allows
-        self.limits = {
-            w.name: w.concurrency for w in registry.workflows if isinstance(w.concurrency, int)
-        }
+        self.limits = Limits(
+            workflows={
+                w.name: w.concurrency for w in registry.workflows if isinstance(w.concurrency, int)
+            },
+            keys={
+                w.name: w.key_concurrency
+                for w in registry.workflows
+                if isinstance(w.key_concurrency, int)
+            },
+        )
 
     def get(self, name: str) -> WorkflowInfo:
         """The workflow, or UnknownWorkflow naming the known ones and the broken files."""

@@ -418,7 +418,8 @@ class Service:
         workflow = self._limited.pop(run_id, None)
         if workflow is None:
             return
-        now, room = self.clock.now_ms(), self.catalog.limits.get(workflow, 1)
+        limits = self.catalog.limits
+        now, room = self.clock.now_ms(), limits.workflows.get(workflow) or limits.keys[workflow]
         self.backend.submit(
             lambda tx: tx.ready_of(workflow, now, room),
             lambda item: self.pool.enqueue(item.value()) if item.error is None else None,
@@ -427,7 +428,7 @@ class Service:
     def _emit_running(self, assigns: list[Assign]) -> None:
         limits = self.catalog.limits
         for a in assigns:
-            if limits and a.workflow in limits:
+            if limits and (a.workflow in limits.workflows or a.workflow in limits.keys):
                 self._limited[a.run_id] = a.workflow
             if self.changes.runs:
                 self.changes.run_changed(a.run_id)

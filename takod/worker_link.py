@@ -22,6 +22,7 @@ from tako._protocol import (
     Beat,
     Finish,
     Hello,
+    Keyed,
     Leaving,
     Park,
     ReqId,
@@ -134,6 +135,11 @@ class WorkerLink:
                 self.backend.submit(
                     lambda tx: tx.finish(req, now), self._reply(worker, req, self._finished)
                 )
+            case Keyed():
+                keys = self.catalog.limits.keys
+                self.backend.submit(
+                    lambda tx: tx.keyed(req, now, keys), self._reply(worker, req, self._keyed)
+                )
             case Beat():
                 worker.channel.send(ok(req.id))
             case Hello():
@@ -162,7 +168,7 @@ class WorkerLink:
         )  # fmt: skip
 
     def _reply(
-        self, worker: WorkerProc, req: StepDone | Park | Finish, then: Handler
+        self, worker: WorkerProc, req: StepDone | Park | Finish | Keyed, then: Handler
     ) -> Callable[[QueuedWrite[Any]], None]:
         """The committer callback: refusals answered here, successes passed to `then`."""
 
@@ -230,6 +236,13 @@ class WorkerLink:
             wake_at=req.wake_at,
             error=req.error,
         )
+        return ok(req.id, parked=True)
+
+    def _keyed(self, worker: WorkerProc, req: Keyed, may_go_on: bool) -> bytes | None:
+        if may_go_on:
+            return None
+        self.pool.finished(worker, req.run_id)  # its key is full: back in line
+        self.changes.emit("held", run_id=req.run_id, key=req.key)
         return ok(req.id, parked=True)
 
     def _finished(self, worker: WorkerProc, req: Finish, outcome: Outcome) -> bytes | None:

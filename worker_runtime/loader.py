@@ -108,6 +108,9 @@ def describe(app_dir: Path) -> Registry:
                 timeout=wf.timeout,
                 payload_example=payload_example(wf.fn),
                 concurrency=msgspec.UNSET if wf.concurrency is None else wf.concurrency,
+                key_concurrency=(
+                    msgspec.UNSET if wf.key_concurrency is None else wf.key_concurrency
+                ),
                 **(
                     {"schedule": wf.schedule, "timezone": wf.timezone, "catch_up": wf.catch_up}
                     if wf.schedule

@@ -17,6 +17,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from anyio.abc import TaskGroup, UNIXSocketStream
 
 from tako._errors import BadJson, InvalidRequest, NonRetryable
 from tako._logs import JsonFormatter, wants_json
-from tako._protocol import Assign, Beat, Finish, Hello, Leaving
+from tako._protocol import Assign, Beat, Finish, Hello, Keyed, Leaving
 from tako.worker_runtime.channel import AsyncioChannel, Channel
 from tako.worker_runtime.failures import (
     Unencodable,
@@ -156,6 +157,8 @@ class Worker:
             )
             await self._finish(a, "fatal", error=f"payload {problem}: {exc}")
             return
+        if a.keyed and wf.key is not None and not await self._keyed(a, wf.key, payload):
+            return
         try:
             value = await wf.fn(payload, step)
         except (Parked, Dropped) as exc:
@@ -182,6 +185,21 @@ class Worker:
             await self._finish(a, "fatal", error=str(exc))
             return
         await self._finish(a, "completed", result=result)
+
+    async def _keyed(self, a: Assign, key_of: Callable[[Any], Any], payload: Any) -> bool:
+        """Tell takod the run's concurrency key (`key=` of its workflow); False when the
+        run may not go on now (its key is full: it waits its turn as pending)."""
+        try:
+            key = str(key_of(payload))
+        except Exception as exc:
+            error = f"the concurrency key of this run could not be computed: {describe(exc)}"
+            await self._finish(a, "fatal", error=error, tb=user_traceback(exc))
+            return False
+        reply = await self.channel.persist(Keyed(run_id=a.run_id, token=a.token, key=key))
+        if reply.ok and not reply.parked:
+            return True
+        self._traces.get(a.run_id, NO_TRACE).finished("held")
+        return False
 
     async def _finish(
         self,

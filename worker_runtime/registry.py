@@ -36,6 +36,8 @@ class WorkflowDef:
     line: int
     payload_type: Any = None
     concurrency: int | None = None  # at most this many of its runs executing at once
+    key: Callable[[Any], Any] | None = None  # the concurrency key of a payload
+    key_concurrency: int | None = None  # at most this many running per key
     schedule: str | None = None  # cron: one run per tick
     timezone: str = "UTC"
     catch_up: str = "latest"
@@ -43,6 +45,17 @@ class WorkflowDef:
     @property
     def max_attempts(self) -> int:
         return self.retries + 1
+
+
+def _check_key(options: Options) -> None:
+    """`key=` and `key_concurrency=` go together: a function of the payload, and a limit."""
+    if (options.key is None) != (options.key_concurrency is None):
+        raise ValueError("@workflow key= and key_concurrency= go together: give both or neither")
+    limit = options.key_concurrency
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"@workflow key_concurrency must be an integer >= 1, got {limit!r}")
+    if options.key is not None and not callable(options.key):
+        raise ValueError(f"@workflow key must be a function of the payload, got {options.key!r}")
 
 
 def _check_schedule(name: str, options: Options) -> None:
@@ -97,6 +110,8 @@ def workflow(
     retries: int = 3,
     timeout: Duration | None = None,
     concurrency: int | None = None,
+    key: Callable[[Any], Any] | None = None,
+    key_concurrency: int | None = None,
     schedule: str | None = None,
     timezone: str = "UTC",
     catch_up: CatchUp = "latest",
@@ -110,6 +125,8 @@ def workflow(
     retries: int = 3,
     timeout: Duration | None = None,
     concurrency: int | None = None,
+    key: Callable[[Any], Any] | None = None,
+    key_concurrency: int | None = None,
     schedule: str | None = None,
     timezone: str = "UTC",
     catch_up: CatchUp = "latest",
@@ -123,7 +140,9 @@ def workflow(
     `<workflow>@<tick, ISO 8601 UTC>`; ticks missed while nothing ran: `catch_up`
     "latest" (only the most recent), "all" or "none".
     """
-    options = Options(retries, timeout, concurrency, schedule, timezone, catch_up)
+    options = Options(
+        retries, timeout, concurrency, schedule, timezone, catch_up, key, key_concurrency
+    )
     if callable(name):
         return _mark(name, None, options)
 
@@ -140,6 +159,8 @@ class Options(NamedTuple):
     schedule: str | None
     timezone: str
     catch_up: str
+    key: Callable[[Any], Any] | None = None
+    key_concurrency: int | None = None
 
 
 def _mark(fn: F, name: str | None, options: Options) -> F:
@@ -159,6 +180,7 @@ def _mark(fn: F, name: str | None, options: Options) -> F:
         raise ValueError(f"workflow name must be 1 to 256 characters, got {wf_name!r}")
     if options.schedule is not None:
         _check_schedule(wf_name, options)
+    _check_key(options)
     code = fn.__code__
     setattr(
         fn,
@@ -175,6 +197,8 @@ def _mark(fn: F, name: str | None, options: Options) -> F:
             schedule=options.schedule,
             timezone=options.timezone,
             catch_up=options.catch_up,
+            key=options.key,
+            key_concurrency=options.key_concurrency,
         ),
     )
     return cast(F, fn)  # iscoroutinefunction() narrowed its type above

@@ -28,7 +28,7 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 import msgspec
 
 from tako._errors import StorageError, TakoError
-from tako._protocol import Assign, Finish, Park, StepDone
+from tako._protocol import Assign, Finish, Keyed, Park, StepDone
 from tako._records import ApprovalView, RunStatus, RunView
 from tako._replies import ScheduleRow, SupervisorRow, TokenRow
 from tako.takod.rules.runs import Outcome
@@ -95,6 +95,16 @@ class ScheduleSpec(NamedTuple):
     catch_up: str
     max_attempts: int
     timeout_ms: int | None
+
+
+class Limits(NamedTuple):
+    """The app's concurrency limits: runs of a workflow, runs per key of a workflow."""
+
+    workflows: Mapping[str, int]
+    keys: Mapping[str, int]
+
+    def __bool__(self) -> bool:
+        return bool(self.workflows or self.keys)
 
 
 class Created(NamedTuple):
@@ -202,7 +212,7 @@ class Tx(Protocol):
         now: int,
         hold: Hold | None = None,
         owner: int | None = None,
-        limits: Mapping[str, int] | None = None,
+        limits: Limits | None = None,
     ) -> list[Assign]:
         """Mark ready runs running under a new fencing token, held by the supervisor
         `owner`; return them with their memos. Runs whose workflow `hold` refuses stay
@@ -212,6 +222,10 @@ class Tx(Protocol):
 
     def sync_schedules(self, specs: Sequence[ScheduleSpec], now: int, *, complete: bool) -> None:
         """Make the stored cron schedules the app's (see sqlite/schedules.py)."""
+
+    def keyed(self, req: Keyed, now: int, limits: Mapping[str, int]) -> bool:
+        """Record a run's concurrency key; False when its key is full (the run goes back
+        to pending, its claim revoked, to start when a place frees)."""
 
     def ready_of(self, workflow: str, now: int, limit: int) -> list[str]:
         """Up to `limit` ready runs of `workflow`, oldest first."""

@@ -36,6 +36,14 @@ FLOWS = """
     async def one_at_a_time(payload, step):
         return await step.run("work", lambda: work(step.run_id))
 
+    @workflow("charge", key=lambda p: p["customer"], key_concurrency=1)
+    async def charge(payload, step):
+        return await step.run("work", lambda: work(step.run_id))
+
+    @workflow("badkey", key=lambda p: p["nope"], key_concurrency=1)
+    async def badkey(payload, step):
+        return "never"
+
     @workflow("free")
     async def free(payload, step):
         return await step.run("work", lambda: "free")
@@ -98,3 +106,31 @@ async def test_a_limit_holds_across_three_supervisors(app: App) -> None:
         runs = [await clients[0].get_run(rid) for rid in ids]
         nursery.cancel_scope.cancel()
     assert_one_at_a_time(intervals(runs))
+
+
+@BOTH_STORES
+async def test_a_key_limit_holds_per_customer_and_a_bad_key_fails_the_run(app: App) -> None:
+    app.write("flows.py", FLOWS)
+    app.configure(workers={"concurrency": 8})
+    async with running(app):
+        client = app.client()
+        ids = {
+            customer: [
+                await client.start("charge", {"customer": customer}, run_id=f"{customer}-{i}")
+                for i in range(6)
+            ]
+            for customer in ("ann", "bo", "cy")
+        }
+        for rids in ids.values():
+            for rid in rids:
+                assert await client.result(rid, timeout=60) == rid
+        by_customer = {
+            customer: intervals([await client.get_run(rid) for rid in rids])
+            for customer, rids in ids.items()
+        }
+        bad = await client.start("badkey", {"customer": "ann"})
+        failed = await client.wait(bad, timeout=30)
+    for spans in by_customer.values():
+        assert_one_at_a_time(spans)
+    assert failed.status == "failed" and failed.attempts == 1
+    assert "the concurrency key of this run could not be computed: KeyError" in (failed.error or "")

@@ -23,6 +23,7 @@ from tako.takod.storage.interface import (
     Created,
     Due,
     Hold,
+    Limits,
     NewRun,
     Parked,
     ParkOutcome,
@@ -81,19 +82,26 @@ class SqlTx(SignalWrites[C], ScheduleWrites[C]):
         now: int,
         hold: Hold | None = None,
         owner: int | None = None,
-        limits: Mapping[str, int] | None = None,
+        limits: Limits | None = None,
     ) -> list[Assign]:
         """A few statements for the lot, however many: a crowd of runs woken at once
         is claimed without a round trip per run."""
         out: list[Assign] = []
         for ids in _chunks(list(dict.fromkeys(run_ids))):
+            keyed: Mapping[str, int] = {}
             if limits:
                 ids = self.within_limits(ids, now, limits)
-            out += self._claim_some(ids, now, hold, owner)
+                keyed = limits.keys
+            out += self._claim_some(ids, now, hold, owner, keyed)
         return out
 
     def _claim_some(
-        self, ids: list[str], now: int, hold: Hold | None, owner: int | None
+        self,
+        ids: list[str],
+        now: int,
+        hold: Hold | None,
+        owner: int | None,
+        keyed: Mapping[str, int],
     ) -> list[Assign]:
         if hold is not None:
             marks = ", ".join("?" * len(ids))
@@ -118,7 +126,8 @@ class SqlTx(SignalWrites[C], ScheduleWrites[C]):
                 " updated_at = ?, wake_at = NULL, error = CASE WHEN attempts > 1 THEN error END"
                 f" WHERE id IN ({marks}) AND status = 'pending'"
                 " AND (wake_at IS NULL OR wake_at <= ?)"
-                " RETURNING id, workflow, payload, attempts, claim_token, traceparent",
+                " RETURNING id, workflow, payload, attempts, claim_token, traceparent,"
+                " concurrency_key",
                 (owner, now, *ids, now),
             ).fetchall()
         }
@@ -135,7 +144,17 @@ class SqlTx(SignalWrites[C], ScheduleWrites[C]):
                 MemoEntry(key, status, msgspec.Raw(result or b"null"), error, attempts, kind)
             )
         return [
-            Assign(rid, row[1], msgspec.Raw(row[2]), row[3], row[4], memos[rid], row[5], now)
+            Assign(
+                rid,
+                row[1],
+                msgspec.Raw(row[2]),
+                row[3],
+                row[4],
+                memos[rid],
+                row[5],
+                now,
+                keyed=row[6] is None and row[1] in keyed,
+            )
             for rid in ids
             if (row := claimed.get(rid)) is not None
         ]

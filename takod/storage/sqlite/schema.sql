@@ -23,7 +23,8 @@ CREATE TABLE runs (
     owner            INTEGER,
     traceparent      TEXT,
     parent_run_id    TEXT,
-    parent_step      TEXT
+    parent_step      TEXT,
+    concurrency_key  TEXT
 ) STRICT;
 
 -- The scheduler's one timer reads MIN(wake_at) and MIN(deadline_at); both
@@ -32,6 +33,7 @@ CREATE INDEX runs_wake ON runs (wake_at) WHERE wake_at IS NOT NULL;
 CREATE INDEX runs_deadline ON runs (deadline_at) WHERE deadline_at IS NOT NULL;
 CREATE INDEX runs_status ON runs (status, created_at);
 CREATE INDEX runs_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
+CREATE INDEX runs_key ON runs (workflow, concurrency_key) WHERE concurrency_key IS NOT NULL;
 CREATE INDEX runs_created ON runs (created_at);
 CREATE INDEX runs_finished ON runs (finished_at) WHERE finished_at IS NOT NULL;
 
