@@ -44,6 +44,12 @@ FLOWS = """
     async def badkey(payload, step):
         return "never"
 
+    @workflow("patient", concurrency=1)
+    async def patient(payload, step):
+        if payload == "waits":
+            await step.wait_for("go")
+        return await step.run("work", lambda: work(step.run_id))
+
     @workflow("free")
     async def free(payload, step):
         return await step.run("work", lambda: "free")
@@ -134,3 +140,16 @@ async def test_a_key_limit_holds_per_customer_and_a_bad_key_fails_the_run(app: A
         assert_one_at_a_time(spans)
     assert failed.status == "failed" and failed.attempts == 1
     assert "the concurrency key of this run could not be computed: KeyError" in (failed.error or "")
+
+
+@BOTH_STORES
+async def test_a_waiting_run_holds_no_place(app: App) -> None:
+    app.write("flows.py", FLOWS)
+    async with running(app):
+        client = app.client()
+        waiting = await client.start("patient", "waits")
+        assert (await client.wait(waiting, parked=True, timeout=30)).status == "waiting"
+        later = await client.start("patient", "goes")  # the only place is free meanwhile
+        assert await client.result(later, timeout=30) == later
+        await client.signal("go", run_id=waiting)
+        assert await client.result(waiting, timeout=30) == waiting
