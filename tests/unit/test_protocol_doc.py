@@ -20,7 +20,7 @@ import pytest
 from tako._protocol import OPS, RequestError, decode_request
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
-WORKER_OPS = {"hello", "step", "park", "finish", "leaving", "beat"}
+WORKER_OPS = {"hello", "step", "park", "finish", "keyed", "leaving", "beat"}
 DECODER_CODES = {"bad_json", "unknown_op", "invalid"}
 
 
