@@ -427,8 +427,9 @@ class Service:
 
     def _emit_running(self, assigns: list[Assign]) -> None:
         limits = self.catalog.limits
+        limited = bool(limits)
         for a in assigns:
-            if limits and (a.workflow in limits.workflows or a.workflow in limits.keys):
+            if limited and (a.workflow in limits.workflows or a.workflow in limits.keys):
                 self._limited[a.run_id] = a.workflow
             if self.changes.runs:
                 self.changes.run_changed(a.run_id)

@@ -32,11 +32,14 @@ except ImportError:  # the `otel` extra is not installed: no spans, at no cost
     otel_trace = None  # type: ignore[assignment]
 
 
+_NO_SPAN = nullcontext()  # reusable: entering it does nothing
+
+
 class NoTrace:
     """A run without spans."""
 
     def step(self, key: str, kind: str) -> AbstractContextManager[Any]:
-        return nullcontext()
+        return _NO_SPAN
 
     def finished(self, outcome: str, error: str | None = None) -> None:
         pass
@@ -107,6 +110,9 @@ def start_run(assign: Assign) -> NoTrace:
     """The trace of one run attempt: `NO_TRACE` without OpenTelemetry."""
     if otel_trace is None:
         return NO_TRACE
+    provider = otel_trace.get_tracer_provider()
+    if isinstance(provider, otel_trace.ProxyTracerProvider | otel_trace.NoOpTracerProvider):
+        return NO_TRACE  # installed but not configured: spans nobody records cost time
     try:
         return RunTrace(assign)
     except Exception:  # a broken tracer setup must not fail the run

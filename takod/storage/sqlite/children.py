@@ -77,17 +77,17 @@ class ChildWrites(LimitWrites[C], Generic[C]):
         return rid, None
 
     def child_ended(
-        self, run_id: str, status: str, result: bytes | None, error: str | None, now: int
+        self,
+        run_id: str,
+        parent: str,
+        key: str,
+        outcome: tuple[str, bytes | None, str | None],
+        now: int,
     ) -> str | None:
-        """`run_id` just ended: if a parent's step waits for it, complete that step with
-        its outcome and make the parent due now. Returns the parent so woken."""
-        row = self.conn.execute(
-            "SELECT parent_run_id, parent_step FROM runs WHERE id = ? AND parent_step IS NOT NULL",
-            (run_id,),
-        ).fetchone()
-        if row is None:
-            return None
-        parent, key = row
+        """`run_id` just ended (`outcome`: status, result, error) and the step `key` of
+        `parent` waits for it: complete that step with its outcome and make the parent
+        due now. Returns the parent so woken."""
+        status, result, error = outcome
         done = self.conn.execute(
             "UPDATE steps SET status = 'completed', result = ?, finished_at = ?, wake_at = NULL"
             " WHERE run_id = ? AND key = ? AND status = 'waiting'",

@@ -533,12 +533,15 @@ class SqlTx(SignalWrites[C], ScheduleWrites[C]):
         self.conn.execute("DELETE FROM waits WHERE run_id = ?", (run_id,))
         if status != RunStatus.COMPLETED:
             self.cancel_approvals_of(run_id, now)
-        self.conn.execute(
+        ended = self.conn.execute(
             "UPDATE runs SET status = ?, result = ?, error = ?, traceback = ?, wake_at = NULL,"
             " deadline_at = NULL, waiting_for = NULL, cancel_requested = 0,"
-            " claim_token = claim_token + 1, updated_at = ?, finished_at = ? WHERE id = ?",
+            " claim_token = claim_token + 1, updated_at = ?, finished_at = ? WHERE id = ?"
+            " RETURNING parent_run_id, parent_step",
             (status, result, error, traceback, now, now, run_id),
-        )
+        ).fetchone()
         if status == RunStatus.CANCELLED:
             self.cancel_children(run_id, now)
-        return self.child_ended(run_id, status, result, error, now)
+        if ended is None or ended[1] is None:  # no parent's step waits for it
+            return None
+        return self.child_ended(run_id, ended[0], ended[1], (status, result, error), now)
