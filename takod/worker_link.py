@@ -125,7 +125,7 @@ class WorkerLink:
                 if req.approval is not None:
                     self.payloads.check_payload(f"data of approval {req.key!r}", req.approval.data)
                 check = self.payloads.check
-                child = self._child_of(req, now)
+                child = self._child_of(req)
                 self.backend.submit(
                     lambda tx: tx.park(req, now, check, child),
                     self._reply(worker, req, self._parked),
@@ -154,14 +154,14 @@ class WorkerLink:
             case _:
                 raise InvalidRequest(f"op {op_name(req)!r} is not a worker op")
 
-    def _child_of(self, req: Park, now: int) -> NewRun | None:
+    def _child_of(self, req: Park) -> NewRun | None:
         """The run a `step.invoke` or `step.start_child` starts, as `start` would make it."""
         spec = req.child
         if spec is None:
             return None
         wf = self.catalog.get(spec.workflow)  # UnknownWorkflow, to the parent's step
         self.payloads.check_payload(f"payload of child run {spec.workflow!r}", spec.payload)
-        timeout_ms = int(wf.timeout * 1000) if wf.timeout else None
+        timeout_ms = self.catalog.timeout_ms(spec.workflow)
         return NewRun(
             spec.workflow, bytes(spec.payload), wf.retries + 1, spec.run_id, None, timeout_ms,
             spec.traceparent, parent_run_id=req.run_id,

@@ -20,7 +20,7 @@ from tako._errors import NotAllowed
 from tako._protocol import Park
 from tako._records import RUN_ID_PATTERN
 from tako.takod.rules.runs import FINISHED, RunStatus
-from tako.takod.storage.interface import NewRun
+from tako.takod.storage.interface import Created, NewRun
 from tako.takod.storage.sqlite.limits import LimitWrites
 from tako.takod.storage.sqlite.portable import Conn
 
@@ -114,7 +114,7 @@ class ChildWrites(LimitWrites[C], Generic[C]):
 
     # -- supplied by the runs' writes ----------------------------------------------------
 
-    def create_run(self, new: NewRun, now: int) -> object:
+    def create_run(self, new: NewRun, now: int) -> Created:
         raise NotImplementedError
 
     def cancel(self, run_id: str, reason: str | None, now: int) -> RunStatus:

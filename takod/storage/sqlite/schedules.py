@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, Generic
 
 from tako import _cron as cron
-from tako.takod.storage.interface import NewRun, ScheduleSpec
+from tako.takod.storage.interface import Created, NewRun, ScheduleSpec
 from tako.takod.storage.sqlite.approvals import ApprovalWrites, C
 
 
@@ -73,5 +73,5 @@ class ScheduleWrites(ApprovalWrites[C], Generic[C]):
 
     # -- supplied by the runs' writes ----------------------------------------------------
 
-    def create_run(self, new: NewRun, now: int) -> Any:
+    def create_run(self, new: NewRun, now: int) -> Created:
         raise NotImplementedError
